@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfllm",
+    version="0.1.0",
+    description="Train, evaluate and serve language models with TensorFlow and Keras.",
+    packages=find_packages(include=["tfllm", "tfllm.*", "trainers", "trainers.*", "export", "export.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow==2.21.0",
+        "tensorflow-text==2.21.1",
+        "keras>=3.10",
+        "keras-hub==0.32.0",
+        "tensorboard",
+        "pyyaml>=6",
+        "sentencepiece>=0.2",
+        "tokenizers>=0.20",
+        "sacrebleu>=2.4",
+        "rouge-score>=0.1.2",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["tfllm=tfllm.cli:main"]},
+)
