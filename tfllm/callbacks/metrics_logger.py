@@ -1,0 +1,102 @@
+"""Per-step training metrics to the console, `metrics.jsonl` and TensorBoard."""
+
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Logs loss, learning rate and throughput every `log_every` optimizer steps.
+
+    Keras reports `loss` as a running mean since the start of the epoch; this callback turns it
+    back into the mean over the last logging interval, so each record says how the model does
+    now, not on average since the last validation. Every validation (Keras epoch end) adds
+    `val_loss` and `val_perplexity` to the record of that step. Records go to `metrics.jsonl`
+    (one JSON object per line, appended and flushed at once) and to TensorBoard scalars
+    `train/loss`, `train/learning_rate`, `train/tokens_per_sec`, `val/loss`, `val/perplexity`.
+
+    Args:
+        metrics_path: str. Path of `metrics.jsonl`, or None to skip it.
+        log_dir: str. TensorBoard log directory, or None to skip it.
+        tokens_per_step: int. Tokens in one optimizer step (global batch x sequence length).
+        log_every: int. Optimizer steps between records.
+        total_steps: int. Training stops after this many optimizer steps.
+    """
+
+    def __init__(self, metrics_path, log_dir, tokens_per_step, log_every, total_steps):
+        super().__init__()
+        self.metrics_path = metrics_path
+        self.log_dir = log_dir
+        self.tokens_per_step = tokens_per_step
+        self.log_every = log_every
+        self.total_steps = total_steps
+        self._writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _learning_rate(self):
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_train_begin(self, logs=None):
+        self._mark_time, self._mark_step = time.perf_counter(), self._step()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_loss_sum, self._epoch_batches = 0.0, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if step >= self.total_steps:
+            self.model.stop_training = True
+        end_of_epoch = batch + 1 >= self.params.get("steps", math.inf) or step >= self.total_steps
+        if step % self.log_every == 0 and not end_of_epoch:
+            self._write(self._train_record(batch, logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        record = self._train_record(self._last_batch, logs) if self._step() > self._mark_step else {}
+        record["step"] = self._step()
+        if "val_loss" in logs:
+            record["val_loss"] = float(logs["val_loss"])
+            record["val_perplexity"] = math.exp(min(record["val_loss"], 80.0))
+        self._write(record)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._last_batch = batch
+
+    def _train_record(self, batch, logs):
+        # Keras's `loss` is the mean of the epoch's batches so far; undo the running mean.
+        loss_sum = float(logs["loss"]) * (batch + 1)
+        batches = batch + 1 - self._epoch_batches
+        interval_loss = (loss_sum - self._epoch_loss_sum) / max(batches, 1)
+        self._epoch_loss_sum, self._epoch_batches = loss_sum, batch + 1
+        now, step = time.perf_counter(), self._step()
+        elapsed = max(now - self._mark_time, 1e-9)
+        tokens_per_sec = (step - self._mark_step) * self.tokens_per_step / elapsed
+        self._mark_time, self._mark_step = now, step
+        return {
+            "step": step,
+            "loss": interval_loss,
+            "learning_rate": self._learning_rate(),
+            "tokens_per_sec": tokens_per_sec,
+            "step_time": elapsed / max(batches, 1),
+        }
+
+    def _write(self, record):
+        if self.metrics_path:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            return
+        tags = {"loss": "train/loss", "learning_rate": "train/learning_rate",
+                "tokens_per_sec": "train/tokens_per_sec", "val_loss": "val/loss",
+                "val_perplexity": "val/perplexity"}
+        with self._writer.as_default(step=record["step"]):
+            for key, tag in tags.items():
+                if key in record:
+                    tf.summary.scalar(tag, record[key])
+        self._writer.flush()

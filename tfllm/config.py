@@ -1,0 +1,262 @@
+"""Run configuration: YAML -> typed, frozen dataclasses, validated once at load.
+
+A YAML file only overrides the defaults declared here, so a config file holds what makes a run
+different and nothing else. Every field carries a one-line doc (`doc=`) that `tfllm train --help`
+prints. Unknown keys, wrong types and impossible values are `UserError`s naming the key, the file
+and, for a typo, the closest valid key.
+"""
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import typing
+
+import yaml
+
+from tfllm.errors import UserError
+
+POSITIONS = ("learned", "rope")
+TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+
+
+def _field(default, doc):
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    path: str = _field("builtin:python-docs", "Training text: a file, directory, glob or builtin:NAME.")
+    val_path: typing.Optional[str] = _field(None, "Explicit validation text; when set, no split is made.")
+    val_fraction: float = _field(0.05, "Fraction of documents held out for validation.")
+    blank_line_documents: bool = _field(False, "Split .txt files into documents at blank lines.")
+    clean: bool = _field(True, "Master switch for every cleaning step below.")
+    normalize_unicode: bool = _field(True, "Cleaning: Unicode NFC normalization.")
+    drop_control_chars: bool = _field(True, "Cleaning: drop control characters other than newline and tab.")
+    normalize_whitespace: bool = _field(True, "Cleaning: LF line ends, no trailing spaces, at most 2 blank lines.")
+    deduplicate: bool = _field(True, "Cleaning: drop exact duplicate documents.")
+    min_chars: int = _field(32, "Cleaning: drop documents shorter than this many characters.")
+    tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece.")
+    vocab_size: int = _field(2048, "Vocabulary size, including the 4 reserved ids (pad, eos, unk, mask).")
+    shuffle_buffer: int = _field(2048, "Training blocks held in the shuffle buffer.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    num_layers: int = _field(4, "Transformer blocks.")
+    num_heads: int = _field(4, "Attention heads; must divide hidden_dim.")
+    hidden_dim: int = _field(128, "Width of the residual stream.")
+    intermediate_dim: int = _field(512, "Width of the MLP inside each block.")
+    seq_len: int = _field(128, "Context length in tokens (training block length).")
+    max_seq_len: int = _field(0, "Longest context the model accepts; 0 means seq_len.")
+    dropout: float = _field(0.0, "Dropout rate on attention and residual branches.")
+    position: str = _field("learned", "Position encoding: learned or rope.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = _field(16, "Global batch size in sequences per optimizer step.")
+    steps: int = _field(600, "Optimizer steps.")
+    learning_rate: float = _field(3e-3, "Peak learning rate after warmup.")
+    min_learning_rate: float = _field(3e-4, "Learning rate at the end of the cosine decay.")
+    warmup_steps: int = _field(50, "Linear warmup steps.")
+    weight_decay: float = _field(0.1, "Decoupled (AdamW) weight decay.")
+    beta1: float = _field(0.9, "AdamW beta_1.")
+    beta2: float = _field(0.99, "AdamW beta_2.")
+    clip_norm: float = _field(1.0, "Global gradient-norm clipping; 0 turns it off.")
+    eval_every: int = _field(100, "Validate (and checkpoint) every this many steps.")
+    eval_batches: int = _field(20, "Validation batches per evaluation.")
+    log_every: int = _field(10, "Write metrics.jsonl and TensorBoard scalars every this many steps.")
+    keep_checkpoints: int = _field(3, "How many recent checkpoints to keep (the best is kept apart).")
+    precision: str = _field("float32", "float32, mixed_bfloat16, mixed_float16 or auto.")
+    jit_compile: typing.Union[bool, str] = _field("auto", "XLA compilation: auto, true or false.")
+    steps_per_execution: int = _field(1, "Training steps run per call into the compiled graph.")
+    seed: int = _field(0, "Seed for the split, initialization, shuffling and dropout.")
+    samples: int = _field(3, "Samples printed at the end of training.")
+    sample_tokens: int = _field(64, "Tokens generated per sample at the end of training.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    @property
+    def max_seq_len(self):
+        return self.model.max_seq_len or self.model.seq_len
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def field_docs():
+    """Yield (dotted key, default, doc) for every config key, for `--help`."""
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield f"{section}.{f.name}", f.default, f.metadata["doc"]
+
+
+def _closest(name, valid, prefix=""):
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    if match:
+        return f"; did you mean '{prefix}{match[0]}'?"
+    return f"; valid keys: {', '.join(prefix + v for v in valid)}"
+
+
+def _suggest_key(section, key):
+    for other, cls in SECTIONS.items():
+        if other != section and key in {f.name for f in dataclasses.fields(cls)}:
+            return f"; did you mean '{other}.{key}'?"
+    return _closest(key, [f.name for f in dataclasses.fields(SECTIONS[section])], section + ".")
+
+
+def _coerce(value, annotation, key, source):
+    """Check `value` against a field's type; ints are accepted where floats are expected."""
+    expected = {
+        bool: (bool,), int: (int,), float: (int, float), str: (str,),
+        typing.Optional[str]: (str, type(None)), typing.Union[bool, str]: (bool, str),
+    }[annotation]
+    if annotation is float and isinstance(value, str):
+        # YAML 1.1 reads `1e-3` (no dot) as a string; accept what any reader means by it.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) and bool not in expected:
+        ok = False
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        names = " or ".join(t.__name__ for t in expected).replace("NoneType", "null")
+        raise UserError(
+            f"{source}: {key} must be {names}, got {value!r} ({type(value).__name__}); fix the value."
+        )
+    return float(value) if annotation is float else value
+
+
+def _parse_override(text):
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like section.key=value (e.g. train.steps=200)")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _set_dotted(tree, key, value, source):
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise UserError(f"{source}: '{key}' must be section.key with section one of {', '.join(SECTIONS)}")
+    tree.setdefault(parts[0], {})
+    if not isinstance(tree[parts[0]], dict):
+        raise UserError(f"{source}: section '{parts[0]}' must be a mapping")
+    tree[parts[0]][parts[1]] = value
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; pass --config with an existing YAML file")
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"{path}{where}: not valid YAML; fix the syntax")
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    return tree
+
+
+def from_dict(tree, source="config", check=True):
+    """Validate a nested dict and build a `Config`."""
+    sections = {}
+    for name, values in tree.items():
+        if name not in SECTIONS:
+            raise UserError(f"{source}: unknown section '{name}'{_closest(name, list(SECTIONS))}")
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: section '{name}' must be a mapping of keys to values")
+        cls = SECTIONS[name]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise UserError(f"{source}: unknown key '{name}.{key}'{_suggest_key(name, key)}")
+            kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", source)
+        sections[name] = cls(**kwargs)
+    config = Config(**sections)
+    if check:
+        validate(config, source)
+    return config
+
+
+def load_config(path=None, overrides=()):
+    """Load a YAML file (or the defaults) and apply `section.key=value` overrides."""
+    tree = _read_yaml(path) if path else {}
+    for text in overrides:
+        key, value = _parse_override(text)
+        source = f"override {text!r}"
+        _set_dotted(tree, key, value, source)
+        from_dict({key.split(".")[0]: {key.split(".")[1]: value}}, source, check=False)
+    return from_dict(tree, path or "defaults")
+
+
+def _require(condition, source, key, value, what):
+    if not condition:
+        raise UserError(f"{source}: {key}={value!r} is invalid: {what}")
+
+
+def validate(config, source):
+    d, m, t = config.data, config.model, config.train
+    _require(d.tokenizer in TOKENIZERS, source, "data.tokenizer", d.tokenizer, f"use one of {', '.join(TOKENIZERS)}")
+    _require(d.vocab_size >= 8, source, "data.vocab_size", d.vocab_size, "use at least 8")
+    _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", d.val_fraction, "use a value in [0, 1)")
+    _require(d.min_chars >= 0, source, "data.min_chars", d.min_chars, "use 0 or more")
+    _require(d.shuffle_buffer >= 1, source, "data.shuffle_buffer", d.shuffle_buffer, "use 1 or more")
+    for key in ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "seq_len"):
+        value = getattr(m, key)
+        _require(value >= 1, source, f"model.{key}", value, "use a positive integer")
+    _require(
+        m.hidden_dim % m.num_heads == 0, source, "model.num_heads", m.num_heads,
+        f"it must divide model.hidden_dim={m.hidden_dim}",
+    )
+    _require(
+        m.max_seq_len == 0 or m.max_seq_len >= m.seq_len, source, "model.seq_len", m.seq_len,
+        f"it is larger than model.max_seq_len={m.max_seq_len}, the longest context the model allows; "
+        "lower seq_len or raise max_seq_len",
+    )
+    _require(m.position in POSITIONS, source, "model.position", m.position, f"use one of {', '.join(POSITIONS)}")
+    _require(0.0 <= m.dropout < 1.0, source, "model.dropout", m.dropout, "use a value in [0, 1)")
+    for key in ("batch_size", "steps", "eval_every", "eval_batches", "log_every", "keep_checkpoints",
+                "steps_per_execution"):
+        value = getattr(t, key)
+        _require(value >= 1, source, f"train.{key}", value, "use a positive integer")
+    _require(t.learning_rate > 0, source, "train.learning_rate", t.learning_rate, "use a positive value")
+    _require(
+        0 <= t.min_learning_rate <= t.learning_rate, source, "train.min_learning_rate", t.min_learning_rate,
+        f"use a value between 0 and train.learning_rate={t.learning_rate}",
+    )
+    _require(t.warmup_steps >= 0, source, "train.warmup_steps", t.warmup_steps, "use 0 or more")
+    _require(t.weight_decay >= 0, source, "train.weight_decay", t.weight_decay, "use 0 or more")
+    _require(0 <= t.beta1 < 1, source, "train.beta1", t.beta1, "use a value in [0, 1)")
+    _require(0 <= t.beta2 < 1, source, "train.beta2", t.beta2, "use a value in [0, 1)")
+    _require(t.clip_norm >= 0, source, "train.clip_norm", t.clip_norm, "use 0 (off) or a positive value")
+    _require(t.precision in PRECISIONS, source, "train.precision", t.precision, f"use one of {', '.join(PRECISIONS)}")
+    _require(
+        t.jit_compile in (True, False, "auto"), source, "train.jit_compile", t.jit_compile, "use auto, true or false"
+    )
+
+
+def save_config(config, path):
+    """Write the resolved config as YAML, atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    os.replace(tmp, path)

@@ -1,0 +1,78 @@
+"""What `prepare_corpus` wrote: counts and shard files, saved as `stats.json`."""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+from tfllm.errors import UserError
+
+STATS_FILE = "stats.json"
+SPLITS = ("train", "val")
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusStats:
+    """Counts and shard files of a prepared corpus directory.
+
+    Args:
+        out_dir: the prepared corpus directory.
+        source: the corpus path the training split came from.
+        val_source: the validation corpus path, or `None` when the validation
+            split was carved out of `source`.
+        val_fraction: the fraction of documents sent to validation, or `None`
+            with `val_source`.
+        seed: the seed of the document split.
+        documents: documents per split, `{"train": ..., "val": ...}`.
+        chars: characters per split.
+        bytes: UTF-8 bytes per split.
+        files: absolute shard paths per split, in order.
+        cleaning: the `Cleaner` counts (see `tfllm.data.cleaning.COUNT_KEYS`).
+        cleaner: the `Cleaner` settings used.
+
+    Example:
+
+    >>> stats = CorpusStats.load("runs/corpus")  # doctest: +SKIP
+    >>> stats.documents["train"], stats.files["val"]  # doctest: +SKIP
+    (1745, ['/.../runs/corpus/val-00000.tfrecord'])
+    """
+
+    out_dir: str
+    source: str
+    val_source: Optional[str]
+    val_fraction: Optional[float]
+    seed: int
+    documents: dict
+    chars: dict
+    bytes: dict
+    files: dict
+    cleaning: dict
+    cleaner: dict
+
+    def to_json(self) -> dict:
+        """The `stats.json` content: shard files relative to `out_dir`, which may move."""
+        content = dataclasses.asdict(self)
+        del content["out_dir"]
+        content["files"] = {split: [os.path.basename(f) for f in files] for split, files in self.files.items()}
+        return content
+
+    def save(self, directory: str) -> None:
+        with open(os.path.join(directory, STATS_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, out_dir: str) -> "CorpusStats":
+        path = os.path.join(out_dir, STATS_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = json.load(f)
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: {out_dir!r} is not a prepared corpus. Prepare it first.") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON ({e.msg}); prepare the corpus again.") from None
+        out_dir = os.path.abspath(out_dir)
+        content["files"] = {
+            split: [os.path.join(out_dir, name) for name in names] for split, names in content["files"].items()
+        }
+        return cls(out_dir=out_dir, **content)

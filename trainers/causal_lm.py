@@ -1,0 +1,133 @@
+"""Pretrain a causal language model: raw text -> tokenizer -> tf.data -> Transformer -> model.fit.
+
+Run it from the command line:
+
+    tfllm train                                   # configs/gpt-tiny.yaml on builtin:python-docs
+    tfllm train --config configs/gpt-tiny.yaml --run-dir runs/my-run train.steps=200
+    tensorboard --logdir runs/gpt-tiny/logs
+
+or call `train(config, run_dir)` from Python.
+"""
+
+import math
+import os
+import time
+
+import keras
+
+from tfllm import config as config_lib
+from tfllm import runs
+from tfllm.callbacks import Checkpointer, MetricsLogger
+from tfllm.data.cleaning import Cleaner
+from tfllm.data.corpus import iter_texts, prepare_corpus
+from tfllm.data.pipeline import lm_dataset
+from tfllm.errors import UserError
+from tfllm.schedules import WarmupCosineDecay
+from tfllm.tokenizers import load_tokenizer, train_tokenizer
+
+# Norm scales and biases are not decayed (as in GPT-2 and nanoGPT).
+NO_DECAY = ["bias", "gamma", "beta"]
+
+
+def make_run_dir(run_dir):
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run dir {run_dir}: {e.strerror}; choose a writable --run-dir")
+    if not os.access(run_dir, os.W_OK):
+        raise UserError(f"run dir {run_dir} is not writable; choose a writable --run-dir")
+
+
+def prepare_data(config, p):
+    """Clean and split the corpus, then train (or reuse) the tokenizer on the training split."""
+    d = config.data
+    if os.path.exists(os.path.join(p["corpus"], "stats.json")):
+        print(f"Reusing the prepared corpus in {p['corpus']}")
+    cleaner = Cleaner(
+        enabled=d.clean,
+        normalize_unicode=d.normalize_unicode,
+        drop_control_chars=d.drop_control_chars,
+        normalize_whitespace=d.normalize_whitespace,
+        deduplicate=d.deduplicate,
+        min_chars=d.min_chars,
+    )
+    stats = prepare_corpus(
+        d.path, p["corpus"], val_path=d.val_path, val_fraction=d.val_fraction, seed=config.train.seed,
+        cleaner=cleaner, blank_line_documents=d.blank_line_documents,
+    )
+    print(stats.summary())
+    if os.path.exists(os.path.join(p["tokenizer"], "tokenizer.json")):
+        tokenizer = load_tokenizer(p["tokenizer"])
+    else:
+        start = time.perf_counter()
+        tokenizer = train_tokenizer(d.tokenizer, iter_texts(p["corpus"], "train"), d.vocab_size)
+        tokenizer.save(p["tokenizer"])
+        print(f"Trained a {d.tokenizer} tokenizer with {tokenizer.vocabulary_size} ids "
+              f"in {time.perf_counter() - start:.1f}s")
+    return stats, tokenizer
+
+
+def make_datasets(config, stats, tokenizer):
+    m, t = config.model, config.train
+    train_ds = lm_dataset(
+        stats.train_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size, shuffle=True,
+        seed=t.seed, repeat=True, shuffle_buffer=config.data.shuffle_buffer,
+    )
+    val_ds = lm_dataset(
+        stats.val_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size, shuffle=False,
+        seed=t.seed, repeat=False,
+    ).take(t.eval_batches).cache()
+    val_batches = sum(1 for _ in val_ds)
+    if val_batches == 0:
+        raise UserError(
+            f"the validation split has fewer than train.batch_size x (model.seq_len + 1) = "
+            f"{t.batch_size * (m.seq_len + 1)} tokens; raise data.val_fraction or set data.val_path"
+        )
+    return train_ds, val_ds
+
+
+def make_optimizer(train_config):
+    t = train_config
+    schedule = WarmupCosineDecay(t.learning_rate, t.min_learning_rate, t.warmup_steps, t.steps)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=t.weight_decay, beta_1=t.beta1, beta_2=t.beta2,
+        global_clipnorm=t.clip_norm or None,
+    )
+    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    return optimizer
+
+
+def jit_compile(value):
+    return "auto" if value == "auto" else bool(value)
+
+
+def train(config, run_dir):
+    """Train `config` into `run_dir`; returns the trained model and tokenizer."""
+    make_run_dir(run_dir)
+    p = runs.paths(run_dir)
+    config_lib.save_config(config, p["config"])
+    keras.utils.set_random_seed(config.train.seed)
+    precision = "float32" if config.train.precision == "auto" else config.train.precision
+    keras.mixed_precision.set_global_policy(precision)
+
+    stats, tokenizer = prepare_data(config, p)
+    train_ds, val_ds = make_datasets(config, stats, tokenizer)
+    model = runs.build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
+    t = config.train
+    model.compile(
+        optimizer=make_optimizer(t), jit_compile=jit_compile(t.jit_compile),
+        steps_per_execution=t.steps_per_execution,
+    )
+    print(f"Model: {model.count_params():,} parameters; {t.steps} steps of "
+          f"{t.batch_size} x {config.model.seq_len} tokens; precision {precision}")
+
+    eval_every = min(t.eval_every, t.steps)
+    callbacks = [
+        MetricsLogger(p["metrics"], p["logs"], t.batch_size * config.model.seq_len, t.log_every, t.steps),
+        Checkpointer(p["checkpoints"], keep=t.keep_checkpoints),
+    ]
+    model.fit(
+        train_ds, epochs=math.ceil(t.steps / eval_every), steps_per_epoch=eval_every,
+        validation_data=val_ds, callbacks=callbacks, verbose=2 if os.environ.get("CI") else "auto",
+    )
+    return model, tokenizer
