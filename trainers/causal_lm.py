@@ -128,6 +128,6 @@ def train(config, run_dir):
     ]
     model.fit(
         train_ds, epochs=math.ceil(t.steps / eval_every), steps_per_epoch=eval_every,
-        validation_data=val_ds, callbacks=callbacks, verbose=2 if os.environ.get("CI") else "auto",
+        validation_data=val_ds, callbacks=callbacks, shuffle=False, verbose=2 if os.environ.get("CI") else "auto",
     )
     return model, tokenizer
