@@ -59,19 +59,13 @@ def prepare_corpus(
     work_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
         writers = {split: _ShardWriter(work_dir, split, docs_per_shard) for split in SPLITS}
-        split_key = str(seed).encode("utf-8")
-        for document in iter_documents(path, blank_line_documents):
-            text = cleaner.clean(document.text)
-            if text is not None:
-                data = text.encode("utf-8")
-                is_val = val_path is None and _hash_fraction(data, split_key) < val_fraction
-                writers["val" if is_val else "train"].write(data, len(text))
-        if val_path is not None:
+        documents = iter_documents(path, blank_line_documents)
+        if val_path is None:
+            _write(documents, cleaner, writers["train"], writers["val"], val_fraction=val_fraction, seed=seed)
+        else:
+            _write(documents, cleaner, writers["train"])
             _check_not_empty(writers, cleaner, path, val_path, val_fraction, training_only=True)
-            for document in iter_documents(val_path, blank_line_documents):
-                text = cleaner.clean(document.text)
-                if text is not None:
-                    writers["val"].write(text.encode("utf-8"), len(text))
+            _write(iter_documents(val_path, blank_line_documents), cleaner, writers["val"])
         for writer in writers.values():
             writer.close()
         _check_not_empty(writers, cleaner, path, val_path, val_fraction, training_only=False)
@@ -103,6 +97,20 @@ def iter_texts(out_dir: str, split: str) -> Iterator[str]:
     files = CorpusStats.load(out_dir).files[split]
     for record in tf.data.TFRecordDataset(files).as_numpy_iterator():
         yield record.decode("utf-8")
+
+
+def _write(documents, cleaner, writer, val_writer=None, *, val_fraction=0.0, seed=0):
+    """Cleans `documents` into `writer`, or into `val_writer` when their seeded hash says so."""
+    key = str(seed).encode("utf-8")
+    for document in documents:
+        text = cleaner.clean(document.text)
+        if text is None:
+            continue
+        data = text.encode("utf-8")
+        if val_writer is not None and _hash_fraction(data, key) < val_fraction:
+            val_writer.write(data, len(text))
+        else:
+            writer.write(data, len(text))
 
 
 def _hash_fraction(data: bytes, key: bytes) -> float:
@@ -142,9 +150,8 @@ class _ShardWriter:
 
 def _check_not_empty(writers, cleaner, path, val_path, val_fraction, *, training_only):
     counts = cleaner.counts
-    reasons = ", ".join(
-        f"{key}={counts[key]}" for key in ("documents_in", "kept", "dropped_empty", "dropped_too_short", "dropped_duplicate")
-    )
+    keys = ("documents_in", "kept", "dropped_empty", "dropped_too_short", "dropped_duplicate")
+    reasons = ", ".join(f"{key}={counts[key]}" for key in keys)
     if writers["train"].documents == 0 and writers["val"].documents == 0:
         raise UserError(
             f"Corpus {path!r} is empty after cleaning ({reasons}). "
@@ -171,7 +178,8 @@ def _check_not_empty(writers, cleaner, path, val_path, val_fraction, *, training
 def _check_replaceable(out_dir: str) -> None:
     if not os.path.exists(out_dir):
         return
-    if not os.path.isdir(out_dir) or (os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, STATS_FILE))):
+    is_corpus = os.path.exists(os.path.join(out_dir, STATS_FILE))
+    if not os.path.isdir(out_dir) or (os.listdir(out_dir) and not is_corpus):
         raise UserError(
             f"Output directory {out_dir!r} exists and is not a prepared corpus; it will not be "
             "overwritten. Choose a new or empty directory."

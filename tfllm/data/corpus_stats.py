@@ -49,6 +49,28 @@ class CorpusStats:
     cleaning: dict
     cleaner: dict
 
+    @property
+    def train_files(self) -> list:
+        return self.files["train"]
+
+    @property
+    def val_files(self) -> list:
+        return self.files["val"]
+
+    def summary(self) -> str:
+        """One line for the console: documents and characters per split, and what cleaning dropped."""
+        splits = ", ".join(
+            f"{split} {self.documents[split]:,} documents / {self.chars[split]:,} chars "
+            f"in {len(self.files[split])} shards"
+            for split in SPLITS
+        )
+        c = self.cleaning
+        return (
+            f"Corpus {self.source}: {splits}; cleaning kept {c['kept']:,} of {c['documents_in']:,} documents "
+            f"(dropped {c['dropped_empty']:,} empty, {c['dropped_too_short']:,} too short, "
+            f"{c['dropped_duplicate']:,} duplicates)"
+        )
+
     def to_json(self) -> dict:
         """The `stats.json` content: shard files relative to `out_dir`, which may move."""
         content = dataclasses.asdict(self)
@@ -68,7 +90,9 @@ class CorpusStats:
             with open(path, encoding="utf-8") as f:
                 content = json.load(f)
         except FileNotFoundError:
-            raise UserError(f"{path} does not exist: {out_dir!r} is not a prepared corpus. Prepare it first.") from None
+            raise UserError(
+                f"{path} does not exist: {out_dir!r} is not a prepared corpus. Prepare it first."
+            ) from None
         except json.JSONDecodeError as e:
             raise UserError(f"{path} is not valid JSON ({e.msg}); prepare the corpus again.") from None
         out_dir = os.path.abspath(out_dir)

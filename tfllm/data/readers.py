@@ -26,6 +26,7 @@ from tfllm.errors import UserError
 DIRECTORY_SUFFIXES = (".txt", ".md", ".jsonl")
 # Like git, a NUL byte near the start marks a file as binary.
 _SNIFF_BYTES = 8192
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def iter_documents(path: str, blank_line_documents: bool = False) -> Iterator[Document]:
@@ -109,11 +110,11 @@ def _iter_jsonl(f: BinaryIO, path: str) -> Iterator[Document]:
             ) from None
         if not isinstance(record, dict):
             raise UserError(
-                f'{where} is a JSON {type(record).__name__}; expected an object with a "text" string.'
+                f'{where} is a JSON {_JSON_TYPES[type(record)]}; expected an object with a "text" string.'
             )
         text = record.get("text")
         if not isinstance(text, str):
-            problem = 'has no "text" field' if "text" not in record else f'has a "text" of type {type(text).__name__}'
+            problem = f'has a "text" {_JSON_TYPES[type(text)]}' if "text" in record else 'has no "text" field'
             raise UserError(f'{where} {problem}; every record needs a "text" string.')
         try:
             text.encode("utf-8")
