@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.samplers import GreedySampler, RandomSampler, Sampler, TopKSampler, TopPSampler
+from tfllm.samplers import BeamSampler, GreedySampler, RandomSampler, Sampler, TopKSampler, TopPSampler
 
 
 def test_next_is_called_with_the_position_to_fill_and_predicts_it_from_the_previous_token():
@@ -182,3 +182,19 @@ def test_get_config_round_trip():
     sampler = Sampler(temperature=0.7, seed=11)
     assert sampler.get_config() == {"temperature": 0.7, "seed": 11}
     assert Sampler.from_config(sampler.get_config()).get_config() == sampler.get_config()
+
+
+@pytest.mark.parametrize("make", [lambda: GreedySampler(), lambda: BeamSampler(num_beams=1)])
+def test_end_index_stops_filling_with_the_same_compiled_loop(make, bigram_next, bigram_table, reference):
+    prompt = np.zeros((2, 12), np.int32)
+    prompt[:, 0] = [3, 9]
+    mask = prompt != 0
+    sampler = make()
+    generate = tf.function(lambda p, end: sampler(bigram_next(bigram_table), p, index=1, mask=p != 0, end_index=end))
+    full = reference(bigram_table, prompt, mask, 1, np.argmax)
+    for end in (4, 7, 12, 30):
+        tokens = generate(tf.constant(prompt), tf.constant(end)).numpy()
+        stop = min(end, 12)
+        np.testing.assert_array_equal(tokens[:, :stop], full[:, :stop])
+        assert (tokens[:, stop:] == 0).all()
+    assert generate.experimental_get_tracing_count() == 1

@@ -66,6 +66,7 @@ class BeamSampler(Sampler):
         mask=None,
         stop_token_ids=None,
         hidden_states=None,
+        end_index=None,
     ):
         prompt, index, mask, stop_ids = self.prepare_inputs(prompt, index, mask, stop_token_ids)
         batch_size, max_length = tf.shape(prompt)[0], tf.shape(prompt)[1]
@@ -103,7 +104,7 @@ class BeamSampler(Sampler):
             cond,
             body,
             (prompt, cache, index, done, log_probs, lengths),
-            maximum_iterations=max_length - index,
+            maximum_iterations=self.end(end_index, max_length) - index,
         )
         return self.rank_beams(prompt, log_probs, lengths)
 

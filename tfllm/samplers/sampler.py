@@ -45,6 +45,9 @@ class Sampler:
             (nothing is protected).
         stop_token_ids: tuple of ints, or None to always fill the buffer to the end.
         hidden_states: accepted for KerasHub compatibility and ignored.
+        end_index: int or scalar int tensor, or None. Positions from `end_index` on are left as
+            they are; lets a caller reuse one buffer length (one compiled loop) for many
+            generation lengths. Defaults to `max_length`.
 
     Returns the filled int32 buffer (batch, max_length).
 
@@ -79,6 +82,7 @@ class Sampler:
         mask=None,
         stop_token_ids=None,
         hidden_states=None,
+        end_index=None,
     ):
         prompt, index, mask, stop_ids = self.prepare_inputs(prompt, index, mask, stop_token_ids)
         has_cache = cache is not None
@@ -99,9 +103,16 @@ class Sampler:
             cond,
             body,
             (prompt, cache if has_cache else (), index, done),
-            maximum_iterations=max_length - index,
+            maximum_iterations=self.end(end_index, max_length) - index,
         )
         return prompt
+
+    @staticmethod
+    def end(end_index, max_length):
+        """The position (exclusive) where filling stops: `end_index`, at most `max_length`."""
+        if end_index is None:
+            return max_length
+        return tf.minimum(tf.cast(end_index, tf.int32), max_length)
 
     def compute_probabilities(self, logits):
         """Softmax of `logits / temperature`, in float32 whatever the logits' dtype."""
