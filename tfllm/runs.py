@@ -10,10 +10,8 @@
 
 import os
 
-import tensorflow as tf
-
 from tfllm import config as config_lib
-from tfllm.callbacks.checkpointer import latest_checkpoint
+from tfllm.callbacks.checkpointer import latest_checkpoint, restore_weights
 from tfllm.errors import UserError
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.gpt_backbone import GPTBackbone
@@ -64,5 +62,5 @@ def load_run(run_dir, prefer_best=True):
         )
     tokenizer = load_tokenizer(p["tokenizer"])
     model = build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    restore_weights(model, checkpoint)
     return config, tokenizer, model, checkpoint

@@ -20,8 +20,11 @@ from tfllm import runs
 from tfllm.callbacks import Checkpointer, MetricsLogger
 from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus import iter_texts, prepare_corpus
+from tfllm.data.corpus_stats import CorpusStats
 from tfllm.data.pipeline import lm_dataset
 from tfllm.errors import UserError
+from tfllm.generator import Generator
+from tfllm.samplers import get_sampler
 from tfllm.schedules import WarmupCosineDecay
 from tfllm.tokenizers import load_tokenizer, train_tokenizer
 
@@ -42,19 +45,13 @@ def prepare_data(config, p):
     """Clean and split the corpus, then train (or reuse) the tokenizer on the training split."""
     d = config.data
     if os.path.exists(os.path.join(p["corpus"], "stats.json")):
+        stats = CorpusStats.load(p["corpus"])
         print(f"Reusing the prepared corpus in {p['corpus']}")
-    cleaner = Cleaner(
-        enabled=d.clean,
-        normalize_unicode=d.normalize_unicode,
-        drop_control_chars=d.drop_control_chars,
-        normalize_whitespace=d.normalize_whitespace,
-        deduplicate=d.deduplicate,
-        min_chars=d.min_chars,
-    )
-    stats = prepare_corpus(
-        d.path, p["corpus"], val_path=d.val_path, val_fraction=d.val_fraction, seed=config.train.seed,
-        cleaner=cleaner, blank_line_documents=d.blank_line_documents,
-    )
+    else:
+        stats = prepare_corpus(
+            d.path, p["corpus"], val_path=d.val_path, val_fraction=d.val_fraction, seed=config.train.seed,
+            cleaner=make_cleaner(d), blank_line_documents=d.blank_line_documents,
+        )
     print(stats.summary())
     if os.path.exists(os.path.join(p["tokenizer"], "tokenizer.json")):
         tokenizer = load_tokenizer(p["tokenizer"])
@@ -65,6 +62,17 @@ def prepare_data(config, p):
         print(f"Trained a {d.tokenizer} tokenizer with {tokenizer.vocabulary_size} ids "
               f"in {time.perf_counter() - start:.1f}s")
     return stats, tokenizer
+
+
+def make_cleaner(d):
+    return Cleaner(
+        enabled=d.clean,
+        normalize_unicode=d.normalize_unicode,
+        drop_control_chars=d.drop_control_chars,
+        normalize_whitespace=d.normalize_whitespace,
+        deduplicate=d.deduplicate,
+        min_chars=d.min_chars,
+    )
 
 
 def make_datasets(config, stats, tokenizer):
@@ -83,7 +91,7 @@ def make_datasets(config, stats, tokenizer):
             f"the validation split has fewer than train.batch_size x (model.seq_len + 1) = "
             f"{t.batch_size * (m.seq_len + 1)} tokens; raise data.val_fraction or set data.val_path"
         )
-    return train_ds, val_ds
+    return train_ds, val_ds, val_batches
 
 
 def make_optimizer(train_config):
@@ -111,7 +119,7 @@ def train(config, run_dir):
     keras.mixed_precision.set_global_policy(precision)
 
     stats, tokenizer = prepare_data(config, p)
-    train_ds, val_ds = make_datasets(config, stats, tokenizer)
+    train_ds, val_ds, val_batches = make_datasets(config, stats, tokenizer)
     model = runs.build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
     t = config.train
     model.compile(
@@ -128,6 +136,21 @@ def train(config, run_dir):
     ]
     model.fit(
         train_ds, epochs=math.ceil(t.steps / eval_every), steps_per_epoch=eval_every,
-        validation_data=val_ds, callbacks=callbacks, shuffle=False, verbose=2 if os.environ.get("CI") else "auto",
+        validation_data=val_ds, validation_steps=val_batches, callbacks=callbacks, shuffle=False, verbose=2 if os.environ.get("CI") else "auto",
     )
     return model, tokenizer
+
+
+SAMPLE_PROMPTS = ("The ", "def ", "This module")
+
+
+def print_samples(config, model, tokenizer):
+    """Print a few top-k samples from the trained model."""
+    t = config.train
+    generator = Generator(model, tokenizer, max_length=config.max_seq_len)
+    sampler = get_sampler("sample", temperature=0.8, top_k=40, seed=t.seed)
+    prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(t.samples)]
+    max_new_tokens = min(t.sample_tokens, config.max_seq_len - 8)
+    print("Samples:")
+    for prompt, completion in zip(prompts, generator.generate(prompts, max_new_tokens, sampler)):
+        print(f"--- {prompt!r}\n{prompt}{completion}")

@@ -3,9 +3,10 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint
+from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restore_weights
 
 
 class ScriptedValLoss(keras.callbacks.Callback):
@@ -45,11 +46,24 @@ def test_keeps_last_k_and_the_best(tmp_path):
         assert json.load(f) == {"step": 4, "val_loss": 1.0}
 
     restored = small_model()
-    tf.train.Checkpoint(model=restored).restore(latest_checkpoint(directory)).expect_partial()
+    restore_weights(restored, latest_checkpoint(directory))
     np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), kernels[4])
-    tf.train.Checkpoint(model=restored).restore(latest_checkpoint(directory, prefer_best=False)).expect_partial()
+    restore_weights(restored, latest_checkpoint(directory, prefer_best=False))
     np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), kernels[10])
+    # A compiled model (its own optimizer already built) still gets exactly the saved weights.
+    restored.optimizer.build(restored.trainable_variables)
+    restore_weights(restored, latest_checkpoint(directory))
+    np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), kernels[4])
 
 
 def test_no_checkpoint_gives_none(tmp_path):
     assert latest_checkpoint(str(tmp_path)) is None
+
+
+def test_missing_weight_is_an_error(tmp_path):
+    model = small_model()
+    data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), "float32"), np.ones(8, "float32"))).batch(4)
+    model.fit(data, epochs=1, callbacks=[Checkpointer(str(tmp_path))], verbose=0)
+    bigger = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1), keras.layers.Dense(1)])
+    with pytest.raises(AssertionError):
+        restore_weights(bigger, latest_checkpoint(str(tmp_path)))

@@ -1,2 +1,2 @@
-from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint
+from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restore_weights, training_checkpoint
 from tfllm.callbacks.metrics_logger import MetricsLogger

@@ -30,7 +30,9 @@ class Checkpointer(keras.callbacks.Callback):
         self.best_loss = float("inf")
 
     def on_train_begin(self, logs=None):
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        checkpoint = training_checkpoint(self.model)
         self._latest = tf.train.CheckpointManager(
             checkpoint, os.path.join(self.directory, LATEST_DIR), max_to_keep=self.keep
         )
@@ -49,6 +51,35 @@ class Checkpointer(keras.callbacks.Callback):
             with open(info_path + ".tmp", "w", encoding="utf-8") as f:
                 json.dump({"step": step, "val_loss": self.best_loss}, f)
             os.replace(info_path + ".tmp", info_path)
+
+
+def variables_in_order(variables):
+    """A trackable dict of variables keyed by their position.
+
+    Keras 3 models track their optimizer as an attribute, so a checkpoint of the model object
+    would drag the optimizer along and restore it by list position into whatever optimizer
+    exists at load time; variable paths embed auto-generated, process-dependent names
+    (`dense_1`). The order of `model.weights` is fixed by the architecture, so keys are
+    positions, and a restore checks every shape.
+    """
+    module = tf.Module()
+    module.variables_in_order = {f"{i:05d}": v for i, v in enumerate(variables)}
+    return module
+
+
+def training_checkpoint(model):
+    """Model weights and optimizer state (the optimizer must be built)."""
+    return tf.train.Checkpoint(
+        model=variables_in_order(model.weights),
+        optimizer=variables_in_order(model.optimizer.variables),
+    )
+
+
+def restore_weights(model, path):
+    """Load the model weights of a training checkpoint; every model weight must be found."""
+    status = tf.train.Checkpoint(model=variables_in_order(model.weights)).restore(path)
+    status.expect_partial().assert_existing_objects_matched()
+    return model
 
 
 def latest_checkpoint(directory, prefer_best=True):
