@@ -1,0 +1,212 @@
+"""The interface every tokenizer kind implements, and the ids they all share.
+
+Ids 0-3 are reserved and mean the same thing for every kind (`SPECIAL_TOKENS`);
+real tokens start at 4. Tokenizing and detokenizing always run as a TensorFlow
+graph of stock TensorFlow and tensorflow-text ops, so a tokenizer can be mapped
+over a `tf.data.Dataset`, called inside a `tf.function`, and saved inside a
+SavedModel that a server loads with only `tensorflow` and `tensorflow_text`.
+"""
+
+import abc
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterable, Iterator
+
+import tensorflow as tf
+
+from tfllm.errors import UserError
+
+PAD_ID = 0  # Padding: KerasHub's generation pads with 0.
+EOS_ID = 1  # End of text, inserted between documents.
+UNK_ID = 2  # A character or word the vocabulary cannot express.
+MASK_ID = 3  # The masked-language-model mask.
+SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<mask>")
+NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
+
+CONFIG_FILENAME = "tokenizer.json"
+
+
+def take_chars(texts: Iterable[str], max_chars: int) -> Iterator[str]:
+    """Yields documents from `texts` until `max_chars` characters have been seen.
+
+    The last document is cut so that exactly `max_chars` characters come out
+    when `texts` holds more; `texts` is not read past that point, so it may be
+    a generator over a corpus larger than memory.
+    """
+    if not isinstance(max_chars, int) or max_chars <= 0:
+        raise ValueError(f"max_chars must be a positive integer. Received: max_chars={max_chars!r}")
+    left = max_chars
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"Training texts must be str. Received: {type(text).__name__}")
+        yield text[:left]
+        left -= min(len(text), left)
+        if left == 0:
+            return
+
+
+def read_training_texts(kind: str, texts: Iterable[str], max_chars: int) -> list[str]:
+    """The first `max_chars` characters of `texts` as a list of documents.
+
+    Raises `UserError` when there is no text at all, since no kind can learn
+    a vocabulary from nothing.
+    """
+    documents = [text for text in take_chars(texts, max_chars) if text]
+    if not documents:
+        raise UserError(
+            f"Cannot train the {kind} tokenizer: the training text is empty. "
+            "Check that the data files named in the config hold text."
+        )
+    return documents
+
+
+def check_vocab_size(kind: str, vocab_size, minimum: int, why: str) -> None:
+    """Raises `UserError` unless `vocab_size` is an integer >= `minimum`."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise UserError(f"data.vocab_size must be an integer. Received: data.vocab_size={vocab_size!r}")
+    if vocab_size < minimum:
+        raise UserError(
+            f"data.vocab_size={vocab_size} is too small for the {kind} tokenizer: it needs at least "
+            f"{minimum} ({why}). Raise data.vocab_size in the config."
+        )
+
+
+class Tokenizer(tf.Module, abc.ABC):
+    """Base class: text to int32 token ids and back, always as a TF graph.
+
+    A subclass implements `_tokenize_batch` (a batch of strings to ragged ids)
+    and `_detokenize_batch` (ragged ids without reserved ids to strings) with
+    graph ops only, `_write_files`/`from_directory` for its files, and
+    `id_to_token`/`token_to_id`. `tokenize` and `detokenize` always run those
+    through `tf.function`s, so eager callers get exactly the graph behaviour
+    (KerasHub layers tokenize differently in eager mode) and the same ids come
+    out of eager code, `tf.data` and a served SavedModel.
+
+    Args:
+        vocabulary_size: int. Number of ids, the 4 reserved ones included.
+        name: str. Module name, defaults to the kind.
+
+    Call arguments:
+        tokenize(strings): string tensor `(batch,)` -> int32 ragged
+            `(batch, None)`; a scalar string -> int32 `(None,)`.
+        detokenize(ids): int ragged or dense `(batch, None)` -> string
+            `(batch,)`; `(None,)` -> scalar. Ids 0-3 (padding, end of text,
+            unknown, mask) are dropped.
+
+    Example:
+    ```python
+    tokenizer = tfllm.tokenizers.train_tokenizer("bpe", texts, vocab_size=4096)
+    ids = tokenizer.tokenize(["hello world"])    # int32 ragged (1, None)
+    tokenizer.detokenize(ids)                     # [b"hello world"]
+    tokenizer.save("run/tokenizer")
+    ```
+    """
+
+    kind: str = ""
+
+    def __init__(self, *, vocabulary_size: int, name: str | None = None):
+        super().__init__(name=name or self.kind)
+        self.vocabulary_size = int(vocabulary_size)
+
+    @abc.abstractmethod
+    def _tokenize_batch(self, strings: tf.Tensor) -> tf.RaggedTensor:
+        """Graph code: string `(batch,)` -> int32 ragged `(batch, None)`."""
+
+    @abc.abstractmethod
+    def _detokenize_batch(self, ids: tf.RaggedTensor) -> tf.Tensor:
+        """Graph code: int32 ragged `(batch, None)` of ids >= 4 -> string `(batch,)`."""
+
+    @abc.abstractmethod
+    def _write_files(self, directory: str) -> dict:
+        """Writes the kind's files into `directory`; returns extra tokenizer.json keys."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_directory(cls, directory: str, config: dict) -> "Tokenizer":
+        """Builds the tokenizer from the files `_write_files` wrote."""
+
+    @abc.abstractmethod
+    def id_to_token(self, id: int) -> str:
+        """The token string of `id`; ValueError when out of range."""
+
+    @abc.abstractmethod
+    def token_to_id(self, token: str) -> int:
+        """The id of `token`; ValueError when it is not in the vocabulary."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def _tokenize_graph(self, strings):
+        return tf.cast(self._tokenize_batch(strings), tf.int32)
+
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int32, row_splits_dtype=tf.int64)])
+    def _detokenize_graph(self, ids):
+        # Reserved ids carry no text; dropping them here lets every kind decode
+        # padded model output directly.
+        return self._detokenize_batch(tf.ragged.boolean_mask(ids, ids >= NUM_SPECIAL_TOKENS))
+
+    def tokenize(self, strings) -> tf.RaggedTensor:
+        strings = tf.convert_to_tensor(strings, dtype=tf.string)
+        if strings.shape.rank == 0:
+            return self._tokenize_graph(strings[tf.newaxis])[0]
+        if strings.shape.rank != 1:
+            raise ValueError(f"tokenize takes a scalar or a (batch,) string tensor. Received shape: {strings.shape}")
+        return self._tokenize_graph(strings)
+
+    def detokenize(self, ids) -> tf.Tensor:
+        if not isinstance(ids, (tf.Tensor, tf.RaggedTensor)):
+            ids = tf.ragged.constant(ids, dtype=tf.int32) if _is_nested(ids) else tf.constant(ids, tf.int32)
+        if not isinstance(ids, tf.RaggedTensor):
+            if ids.shape.rank == 1:
+                return self.detokenize(ids[tf.newaxis])[0]
+            if ids.shape.rank != 2:
+                raise ValueError(f"detokenize takes (None,) or (batch, None) ids. Received shape: {ids.shape}")
+            ids = tf.RaggedTensor.from_tensor(ids)
+        if ids.shape.rank != 2:
+            raise ValueError(f"detokenize takes (batch, None) ragged ids. Received shape: {ids.shape}")
+        ids = tf.cast(ids, tf.int32).with_row_splits_dtype(tf.int64)
+        return self._detokenize_graph(ids)
+
+    def save(self, directory: str) -> None:
+        """Writes the tokenizer into `directory`, replacing it as a whole.
+
+        Files go to a temporary sibling directory first, which is then renamed
+        into place, so a crash never leaves a half-written tokenizer behind.
+        """
+        directory = os.path.abspath(os.fspath(directory))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise UserError(f"Cannot save the tokenizer to {directory}: it is a file. Choose a directory path.")
+        parent = os.path.dirname(directory)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
+        try:
+            config = {"kind": self.kind, "vocabulary_size": self.vocabulary_size}
+            config.update(self._write_files(staging))
+            with open(os.path.join(staging, CONFIG_FILENAME), "w", encoding="utf-8") as file:
+                json.dump(config, file, indent=2)
+            _replace_directory(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _check_id(self, id: int) -> None:
+        if not 0 <= id < self.vocabulary_size:
+            raise ValueError(f"id must be in [0, {self.vocabulary_size}). Received: id={id}")
+
+
+def _is_nested(values) -> bool:
+    return len(values) > 0 and isinstance(values[0], (list, tuple))
+
+
+def _replace_directory(source: str, target: str) -> None:
+    """Renames `source` to `target`; an existing `target` is moved aside first."""
+    if not os.path.exists(target):
+        os.replace(source, target)
+        return
+    # A directory rename cannot overwrite a non-empty directory, so the old one
+    # steps aside and is deleted only once the new one is in place.
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old.", dir=os.path.dirname(target))
+    os.rmdir(old)
+    os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
