@@ -41,6 +41,23 @@ def make_run_dir(run_dir):
         raise UserError(f"run dir {run_dir} is not writable; choose a writable --run-dir")
 
 
+def refuse_existing_run(config, p, run_dir):
+    """Never overwrite another run: a run dir is reused only for the same data settings."""
+    if os.path.exists(p["checkpoints"]):
+        raise UserError(
+            f"{run_dir} already holds a trained run (checkpoints/); choose a new --run-dir"
+        )
+    if os.path.exists(p["config"]):
+        try:
+            previous = config_lib.load_config(p["config"])
+        except UserError as e:
+            raise UserError(f"{run_dir} holds a config.yaml that is not a tfllm config ({e}); choose a new --run-dir")
+        if previous.data != config.data:
+            raise UserError(
+                f"{run_dir} holds a prepared run with other data settings; choose a new --run-dir"
+            )
+
+
 def prepare_data(config, p):
     """Clean and split the corpus, then train (or reuse) the tokenizer on the training split."""
     d = config.data
@@ -113,12 +130,13 @@ def train(config, run_dir):
     """Train `config` into `run_dir`; returns the trained model and tokenizer."""
     make_run_dir(run_dir)
     p = runs.paths(run_dir)
-    config_lib.save_config(config, p["config"])
+    refuse_existing_run(config, p, run_dir)
     keras.utils.set_random_seed(config.train.seed)
     precision = "float32" if config.train.precision == "auto" else config.train.precision
     keras.mixed_precision.set_global_policy(precision)
 
     stats, tokenizer = prepare_data(config, p)
+    config_lib.save_config(config, p["config"])
     train_ds, val_ds, val_batches = make_datasets(config, stats, tokenizer)
     model = runs.build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
     t = config.train
