@@ -48,12 +48,71 @@ def add_generate(sub):
     p = sub.add_parser("generate", help="generate text from a trained run",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run-dir", required=True, help="a run directory written by `tfllm train`")
-    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
+    prompts = p.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", action="append", help="prompt text (repeat for several)")
+    prompts.add_argument("--prompts-file", help="a .txt file with one prompt per line, or .jsonl with 'prompt'")
+    add_decoding_arguments(p)
+    p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
+    p.set_defaults(run=lazy("trainers.generate"))
+
+
+def add_decoding_arguments(p):
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per prompt")
+    p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="sample", help="decoding strategy")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 means greedy")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0 = all")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample inside the nucleus of this mass")
+    p.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
-    p.set_defaults(run=run_generate)
+
+
+def add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="evaluate a run on text or prompt/reference data",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run-dir", required=True, help="a run directory written by `tfllm train`")
+    p.add_argument("--data", required=True,
+                   help=".txt/.jsonl with 'text' (loss, perplexity, bits per byte) or .jsonl with "
+                        "'prompt' and 'reference' (BLEU, ROUGE)")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="metrics to report (default: all that fit the data): loss perplexity "
+                        "bits_per_byte bleu rouge accuracy macro_f1")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per evaluation batch")
+    add_decoding_arguments(p)
+    p.set_defaults(run=lazy("trainers.evaluate"), strategy="greedy")
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="write a SavedModel that takes strings and returns generated strings",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run-dir", required=True, help="a run directory written by `tfllm train`")
+    p.add_argument("--out", required=True, help="export base directory (TF Serving layout: OUT/VERSION/)")
+    p.add_argument("--version", type=int, default=None, help="version number (default: newest + 1)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing version")
+    p.set_defaults(run=lazy("export.saved_model"))
+
+
+def add_serve(sub):
+    p = sub.add_parser("serve", help="serve an export with TF Serving's REST API",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="export base directory written by `tfllm export`")
+    p.add_argument("--name", default=None, help="model name in URLs (default: the directory name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=8501, help="port to bind")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted")
+    p.add_argument("--max-batch-size", type=int, default=32, help="most instances per request")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="largest max_new_tokens accepted")
+    p.set_defaults(run=lazy("export.server"))
+
+
+def lazy(module_name):
+    """`run(args)` of a program module, imported only when its verb runs."""
+
+    def run(args):
+        import importlib
+
+        return importlib.import_module(module_name).run(args)
+
+    return run
 
 
 def run_train(args):
@@ -69,20 +128,13 @@ def run_train(args):
     print(f"Run written to {run_dir}; try: tfllm generate --run-dir {run_dir} --prompt 'The '")
 
 
-def run_generate(args):
-    from trainers import generate
-
-    generate.main(
-        run_dir=args.run_dir, prompts=args.prompt, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-    )
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tfllm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tfllm", description="Train, evaluate, export and serve language models with TensorFlow and Keras."
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    add_train(sub)
-    add_generate(sub)
+    for add in (add_train, add_generate, add_evaluate, add_export, add_serve):
+        add(sub)
     return parser
 
 

@@ -19,6 +19,10 @@ def make_sampler(temperature, top_k, seed):
         raise UserError(str(e).replace("Received:", "received:") + "; pass a valid value")
 
 
+def run(args):
+    main(args.run_dir, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+
+
 def main(run_dir, prompts, max_new_tokens=64, temperature=1.0, top_k=0, seed=None):
     sampler = make_sampler(temperature, top_k, seed)
     config, tokenizer, model, checkpoint = runs.load_run(run_dir)
