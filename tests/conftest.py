@@ -6,6 +6,14 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices for the whole session, so mirrored training runs (and is compared with
+# one device) on a machine without accelerators. Must happen before TensorFlow starts its devices.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
 
 
 @pytest.fixture(autouse=True)

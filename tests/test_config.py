@@ -94,3 +94,16 @@ def test_bad_override(override, expected):
 def test_yaml_values_in_overrides_are_typed():
     config = load_config(None, ["data.clean=false", "train.jit_compile=false", "data.val_path=null"])
     assert config.data.clean is False and config.train.jit_compile is False and config.data.val_path is None
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("distribute.strategy=horovod", r"distribute\.strategy='horovod' is invalid: use one of auto, one_device"),
+        ("distribute.cpu_replicas=0", r"distribute\.cpu_replicas=0 is invalid"),
+        ("train.grad_accum_steps=0", r"train\.grad_accum_steps=0 is invalid"),
+    ],
+)
+def test_bad_distribution_settings(override, expected):
+    with pytest.raises(UserError, match=expected):
+        load_config(None, [override])

@@ -19,6 +19,7 @@ from tfllm.errors import UserError
 POSITIONS = ("learned", "rope")
 TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 def _field(default, doc):
@@ -72,9 +73,18 @@ class TrainConfig:
     precision: str = _field("float32", "float32, mixed_bfloat16, mixed_float16 or auto.")
     jit_compile: typing.Union[bool, str] = _field("auto", "XLA compilation: auto, true or false.")
     steps_per_execution: int = _field(1, "Training steps run per call into the compiled graph.")
+    grad_accum_steps: int = _field(1, "Micro-batches per optimizer step; batch_size stays the global batch.")
+    peak_flops: float = _field(0.0, "Peak FLOP/s of one device for MFU; 0 looks it up or measures it.")
     seed: int = _field(0, "Seed for the split, initialization, shuffling and dropout.")
     samples: int = _field(3, "Samples printed at the end of training.")
     sample_tokens: int = _field(64, "Tokens generated per sample at the end of training.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+    strategy: str = _field("auto", "auto, one_device, mirrored, multi_worker (TF_CONFIG) or tpu.")
+    cpu_replicas: int = _field(1, "Without GPUs, split the CPU into this many devices and mirror over them.")
+    tpu: str = _field("", "TPUClusterResolver address for strategy tpu ('' or 'local' on a TPU VM).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +92,7 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
     @property
     def max_seq_len(self):
@@ -234,7 +245,7 @@ def validate(config, source):
     _require(m.position in POSITIONS, source, "model.position", m.position, f"use one of {', '.join(POSITIONS)}")
     _require(0.0 <= m.dropout < 1.0, source, "model.dropout", m.dropout, "use a value in [0, 1)")
     for key in ("batch_size", "steps", "eval_every", "eval_batches", "log_every", "keep_checkpoints",
-                "steps_per_execution"):
+                "steps_per_execution", "grad_accum_steps"):
         value = getattr(t, key)
         _require(value >= 1, source, f"train.{key}", value, "use a positive integer")
     _require(t.learning_rate > 0, source, "train.learning_rate", t.learning_rate, "use a positive value")
@@ -251,6 +262,10 @@ def validate(config, source):
     _require(
         t.jit_compile in (True, False, "auto"), source, "train.jit_compile", t.jit_compile, "use auto, true or false"
     )
+    _require(t.peak_flops >= 0, source, "train.peak_flops", t.peak_flops, "use 0 (look up) or a positive value")
+    s = config.distribute
+    _require(s.strategy in STRATEGIES, source, "distribute.strategy", s.strategy, f"use one of {', '.join(STRATEGIES)}")
+    _require(s.cpu_replicas >= 1, source, "distribute.cpu_replicas", s.cpu_replicas, "use 1 or more")
 
 
 def save_config(config, path):
