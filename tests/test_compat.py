@@ -1,0 +1,52 @@
+"""Each test reproduces an upstream bug with Keras alone and asserts it is still there.
+
+When one of these fails, Keras has fixed the bug: delete the matching workaround in
+tfllm/compat.py (and this test).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfllm import compat, distribute
+
+
+def adam_step(gradient):
+    variable = keras.Variable(np.zeros((3, 2), "float32"))
+    optimizer = keras.optimizers.Adam(0.1)
+    optimizer.apply_gradients([(gradient, variable)])
+    return variable.numpy()
+
+
+def test_keras_adam_miscounts_repeated_sparse_rows_and_the_workaround_fixes_it():
+    sparse = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, -1.0]]), tf.constant([1, 1]), tf.constant([3, 2]))
+    dense = adam_step(tf.convert_to_tensor(sparse))
+    assert not np.allclose(adam_step(sparse), dense, atol=1e-4)  # the upstream bug
+    np.testing.assert_allclose(adam_step(compat.sum_repeated_slices([sparse])[0]), dense, atol=1e-6)
+
+
+def fit_clipped(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1, global_clipnorm=0.01), loss="mse")
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    model.fit(x, x[:, :3] * 5, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    return model.layers[0].kernel.numpy()
+
+
+def test_keras_clips_per_replica_under_mirrored_strategy():
+    one = fit_clipped(distribute.make_strategy("one_device"))
+    two = fit_clipped(distribute.make_strategy("mirrored", cpu_replicas=2))
+    assert not np.allclose(one, two, atol=1e-5)  # the upstream bug: clipping depends on replicas
+
+
+def test_keras_gradient_accumulation_fails_under_mirrored_strategy():
+    strategy = distribute.make_strategy("mirrored", cpu_replicas=2)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss="mse")
+    x = np.ones((8, 4), "float32")
+    with pytest.raises(Exception, match="merge_call"):
+        model.fit(x, x[:, :1], batch_size=4, epochs=1, verbose=0)

@@ -1,0 +1,86 @@
+"""Accumulated micro-batches == one big batch, on one device and under MirroredStrategy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfllm import distribute
+from tfllm.train_step import AccumulatingTrainStep
+
+STEPS, BATCH = 3, 8
+
+
+class AccumulatingSequential(AccumulatingTrainStep, keras.Sequential):
+    pass
+
+
+def build(strategy, grad_accum_steps):
+    with strategy.scope():
+        keras.utils.set_random_seed(1)
+        model = AccumulatingSequential([
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(20, 8),  # sparse (IndexedSlices) gradients
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="gelu"),
+            keras.layers.Dense(20),
+        ])
+        optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1, global_clipnorm=0.05)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            grad_accum_steps=grad_accum_steps,
+        )
+    return model
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, size=(STEPS * BATCH, 5)).astype("int32")
+    y = rng.integers(0, 20, size=(STEPS * BATCH,)).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+
+
+def train(strategy, grad_accum_steps):
+    model = build(strategy, grad_accum_steps)
+    history = model.fit(data(), epochs=1, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations.numpy()) == STEPS
+    return [w.numpy() for w in model.weights], history.history["loss"][0]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return train(distribute.make_strategy("one_device"), 1)
+
+
+def assert_same(got, want):
+    for a, b in zip(got[0], want[0]):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    assert got[1] == pytest.approx(want[1], rel=1e-5)
+
+
+def test_reference_moved_and_clipping_is_active(reference):
+    fresh = build(distribute.make_strategy("one_device"), 1)
+    assert max(np.abs(a - b).max() for a, b in zip(reference[0], [w.numpy() for w in fresh.weights])) > 1e-3
+
+
+def test_four_micro_batches_equal_one_big_batch(reference):
+    assert_same(train(distribute.make_strategy("one_device"), 4), reference)
+
+
+def test_two_replicas_equal_one_device(reference):
+    assert_same(train(distribute.make_strategy("mirrored", cpu_replicas=2), 1), reference)
+
+
+def test_accumulation_under_two_replicas_equals_one_device(reference):
+    assert_same(train(distribute.make_strategy("mirrored", cpu_replicas=2), 2), reference)
+
+
+def test_batch_that_does_not_divide_is_an_error():
+    model = build(distribute.make_strategy("one_device"), 3)
+    with pytest.raises(ValueError, match="must divide into grad_accum_steps=3"):
+        model.fit(data().unbatch().batch(BATCH, drop_remainder=True), epochs=1, verbose=0, shuffle=False)
+    model = build(distribute.make_strategy("one_device"), 3)
+    model.jit_compile = False
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must divide into grad_accum_steps=3"):
+        model.fit(data(), epochs=1, verbose=0, shuffle=False)

@@ -1,0 +1,59 @@
+"""Workarounds for TensorFlow/Keras bugs, each with its upstream reference.
+
+Every workaround has a test in tests/test_compat.py that reproduces the upstream bug with
+Keras alone; that test fails once Keras fixes the bug, which is the signal to delete the
+workaround here.
+
+1. Sparse gradients with repeated indices (keras 3.15, TF backend). `keras.ops.square` of a
+   `tf.IndexedSlices` squares each slice before repeated indices are summed, so Adam's second
+   moment for an embedding row that appears k times in a batch gets sum(g_i^2) instead of
+   (sum g_i)^2. Related upstream report: keras-team/keras#21069 (IndexedSlices under
+   MirroredStrategy). Workaround: `sum_repeated_slices` before the optimizer sees them.
+2. `global_clipnorm` under `MirroredStrategy` (keras 3.15). `BaseOptimizer.apply` clips before
+   `_backend_update_step` all-reduces, so each replica clips its own partial gradient and the
+   result depends on the number of replicas. Workaround: `clip_after_all_reduce` all-reduces,
+   clips the global gradient and hands each replica an equal share; the optimizer's own clip
+   is then a no-op.
+3. `optimizer(gradient_accumulation_steps=N)` under `MirroredStrategy` fails with a
+   `merge_call` inside `cond` error (keras-team/keras#17429, keras-team/tf-keras#107).
+   Workaround: `tfllm.train_step.AccumulatingTrainStep` accumulates micro-batches inside one
+   `train_step` and applies once.
+"""
+
+import tensorflow as tf
+
+
+def sum_repeated_slices(gradients):
+    """Gradients with every `tf.IndexedSlices` reduced to unique indices (workaround 1)."""
+    out = []
+    for g in gradients:
+        if isinstance(g, tf.IndexedSlices):
+            unique, position = tf.unique(g.indices)
+            values = tf.math.unsorted_segment_sum(g.values, position, tf.shape(unique)[0])
+            g = tf.IndexedSlices(values, unique, g.dense_shape)
+        out.append(g)
+    return out
+
+
+def clip_after_all_reduce(gradients, optimizer):
+    """Clip the all-reduced gradient by `optimizer.global_clipnorm` (workaround 2).
+
+    Returns per-replica gradients whose sum over replicas is the clipped global gradient, so
+    the optimizer's own all-reduce (a sum) produces it. Without a replica context or with one
+    replica, gradients are returned unchanged and the optimizer clips correctly by itself.
+    A loss-scaling optimizer's gradients are scaled; the norm is measured unscaled.
+    """
+    clip = getattr(optimizer, "global_clipnorm", None)
+    if clip is None and hasattr(optimizer, "inner_optimizer"):
+        clip = optimizer.inner_optimizer.global_clipnorm
+    context = tf.distribute.get_replica_context()
+    if not clip or context is None or context.num_replicas_in_sync == 1:
+        return gradients
+    replicas = context.num_replicas_in_sync
+    dense = [tf.convert_to_tensor(g) for g in gradients]
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+    norm = tf.linalg.global_norm(summed)
+    if hasattr(optimizer, "inner_optimizer"):  # LossScaleOptimizer: grads are scaled
+        norm = norm / tf.cast(optimizer.scale_loss(tf.constant(1.0)), norm.dtype)
+    factor = tf.minimum(1.0, clip / tf.maximum(norm, 1e-30))
+    return [g * tf.cast(factor / replicas, g.dtype) for g in summed]
