@@ -22,3 +22,19 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One 2-replica CPU MirroredStrategy per session: strategies created one after another in a
+    process can hand out clashing collective instance keys."""
+    from tfllm import distribute
+
+    return distribute.make_strategy("mirrored", cpu_replicas=2)
+
+
+@pytest.fixture(scope="session")
+def one_device_strategy():
+    from tfllm import distribute
+
+    return distribute.make_strategy("one_device")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm import compat, distribute
+from tfllm import compat
 
 
 def adam_step(gradient):
@@ -36,14 +36,14 @@ def fit_clipped(strategy):
     return model.layers[0].kernel.numpy()
 
 
-def test_keras_clips_per_replica_under_mirrored_strategy():
-    one = fit_clipped(distribute.make_strategy("one_device"))
-    two = fit_clipped(distribute.make_strategy("mirrored", cpu_replicas=2))
+def test_keras_clips_per_replica_under_mirrored_strategy(one_device_strategy, mirrored_strategy):
+    one = fit_clipped(one_device_strategy)
+    two = fit_clipped(mirrored_strategy)
     assert not np.allclose(one, two, atol=1e-5)  # the upstream bug: clipping depends on replicas
 
 
-def test_keras_gradient_accumulation_fails_under_mirrored_strategy():
-    strategy = distribute.make_strategy("mirrored", cpu_replicas=2)
+def test_keras_gradient_accumulation_fails_under_mirrored_strategy(mirrored_strategy):
+    strategy = mirrored_strategy
     with strategy.scope():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss="mse")

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm import distribute
-from tfllm.train_step import AccumulatingTrainStep
+from tfllm.train_step import DistributedTrainStep
 
 STEPS, BATCH = 3, 8
 
 
-class AccumulatingSequential(AccumulatingTrainStep, keras.Sequential):
+class AccumulatingSequential(DistributedTrainStep, keras.Sequential):
     pass
 
 
@@ -49,8 +48,8 @@ def train(strategy, grad_accum_steps):
 
 
 @pytest.fixture(scope="module")
-def reference():
-    return train(distribute.make_strategy("one_device"), 1)
+def reference(one_device_strategy):
+    return train(one_device_strategy, 1)
 
 
 def assert_same(got, want):
@@ -59,28 +58,28 @@ def assert_same(got, want):
     assert got[1] == pytest.approx(want[1], rel=1e-5)
 
 
-def test_reference_moved_and_clipping_is_active(reference):
-    fresh = build(distribute.make_strategy("one_device"), 1)
+def test_reference_moved_and_clipping_is_active(reference, one_device_strategy):
+    fresh = build(one_device_strategy, 1)
     assert max(np.abs(a - b).max() for a, b in zip(reference[0], [w.numpy() for w in fresh.weights])) > 1e-3
 
 
-def test_four_micro_batches_equal_one_big_batch(reference):
-    assert_same(train(distribute.make_strategy("one_device"), 4), reference)
+def test_four_micro_batches_equal_one_big_batch(reference, one_device_strategy):
+    assert_same(train(one_device_strategy, 4), reference)
 
 
-def test_two_replicas_equal_one_device(reference):
-    assert_same(train(distribute.make_strategy("mirrored", cpu_replicas=2), 1), reference)
+def test_two_replicas_equal_one_device(reference, mirrored_strategy):
+    assert_same(train(mirrored_strategy, 1), reference)
 
 
-def test_accumulation_under_two_replicas_equals_one_device(reference):
-    assert_same(train(distribute.make_strategy("mirrored", cpu_replicas=2), 2), reference)
+def test_accumulation_under_two_replicas_equals_one_device(reference, mirrored_strategy):
+    assert_same(train(mirrored_strategy, 2), reference)
 
 
-def test_batch_that_does_not_divide_is_an_error():
-    model = build(distribute.make_strategy("one_device"), 3)
+def test_batch_that_does_not_divide_is_an_error(one_device_strategy):
+    model = build(one_device_strategy, 3)
     with pytest.raises(ValueError, match="must divide into grad_accum_steps=3"):
         model.fit(data().unbatch().batch(BATCH, drop_remainder=True), epochs=1, verbose=0, shuffle=False)
-    model = build(distribute.make_strategy("one_device"), 3)
+    model = build(one_device_strategy, 3)
     model.jit_compile = False
     with pytest.raises(tf.errors.InvalidArgumentError, match="must divide into grad_accum_steps=3"):
         model.fit(data(), epochs=1, verbose=0, shuffle=False)

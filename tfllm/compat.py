@@ -16,8 +16,15 @@ workaround here.
    is then a no-op.
 3. `optimizer(gradient_accumulation_steps=N)` under `MirroredStrategy` fails with a
    `merge_call` inside `cond` error (keras-team/keras#17429, keras-team/tf-keras#107).
-   Workaround: `tfllm.train_step.AccumulatingTrainStep` accumulates micro-batches inside one
+   Workaround: `tfllm.train_step.DistributedTrainStep` accumulates micro-batches inside one
    `train_step` and applies once.
+4. `model.fit` under `MultiWorkerMirroredStrategy` (keras-team/keras#20585, #20329): before the
+   first step Keras reduces a data batch with `strategy.reduce("MEAN", batch, axis=None)`, which
+   the collective strategy cannot do for per-replica values, and after every step it reduces each
+   scalar metric with `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar.
+   Workaround: `DistributedTrainStep` skips that symbolic build under multi-worker (building at
+   trace time, as Keras does without a strategy) and returns metrics of shape (1,), whose
+   axis-0 mean across replicas is the global mean.
 """
 
 import tensorflow as tf
@@ -57,3 +64,15 @@ def clip_after_all_reduce(gradients, optimizer):
         norm = norm / tf.cast(optimizer.scale_loss(tf.constant(1.0)), norm.dtype)
     factor = tf.minimum(1.0, clip / tf.maximum(norm, 1e-30))
     return [g * tf.cast(factor / replicas, g.dtype) for g in summed]
+
+
+def is_multi_worker(strategy):
+    """True for the collective multi-worker strategy that workaround 4 is about."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def reducible_metrics(logs, strategy):
+    """Metrics shaped (1,) under multi-worker, so Keras's axis-0 mean reduction works (workaround 4)."""
+    if not is_multi_worker(strategy):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tfllm import compat
 
 
-class AccumulatingTrainStep:
+class DistributedTrainStep:
     """Mixin for a `keras.Model`: `compile(..., grad_accum_steps=N)` accumulates N micro-batches.
 
     The loop over micro-batches is unrolled (N is small and static), so it compiles under XLA
@@ -24,7 +24,7 @@ class AccumulatingTrainStep:
     micro-batch, so the reported loss is the mean over the whole batch.
 
     Example:
-    >>> class MyModel(AccumulatingTrainStep, keras.Model): ...
+    >>> class MyModel(DistributedTrainStep, keras.Model): ...
     >>> model.compile(optimizer="adamw", loss=..., grad_accum_steps=4)
     """
 
@@ -60,7 +60,17 @@ class AccumulatingTrainStep:
             self.compute_metrics(mx, my, y_pred, sample_weight=msw)
         total = compat.clip_after_all_reduce(total, self.optimizer)
         self.optimizer.apply_gradients(zip(total, weights))
-        return self.get_metrics_result()
+        return compat.reducible_metrics(self.get_metrics_result(), self.distribute_strategy)
+
+    def test_step(self, data):
+        return compat.reducible_metrics(super().test_step(data), self.distribute_strategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's symbolic build fails under multi-worker (tfllm/compat.py, workaround 4);
+        # building at trace time is what Keras itself does without a strategy.
+        if compat.is_multi_worker(self.distribute_strategy):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _micro_batch(self, tensor, index):
         if tensor is None or self.grad_accum_steps == 1:

@@ -13,6 +13,7 @@ from tokenizer_testing import UNICODE_TEXTS
 from tokenizer_testing import ids_of
 from tokenizer_testing import strings_of
 
+from tfllm.errors import UserError
 from tfllm.tokenizers import KINDS
 from tfllm.tokenizers import SPECIAL_TOKENS
 from tfllm.tokenizers import load_tokenizer
@@ -82,6 +83,21 @@ def test_detokenize_drops_reserved_ids_and_accepts_padded_ids(trained, kind):
     padded = tf.constant(tf.ragged.constant(ids).to_tensor().numpy(), tf.int64)
     assert strings_of(tokenizer, padded) == expected
     assert tokenizer.detokenize(ids[1]).numpy().decode() == expected[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_detokenize_drops_ids_past_the_vocabulary(trained, kind):
+    tokenizer = trained[kind]
+    ids = ids_of(tokenizer, ["naïve café"])[0]
+    noisy = [tokenizer.vocabulary_size] + ids + [tokenizer.vocabulary_size + 60, -1]
+    assert strings_of(tokenizer, [noisy]) == strings_of(tokenizer, [ids])
+
+
+def test_save_refuses_a_directory_that_is_not_a_tokenizer(trained, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match=str(tmp_path)):
+        trained["char"].save(str(tmp_path))
+    assert os.listdir(tmp_path) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -142,8 +142,11 @@ class Tokenizer(tf.Module, abc.ABC):
     @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int32, row_splits_dtype=tf.int64)])
     def _detokenize_graph(self, ids):
         # Reserved ids carry no text; dropping them here lets every kind decode
-        # padded model output directly.
-        return self._detokenize_batch(tf.ragged.boolean_mask(ids, ids >= NUM_SPECIAL_TOKENS))
+        # padded model output directly. Ids past the vocabulary (a model whose
+        # embedding is padded to a round size can sample them) are dropped too:
+        # tensorflow-text's WordPiece detokenizer crashes the process on them.
+        keep = (ids >= NUM_SPECIAL_TOKENS) & (ids < self.vocabulary_size)
+        return self._detokenize_batch(tf.ragged.boolean_mask(ids, keep))
 
     def tokenize(self, strings) -> tf.RaggedTensor:
         strings = tf.convert_to_tensor(strings, dtype=tf.string)
@@ -170,12 +173,22 @@ class Tokenizer(tf.Module, abc.ABC):
     def save(self, directory: str) -> None:
         """Writes the tokenizer into `directory`, replacing it as a whole.
 
+        `directory` must be new, empty, or a saved tokenizer; any other
+        non-empty directory is left alone and raises `UserError`.
+
         Files go to a temporary sibling directory first, which is then renamed
         into place, so a crash never leaves a half-written tokenizer behind.
         """
         directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise UserError(f"Cannot save the tokenizer to {directory}: it is a file. Choose a directory path.")
+        if os.path.isdir(directory) and os.listdir(directory):
+            if not os.path.isfile(os.path.join(directory, CONFIG_FILENAME)):
+                # Replacing the directory as a whole would delete whatever else is in it.
+                raise UserError(
+                    f"Cannot save the tokenizer to {directory}: it is a non-empty directory without "
+                    f"{CONFIG_FILENAME}. Choose an empty or new directory."
+                )
         parent = os.path.dirname(directory)
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
