@@ -1,0 +1,281 @@
+"""Multi-head causal self-attention with a fused qkv projection and a KV cache."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfllm.layers.rotary_embedding import RotaryEmbedding
+
+# Added to the float32 scores of masked pairs. Finite, so that a query row with
+# every key masked (left padding) gives a uniform row instead of NaN.
+_MASK_VALUE = -1e9
+
+
+def _attention_bias(
+    query_length, key_length, query_start=0, padding_mask=None, segment_ids=None
+):
+    """Float32 additive mask: 0 where a query may attend a key, -1e9 elsewhere.
+
+    Query `i` sits at position `query_start + i` and key `j` at position `j`.
+    A query attends keys at or before its position, that are real tokens
+    (`padding_mask` of shape `(batch, key_length)`, 1 = real) and that carry
+    its own segment id (`segment_ids` of shape `(batch, seq)`, self-attention
+    without cache only). Returns shape `(1 or batch, 1, query_length, key_length)`.
+    """
+    query_positions = ops.arange(query_length) + ops.cast(query_start, "int32")
+    key_positions = ops.arange(key_length)
+    # (query_length, key_length)
+    allowed = ops.expand_dims(key_positions, 0) <= ops.expand_dims(query_positions, 1)
+    # (1, 1, query_length, key_length)
+    allowed = allowed[None, None, :, :]
+    if padding_mask is not None:
+        # (batch, 1, 1, key_length)
+        real_keys = ops.cast(padding_mask, "bool")[:, None, None, :]
+        allowed = ops.logical_and(allowed, real_keys)
+    if segment_ids is not None:
+        # (batch, 1, seq, seq)
+        same_segment = ops.equal(
+            segment_ids[:, None, :, None], segment_ids[:, None, None, :]
+        )
+        allowed = ops.logical_and(allowed, same_segment)
+    return ops.where(allowed, 0.0, _MASK_VALUE)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention where each token sees only earlier tokens.
+
+    Queries, keys and values come from ONE `Dense(3 * hidden_dim)` whose output
+    is laid out as `(3, num_heads, head_dim)`, so a single MatMul and a single
+    transpose serve all three. Scores are computed in the compute dtype and
+    softmaxed in float32.
+
+    With a cache the layer decodes incrementally: `x` holds the new tokens at
+    positions `cache_index .. cache_index + len - 1`, their keys and values are
+    written into the cache, and they attend every cache slot up to their own
+    position.
+
+    Args:
+        num_heads: int. The number of attention heads.
+        hidden_dim: int. The size of the input and output vectors; must be a
+            multiple of `num_heads`.
+        dropout: float. Dropout rate on the attention probabilities.
+            Defaults to `0.0` (no dropout op at all).
+        use_rotary: bool. Rotate queries and keys by their positions (RoPE).
+            Defaults to `False`.
+        max_wavelength: float. The RoPE maximum wavelength. Defaults to `10000`.
+        kernel_initializer: initializer of both projection kernels.
+            Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer of both projection biases.
+            Defaults to `"zeros"`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        x: float tensor of shape `(batch, seq, hidden_dim)`.
+        padding_mask: optional bool/int tensor, 1 = real token. Shape
+            `(batch, seq)` without cache, `(batch, max_len)` (one entry per
+            cache slot) with cache.
+        segment_ids: optional int tensor of shape `(batch, seq)`. Tokens attend
+            only tokens with an equal id (packed documents). Not allowed with
+            a cache.
+        cache: optional float tensor of shape
+            `(batch, 2, max_len, num_heads, head_dim)`: keys then values.
+        cache_index: int or scalar int tensor, the position of `x[:, 0]`;
+            required with `cache`.
+        training: bool. Enables attention dropout.
+
+    Returns:
+        `out` of shape `(batch, seq, hidden_dim)` without cache, else
+        `(out, new_cache)`.
+
+    Example:
+    ```python
+    attention = CausalSelfAttention(num_heads=2, hidden_dim=16)
+    x = np.random.rand(2, 8, 16).astype("float32")
+    out = attention(x, padding_mask=np.ones((2, 8), "int32"))  # (2, 8, 16)
+
+    cache = np.zeros((2, 2, 12, 2, 8), "float32")
+    out, cache = attention(x, cache=cache, cache_index=0)  # prompt
+    step, cache = attention(x[:, :1], cache=cache, cache_index=8)  # next token
+    ```
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        hidden_dim,
+        dropout=0.0,
+        use_rotary=False,
+        max_wavelength=10000,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_heads <= 0 or hidden_dim <= 0 or hidden_dim % num_heads != 0:
+            raise ValueError(
+                "num_heads must be positive and divide hidden_dim. "
+                f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+        self.use_rotary = use_rotary
+        self.max_wavelength = max_wavelength
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.head_dim = hidden_dim // num_heads
+        if use_rotary and self.head_dim % 2 != 0:
+            raise ValueError(
+                "Rotary positions need an even head_dim = hidden_dim / num_heads. "
+                f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
+            )
+
+        self.query_key_value_dense = keras.layers.Dense(
+            3 * hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name="query_key_value_dense",
+        )
+        self.output_dense = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name="output_dense",
+        )
+        self.rotary_embedding = None
+        if use_rotary:
+            # Applied to the stacked (2, batch, heads, seq, head_dim) queries and keys.
+            self.rotary_embedding = RotaryEmbedding(
+                max_wavelength=max_wavelength,
+                sequence_axis=-2,
+                dtype=self.dtype_policy,
+                name="rotary_embedding",
+            )
+        self.probabilities_dropout = keras.layers.Dropout(
+            dropout, dtype=self.dtype_policy, name="probabilities_dropout"
+        )
+
+    def build(self, inputs_shape):
+        if inputs_shape[-1] != self.hidden_dim:
+            raise ValueError(
+                "The last axis of the input must equal hidden_dim. "
+                f"Received: inputs_shape={inputs_shape}, hidden_dim={self.hidden_dim}"
+            )
+        # The projections always see flattened (tokens, features) inputs.
+        self.query_key_value_dense.build((None, self.hidden_dim))
+        self.output_dense.build((None, self.hidden_dim))
+        self.built = True
+
+    def call(
+        self,
+        x,
+        padding_mask=None,
+        segment_ids=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+    ):
+        if cache is not None and cache_index is None:
+            raise ValueError("cache_index is required when a cache is given.")
+        if cache is not None and segment_ids is not None:
+            raise ValueError("segment_ids cannot be combined with a cache.")
+        shape = ops.shape(x)
+        batch_size, sequence_length = shape[0], shape[1]
+
+        # (tokens, hidden_dim): 2-D MatMuls are the fastest path and their
+        # kernel gradient needs no reduction over a broadcast batch axis.
+        qkv = self.query_key_value_dense(ops.reshape(x, (-1, self.hidden_dim)))
+        # (batch, seq, 3, heads, head_dim)
+        qkv = ops.reshape(
+            qkv, (batch_size, sequence_length, 3, self.num_heads, self.head_dim)
+        )
+        # (3, batch, heads, seq, head_dim): one transpose for q, k and v.
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
+        start = 0 if cache is None else cache_index
+        if self.rotary_embedding is not None:
+            # (2, batch, heads, seq, head_dim)
+            query_key = self.rotary_embedding(qkv[:2], start_index=start)
+            query, key = ops.unstack(query_key, 2, axis=0)
+            value = qkv[2]
+        else:
+            query, key, value = ops.unstack(qkv, 3, axis=0)
+
+        if cache is None:
+            bias = _attention_bias(
+                sequence_length,
+                sequence_length,
+                padding_mask=padding_mask,
+                segment_ids=segment_ids,
+            )
+        else:
+            key, value, cache = self._update_cache(key, value, cache, cache_index)
+            bias = _attention_bias(
+                sequence_length,
+                ops.shape(cache)[2],
+                query_start=cache_index,
+                padding_mask=padding_mask,
+            )
+
+        out = self._attend(query, key, value, bias, training)
+        # (batch, seq, heads, head_dim)
+        out = ops.transpose(out, (0, 2, 1, 3))
+        # (tokens, hidden_dim)
+        out = self.output_dense(ops.reshape(out, (-1, self.hidden_dim)))
+        # (batch, seq, hidden_dim)
+        out = ops.reshape(out, (batch_size, sequence_length, self.hidden_dim))
+        if cache is None:
+            return out
+        return out, cache
+
+    def _attend(self, query, key, value, bias, training):
+        """Softmax attention on `(batch, heads, seq, head_dim)` tensors."""
+        # Scaling the queries is cheaper than scaling the (seq, seq) scores.
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+        # tf.matmul's transpose_b folds the key transpose into the MatMul.
+        # (batch, heads, query_len, key_len)
+        scores = tf.matmul(query, key, transpose_b=True)
+        scores = ops.cast(scores, "float32") + bias
+        probabilities = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        if self.dropout > 0:
+            probabilities = self.probabilities_dropout(probabilities, training=training)
+        # (batch, heads, query_len, head_dim)
+        return tf.matmul(probabilities, value)
+
+    def _update_cache(self, key, value, cache, cache_index):
+        """Writes the new keys/values at `cache_index`; returns all of them."""
+        # (batch, 2, heads, new, head_dim)
+        new_entries = ops.stack([key, value], axis=1)
+        # (batch, 2, new, heads, head_dim): the cache layout.
+        new_entries = ops.transpose(new_entries, (0, 1, 3, 2, 4))
+        cache = ops.slice_update(
+            cache,
+            (0, 0, cache_index, 0, 0),
+            ops.cast(new_entries, cache.dtype),
+        )
+        # (2, batch, heads, max_len, head_dim)
+        cached = ops.cast(ops.transpose(cache, (1, 0, 3, 2, 4)), key.dtype)
+        key, value = ops.unstack(cached, 2, axis=0)
+        return key, value, cache
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "hidden_dim": self.hidden_dim,
+                "dropout": self.dropout,
+                "use_rotary": self.use_rotary,
+                "max_wavelength": self.max_wavelength,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config

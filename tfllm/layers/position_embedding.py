@@ -1,0 +1,79 @@
+"""Learned absolute position embedding."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class PositionEmbedding(keras.layers.Layer):
+    """A learned vector per position, up to a fixed sequence length.
+
+    The layer returns the position vectors for the positions of its input; the
+    caller adds them to the token embeddings. The result has a leading axis of
+    size 1 so that the addition broadcasts over the batch without materializing
+    a `(batch, seq, hidden_dim)` copy.
+
+    Args:
+        sequence_length: int. The number of positions that have a vector.
+        initializer: initializer of the `(sequence_length, hidden_dim)` matrix.
+            Defaults to `"glorot_uniform"`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, seq, hidden_dim)`, usually the token
+            embeddings; only its shape is read.
+        start_index: int or scalar int tensor. The position of the first
+            element; cached decoding passes the cache index. Defaults to `0`.
+
+    Returns:
+        Tensor of shape `(1, seq, hidden_dim)` with rows
+        `start_index .. start_index + seq - 1`.
+
+    Example:
+    ```python
+    tokens = np.random.rand(2, 5, 16).astype("float32")
+    layer = PositionEmbedding(sequence_length=32)
+    embedded = tokens + layer(tokens)  # (2, 5, 16)
+    ```
+    """
+
+    def __init__(self, sequence_length, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if sequence_length is None or sequence_length <= 0:
+            raise ValueError(
+                "sequence_length must be a positive integer. "
+                f"Received: sequence_length={sequence_length}"
+            )
+        self.sequence_length = sequence_length
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, inputs_shape):
+        hidden_dim = inputs_shape[-1]
+        self.position_embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.sequence_length, hidden_dim),
+            initializer=self.initializer,
+        )
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        sequence_length = ops.shape(inputs)[1]
+        hidden_dim = ops.shape(self.position_embeddings)[1]
+        positions = ops.slice(
+            self.position_embeddings, (start_index, 0), (sequence_length, hidden_dim)
+        )
+        # (1, seq, hidden_dim)
+        return ops.expand_dims(positions, 0)
+
+    def compute_output_shape(self, inputs_shape):
+        return (1, inputs_shape[1], inputs_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "sequence_length": self.sequence_length,
+                "initializer": keras.initializers.serialize(self.initializer),
+            }
+        )
+        return config

@@ -1,0 +1,103 @@
+"""Token embedding whose matrix is also the language-model head."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class TokenEmbedding(keras.layers.Layer):
+    """Maps token ids to vectors, and hidden states back to token logits.
+
+    One `(vocabulary_size, hidden_dim)` matrix serves both directions (weight
+    tying), so the head adds no parameters. `logits` multiplies in the compute
+    dtype (bfloat16 under `mixed_bfloat16`) and casts the result to float32,
+    so that softmax and loss see float32 while the large matmul stays fast.
+
+    Args:
+        vocabulary_size: int. The number of token ids.
+        hidden_dim: int. The size of each embedding vector.
+        embeddings_initializer: initializer of the embedding matrix.
+            Defaults to `"glorot_uniform"`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        token_ids: int tensor of shape `(batch, seq)`.
+
+    Returns:
+        `call`: embeddings of shape `(batch, seq, hidden_dim)`.
+        `logits(hidden)`: float32 logits of shape `(..., vocabulary_size)`.
+
+    Example:
+    ```python
+    embedding = TokenEmbedding(vocabulary_size=50, hidden_dim=16)
+    vectors = embedding(np.array([[1, 2, 3]]))  # (1, 3, 16)
+    logits = embedding.logits(vectors)  # (1, 3, 50), float32
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        hidden_dim,
+        embeddings_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for arg_name, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("hidden_dim", hidden_dim),
+        ):
+            if value is None or value <= 0:
+                raise ValueError(
+                    f"{arg_name} must be a positive integer. "
+                    f"Received: {arg_name}={value}"
+                )
+        self.vocabulary_size = vocabulary_size
+        self.hidden_dim = hidden_dim
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, inputs_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.vocabulary_size, self.hidden_dim),
+            initializer=self.embeddings_initializer,
+        )
+        self.built = True
+
+    def call(self, token_ids):
+        # tf.gather directly: ops.take adds index-wrapping ops on every step.
+        return tf.gather(self.embeddings, token_ids)
+
+    def logits(self, hidden):
+        """Float32 logits `hidden @ embeddings^T` over the last axis of `hidden`."""
+        # Called outside `__call__`, so no autocast scope: cast explicitly.
+        embeddings = ops.cast(self.embeddings, self.compute_dtype)
+        hidden = ops.cast(hidden, self.compute_dtype)
+        # A 2-D MatMul rather than a broadcast batch matmul: the gradient of
+        # the latter materializes one (vocabulary, hidden) matrix per example.
+        # (tokens, hidden_dim)
+        flat_hidden = tf.reshape(hidden, (-1, self.hidden_dim))
+        # (tokens, vocabulary_size)
+        logits = tf.matmul(flat_hidden, embeddings, transpose_b=True)
+        # (..., vocabulary_size)
+        logits = tf.reshape(
+            logits, tf.concat([tf.shape(hidden)[:-1], [self.vocabulary_size]], 0)
+        )
+        return ops.cast(logits, "float32")
+
+    def compute_output_shape(self, inputs_shape):
+        return tuple(inputs_shape) + (self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "hidden_dim": self.hidden_dim,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+            }
+        )
+        return config

@@ -1,0 +1,180 @@
+"""Pre-norm decoder block: attention and MLP, each around a residual."""
+
+import keras
+from keras import ops
+
+from tfllm.layers.causal_self_attention import CausalSelfAttention
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class TransformerBlock(keras.layers.Layer):
+    """One GPT-2 style decoder block.
+
+    `x + dropout(attention(norm(x)))`, then `x + dropout(mlp(norm(x)))` with
+    `mlp = Dense(hidden_dim)(gelu_tanh(Dense(intermediate_dim)(.)))`.
+    Normalizing before each branch keeps the residual stream an identity path,
+    which is what lets deep stacks train without warmup tricks.
+
+    Args:
+        num_heads: int. The number of attention heads.
+        hidden_dim: int. The size of the residual stream; a multiple of
+            `num_heads`.
+        intermediate_dim: int. The hidden size of the MLP.
+        dropout: float. Dropout rate on both residual branches and on the
+            attention probabilities. Defaults to `0.0`.
+        use_rotary: bool. Rotary positions in attention. Defaults to `False`.
+        max_wavelength: float. The RoPE maximum wavelength. Defaults to `10000`.
+        layer_norm_epsilon: float. Defaults to `1e-5`.
+        kernel_initializer: initializer of every kernel.
+            Defaults to `"glorot_uniform"`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        x: float tensor of shape `(batch, seq, hidden_dim)`.
+        padding_mask, segment_ids, cache, cache_index: passed to
+            `CausalSelfAttention` unchanged; see there.
+        training: bool. Enables dropout.
+
+    Returns:
+        `out` of shape `(batch, seq, hidden_dim)` without cache, else
+        `(out, new_cache)`.
+
+    Example:
+    ```python
+    block = TransformerBlock(num_heads=2, hidden_dim=16, intermediate_dim=64)
+    x = np.random.rand(2, 8, 16).astype("float32")
+    y = block(x, padding_mask=np.ones((2, 8), "int32"))  # (2, 8, 16)
+    ```
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        dropout=0.0,
+        use_rotary=False,
+        max_wavelength=10000,
+        layer_norm_epsilon=1e-5,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if intermediate_dim is None or intermediate_dim <= 0:
+            raise ValueError(
+                "intermediate_dim must be a positive integer. "
+                f"Received: intermediate_dim={intermediate_dim}"
+            )
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.use_rotary = use_rotary
+        self.max_wavelength = max_wavelength
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+        self.self_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="self_attention_layer_norm",
+        )
+        self.self_attention = CausalSelfAttention(
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            dropout=dropout,
+            use_rotary=use_rotary,
+            max_wavelength=max_wavelength,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="self_attention",
+        )
+        self.self_attention_dropout = keras.layers.Dropout(
+            dropout, dtype=self.dtype_policy, name="self_attention_dropout"
+        )
+        self.feedforward_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="feedforward_layer_norm",
+        )
+        self.feedforward_intermediate_dense = keras.layers.Dense(
+            intermediate_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="feedforward_intermediate_dense",
+        )
+        self.feedforward_output_dense = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="feedforward_output_dense",
+        )
+        self.feedforward_dropout = keras.layers.Dropout(
+            dropout, dtype=self.dtype_policy, name="feedforward_dropout"
+        )
+
+    def build(self, inputs_shape):
+        self.self_attention_layer_norm.build(inputs_shape)
+        self.self_attention.build(inputs_shape)
+        self.feedforward_layer_norm.build(inputs_shape)
+        # The MLP always sees flattened (tokens, features) inputs.
+        self.feedforward_intermediate_dense.build((None, self.hidden_dim))
+        self.feedforward_output_dense.build((None, self.intermediate_dim))
+        self.built = True
+
+    def call(
+        self,
+        x,
+        padding_mask=None,
+        segment_ids=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+    ):
+        attention_output = self.self_attention(
+            self.self_attention_layer_norm(x),
+            padding_mask=padding_mask,
+            segment_ids=segment_ids,
+            cache=cache,
+            cache_index=cache_index,
+            training=training,
+        )
+        if cache is not None:
+            attention_output, cache = attention_output
+        x = x + self._residual_dropout(self.self_attention_dropout, attention_output, training)
+
+        shape = ops.shape(x)
+        # (tokens, hidden_dim): one 2-D MatMul per Dense.
+        hidden = ops.reshape(self.feedforward_layer_norm(x), (-1, self.hidden_dim))
+        hidden = ops.gelu(self.feedforward_intermediate_dense(hidden), approximate=True)
+        hidden = self.feedforward_output_dense(hidden)
+        # (batch, seq, hidden_dim)
+        hidden = ops.reshape(hidden, shape)
+        x = x + self._residual_dropout(self.feedforward_dropout, hidden, training)
+        if cache is None:
+            return x
+        return x, cache
+
+    def _residual_dropout(self, dropout_layer, x, training):
+        if self.dropout > 0:
+            return dropout_layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "hidden_dim": self.hidden_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "use_rotary": self.use_rotary,
+                "max_wavelength": self.max_wavelength,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

@@ -1,0 +1,161 @@
+"""Next-token prediction task model around a `GPTBackbone`."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class CausalLM(keras.Model):
+    """A language model: backbone hidden states to float32 next-token logits.
+
+    The head is the backbone's token embedding, transposed (weight tying).
+    Train with Keras's own `fit`: `x` is either a dict with `"token_ids"` and
+    `"padding_mask"`, or a plain int tensor of token ids in which every
+    position is real (packed pretraining blocks); `y` holds the next-token ids
+    and an optional `sample_weight` zeroes out positions that must not count.
+
+    Args:
+        backbone: a `GPTBackbone` (anything with the same inputs, a
+            `token_embedding` with `logits`, and `call_with_cache`).
+        **kwargs: base model arguments (`name`, `trainable`).
+
+    Call arguments:
+        inputs: dict `{"token_ids", "padding_mask"}` or an int tensor of token
+            ids, shape `(batch, seq)`.
+        training: bool. Enables dropout.
+
+    Returns:
+        float32 logits of shape `(batch, seq, vocabulary_size)`.
+
+    Example:
+    ```python
+    backbone = GPTBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=64, max_sequence_length=32,
+    )
+    model = CausalLM(backbone)
+    model.compile()
+    tokens = np.random.randint(1, 100, size=(8, 17))
+    model.fit(tokens[:, :-1], tokens[:, 1:], epochs=1)
+
+    cache = model.build_cache(batch_size=1, max_length=32)
+    logits, hidden, cache = model.call_with_cache(tokens[:1, :4], cache, 0)
+    ```
+    """
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        # Every weight lives in the already-built backbone.
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if isinstance(inputs, dict):
+            token_ids = inputs["token_ids"]
+            padding_mask = inputs.get("padding_mask")
+            if padding_mask is None:
+                padding_mask = ops.ones_like(token_ids)
+        else:
+            token_ids = inputs
+            padding_mask = ops.ones_like(token_ids)
+        hidden = self.backbone(
+            {"token_ids": token_ids, "padding_mask": padding_mask}, training=training
+        )
+        return self.backbone.token_embedding.logits(hidden)
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        weighted_metrics="auto",
+        **kwargs,
+    ):
+        """Configures training; `"auto"` picks the defaults below.
+
+        optimizer: AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95,
+            global_clipnorm=1.0), biases and LayerNorm parameters excluded
+            from weight decay (GPT-2 / nanoGPT practice).
+        loss: SparseCategoricalCrossentropy(from_logits=True) averaged over
+            the weighted positions only (`"mean_with_sample_weight"`), so the
+            loss of a half-padded batch is still a per-token loss.
+        weighted_metrics: [SparseCategoricalAccuracy("accuracy")], weighted by
+            `sample_weight` so padding does not count.
+        Other keyword arguments (`jit_compile`, `steps_per_execution`, ...) go
+        to `keras.Model.compile` unchanged.
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=3e-4,
+                weight_decay=0.1,
+                beta_1=0.9,
+                beta_2=0.95,
+                global_clipnorm=1.0,
+            )
+            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            )
+        if weighted_metrics == "auto":
+            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            weighted_metrics=weighted_metrics,
+            **kwargs,
+        )
+
+    def compile_from_config(self, config):
+        # Keras skips restoring the compile state of models that override
+        # `compile`; this one accepts the objects `compile` was given.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
+    def build_cache(self, batch_size, max_length):
+        """A zero cache of shape `(batch, num_layers, 2, max_length, num_heads, head_dim)`."""
+        backbone = self.backbone
+        # Sizes may be tensors inside a tf.function; only Python ints are checked.
+        too_long = (
+            isinstance(max_length, int) and max_length > backbone.max_sequence_length
+        )
+        if backbone.position == "learned" and too_long:
+            raise ValueError(
+                "max_length must not exceed the backbone's max_sequence_length "
+                "with learned positions. Received: "
+                f"max_length={max_length}, "
+                f"max_sequence_length={backbone.max_sequence_length}"
+            )
+        shape = (
+            batch_size,
+            backbone.num_layers,
+            2,
+            max_length,
+            backbone.num_heads,
+            backbone.head_dim,
+        )
+        return ops.zeros(shape, dtype=backbone.compute_dtype)
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Decodes `token_ids` at positions `cache_index ..`.
+
+        Returns:
+            `(logits, hidden, new_cache)`: float32 logits
+            `(batch, new, vocabulary_size)`, hidden states
+            `(batch, new, hidden_dim)` and the updated cache.
+        """
+        hidden, cache = self.backbone.call_with_cache(token_ids, cache, cache_index)
+        logits = self.backbone.token_embedding.logits(hidden)
+        return logits, hidden, cache
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -1,0 +1,245 @@
+"""GPT decoder backbone: token ids to final hidden states."""
+
+import keras
+from keras import ops
+
+from tfllm.layers.position_embedding import PositionEmbedding
+from tfllm.layers.token_embedding import TokenEmbedding
+from tfllm.layers.transformer_block import TransformerBlock
+
+POSITION_KINDS = ("learned", "rope")
+
+
+def _validate(
+    vocabulary_size,
+    num_layers,
+    num_heads,
+    hidden_dim,
+    intermediate_dim,
+    max_sequence_length,
+    dropout,
+    position,
+):
+    for arg_name, value in (
+        ("vocabulary_size", vocabulary_size),
+        ("num_layers", num_layers),
+        ("num_heads", num_heads),
+        ("hidden_dim", hidden_dim),
+        ("intermediate_dim", intermediate_dim),
+        ("max_sequence_length", max_sequence_length),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(
+                f"{arg_name} must be a positive integer. Received: {arg_name}={value!r}"
+            )
+    if hidden_dim % num_heads != 0:
+        raise ValueError(
+            "num_heads must divide hidden_dim. "
+            f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
+        )
+    if position not in POSITION_KINDS:
+        raise ValueError(
+            f"position must be one of {POSITION_KINDS}. Received: position={position!r}"
+        )
+    if position == "rope" and (hidden_dim // num_heads) % 2 != 0:
+        raise ValueError(
+            "position='rope' needs an even head_dim = hidden_dim / num_heads. "
+            f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class GPTBackbone(keras.Model):
+    """A decoder-only Transformer as a functional model.
+
+    Token embedding (+ learned positions when `position="learned"`), dropout,
+    `num_layers` pre-norm `TransformerBlock`s named `transformer_layer_{i}`
+    and a final LayerNormalization. With `position="rope"` the blocks rotate
+    queries and keys instead and there is no position matrix. Kernels and
+    embeddings start from N(0, 0.02), as GPT-2.
+
+    Args:
+        vocabulary_size: int. The number of token ids.
+        num_layers: int. The number of transformer blocks.
+        num_heads: int. Attention heads per block; must divide `hidden_dim`.
+        hidden_dim: int. The size of the residual stream.
+        intermediate_dim: int. The hidden size of each block's MLP.
+        max_sequence_length: int. The longest sequence; the size of the
+            learned position matrix and the longest decoding cache.
+        dropout: float. Dropout on embeddings, residual branches and attention
+            probabilities. Defaults to `0.0`.
+        position: `"learned"` or `"rope"`. Defaults to `"learned"`.
+        dtype: dtype or dtype policy of every layer; `None` takes the global
+            policy.
+        **kwargs: base model arguments (`name`, `trainable`).
+
+    Call arguments:
+        inputs: dict with `"token_ids"` and `"padding_mask"`, int tensors of
+            shape `(batch, seq)`; `padding_mask` is 1 for real tokens.
+
+    Returns:
+        Hidden states of shape `(batch, seq, hidden_dim)`.
+
+    Example:
+    ```python
+    backbone = GPTBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=64, max_sequence_length=32,
+    )
+    hidden = backbone({
+        "token_ids": np.array([[5, 6, 7, 0]]),
+        "padding_mask": np.array([[1, 1, 1, 0]]),
+    })  # (1, 4, 16)
+
+    cache = np.zeros((1, 2, 2, 32, 2, 8), "float32")
+    hidden, cache = backbone.call_with_cache(np.array([[5]]), cache, 0)
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        max_sequence_length,
+        dropout=0.0,
+        position="learned",
+        dtype=None,
+        **kwargs,
+    ):
+        _validate(
+            vocabulary_size,
+            num_layers,
+            num_heads,
+            hidden_dim,
+            intermediate_dim,
+            max_sequence_length,
+            dropout,
+            position,
+        )
+        initializer = keras.initializers.RandomNormal(stddev=0.02)
+
+        # === Layers ===
+        token_embedding = TokenEmbedding(
+            vocabulary_size=vocabulary_size,
+            hidden_dim=hidden_dim,
+            embeddings_initializer=initializer,
+            dtype=dtype,
+            name="token_embedding",
+        )
+        position_embedding = None
+        if position == "learned":
+            position_embedding = PositionEmbedding(
+                sequence_length=max_sequence_length,
+                initializer=initializer,
+                dtype=dtype,
+                name="position_embedding",
+            )
+        embeddings_dropout = keras.layers.Dropout(
+            dropout, dtype=dtype, name="embeddings_dropout"
+        )
+        transformer_layers = [
+            TransformerBlock(
+                num_heads=num_heads,
+                hidden_dim=hidden_dim,
+                intermediate_dim=intermediate_dim,
+                dropout=dropout,
+                use_rotary=position == "rope",
+                layer_norm_epsilon=1e-5,
+                kernel_initializer=initializer,
+                dtype=dtype,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        layer_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=dtype, name="layer_norm"
+        )
+
+        # === Functional model ===
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        x = token_embedding(token_ids)
+        if position_embedding is not None:
+            x = x + position_embedding(x)
+        if dropout > 0:
+            x = embeddings_dropout(x)
+        for block in transformer_layers:
+            x = block(x, padding_mask=padding_mask)
+        hidden = layer_norm(x)
+        super().__init__(
+            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            outputs=hidden,
+            **kwargs,
+        )
+        # The functional constructor does not take a dtype; the layers above
+        # already compute in it, this makes the model report it.
+        if dtype is not None:
+            self.dtype_policy = keras.dtype_policies.get(dtype)
+
+        # Attributes are set after the functional constructor, which owns
+        # layer tracking.
+        self.token_embedding = token_embedding
+        self.position_embedding = position_embedding
+        self.embeddings_dropout = embeddings_dropout
+        self.transformer_layers = transformer_layers
+        self.layer_norm = layer_norm
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.max_sequence_length = max_sequence_length
+        self.dropout = dropout
+        self.position = position
+
+    @property
+    def head_dim(self):
+        return self.hidden_dim // self.num_heads
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Runs new tokens through the blocks one by one, reading and writing the cache.
+
+        Args:
+            token_ids: int tensor of shape `(batch, new)`, the tokens at
+                positions `cache_index .. cache_index + new - 1`.
+            cache: float tensor of shape
+                `(batch, num_layers, 2, max_len, num_heads, head_dim)`.
+            cache_index: int or scalar int tensor.
+
+        Returns:
+            `(hidden, new_cache)`: hidden states of shape
+            `(batch, new, hidden_dim)` and the updated cache.
+        """
+        x = self.token_embedding(token_ids)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(x, start_index=cache_index)
+        layer_caches = []
+        for i, block in enumerate(self.transformer_layers):
+            x, layer_cache = block(x, cache=cache[:, i], cache_index=cache_index)
+            layer_caches.append(layer_cache)
+        hidden = self.layer_norm(x)
+        # (batch, num_layers, 2, max_len, num_heads, head_dim)
+        return hidden, ops.stack(layer_caches, axis=1)
+
+    def get_config(self):
+        # Not the functional config: the constructor rebuilds the graph.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "vocabulary_size": self.vocabulary_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "hidden_dim": self.hidden_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "max_sequence_length": self.max_sequence_length,
+            "dropout": self.dropout,
+            "position": self.position,
+        }
