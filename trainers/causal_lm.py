@@ -14,8 +14,10 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 
 from tfllm import config as config_lib
+from tfllm import distribute
 from tfllm import runs
 from tfllm.callbacks import Checkpointer, MetricsLogger
 from tfllm.data.cleaning import Cleaner
@@ -23,7 +25,9 @@ from tfllm.data.corpus import iter_texts, prepare_corpus
 from tfllm.data.corpus_stats import CorpusStats
 from tfllm.data.pipeline import lm_dataset
 from tfllm.errors import UserError
+from tfllm.flops import device_peak_flops, training_flops_per_token
 from tfllm.generator import Generator
+from tfllm.precision import resolve_precision
 from tfllm.samplers import get_sampler
 from tfllm.schedules import WarmupCosineDecay
 from tfllm.tokenizers import load_tokenizer, train_tokenizer
@@ -92,22 +96,39 @@ def make_cleaner(d):
     )
 
 
-def make_datasets(config, stats, tokenizer):
+def make_datasets(config, stats, tokenizer, strategy):
+    """Training and validation datasets, each worker reading its own shard of documents.
+
+    `train.batch_size` is the global batch per optimizer step; each replica's pipeline batches
+    its share, so shapes are static (as TPUs need).
+    """
     m, t = config.model, config.train
-    train_ds = lm_dataset(
-        stats.train_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size, shuffle=True,
-        seed=t.seed, repeat=True, shuffle_buffer=config.data.shuffle_buffer,
-    )
-    val_ds = lm_dataset(
-        stats.val_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size, shuffle=False,
-        seed=t.seed, repeat=False,
-    ).take(t.eval_batches).cache()
-    val_batches = sum(1 for _ in val_ds)
+
+    def pipeline(files, shuffle, repeat, ctx):
+        return lm_dataset(
+            files, tokenizer, seq_len=m.seq_len, batch_size=ctx.get_per_replica_batch_size(t.batch_size),
+            shuffle=shuffle, seed=t.seed, repeat=repeat, shuffle_buffer=config.data.shuffle_buffer,
+            num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
+        )
+
+    whole = lm_dataset(stats.val_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size,
+                       shuffle=False, seed=t.seed, repeat=False).take(t.eval_batches)
+    val_batches = sum(1 for _ in whole)
     if val_batches == 0:
         raise UserError(
             f"the validation split has fewer than train.batch_size x (model.seq_len + 1) = "
             f"{t.batch_size * (m.seq_len + 1)} tokens; raise data.val_fraction or set data.val_path"
         )
+    train_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline(stats.train_files, True, True, ctx)
+    )
+    # The same blocks at every validation: Keras keeps one iterator across evaluations, so the
+    # fixed set of `val_batches` steps (one batch per local replica each) repeats.
+    val_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline(stats.val_files, False, False, ctx)
+        .take(val_batches * ctx.num_replicas_in_sync // ctx.num_input_pipelines)
+        .repeat()
+    )
     return train_ds, val_ds, val_batches
 
 
@@ -123,38 +144,66 @@ def make_optimizer(train_config):
 
 
 def jit_compile(value):
-    return "auto" if value == "auto" else bool(value)
+    """XLA where it pays: measured slower than plain graphs on CPU (bench/RESULTS.md)."""
+    if value != "auto":
+        return bool(value)
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def make_callbacks(config, p, chief, model_flops_per_token, peak_flops):
+    """Only the chief writes metrics, TensorBoard logs and checkpoints; every worker stops on time."""
+    t = config.train
+    tokens_per_step = t.batch_size * config.model.seq_len
+    if not chief:
+        return [MetricsLogger(None, None, tokens_per_step, t.log_every, t.steps)]
+    return [
+        MetricsLogger(p["metrics"], p["logs"], tokens_per_step, t.log_every, t.steps,
+                      flops_per_token=model_flops_per_token, peak_flops=peak_flops),
+        Checkpointer(p["checkpoints"], keep=t.keep_checkpoints),
+    ]
 
 
 def train(config, run_dir):
     """Train `config` into `run_dir`; returns the trained model and tokenizer."""
-    make_run_dir(run_dir)
+    t, m, d = config.train, config.model, config.distribute
+    strategy = distribute.make_strategy(d.strategy, d.cpu_replicas, d.tpu)
+    chief = distribute.is_chief(strategy)
     p = runs.paths(run_dir)
-    refuse_existing_run(config, p, run_dir)
-    keras.utils.set_random_seed(config.train.seed)
-    precision = "float32" if config.train.precision == "auto" else config.train.precision
+    if chief:
+        make_run_dir(run_dir)
+        refuse_existing_run(config, p, run_dir)
+    replicas = strategy.num_replicas_in_sync
+    micro_batch = distribute.split_batch(t.batch_size, replicas, t.grad_accum_steps)
+    precision = resolve_precision(t.precision)
     keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(t.seed)
 
     stats, tokenizer = prepare_data(config, p)
-    config_lib.save_config(config, p["config"])
-    train_ds, val_ds, val_batches = make_datasets(config, stats, tokenizer)
-    model = runs.build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
-    t = config.train
-    model.compile(
-        optimizer=make_optimizer(t), jit_compile=jit_compile(t.jit_compile),
-        steps_per_execution=t.steps_per_execution,
+    if chief:
+        config_lib.save_config(config, p["config"])
+    train_ds, val_ds, val_batches = make_datasets(config, stats, tokenizer, strategy)
+    with strategy.scope():
+        model = runs.build_causal_lm(m, tokenizer.vocabulary_size, config.max_seq_len)
+        model.compile(
+            optimizer=make_optimizer(t), jit_compile=jit_compile(t.jit_compile),
+            steps_per_execution=t.steps_per_execution, grad_accum_steps=t.grad_accum_steps,
+        )
+    flops_per_token = training_flops_per_token(
+        m.num_layers, m.hidden_dim, m.intermediate_dim, tokenizer.vocabulary_size, m.seq_len
     )
-    print(f"Model: {model.count_params():,} parameters; {t.steps} steps of "
-          f"{t.batch_size} x {config.model.seq_len} tokens; precision {precision}")
+    peak, peak_source = device_peak_flops(t.peak_flops, tf.bfloat16 if "bfloat16" in precision else tf.float32)
+    devices = 1 if "CPU" in strategy.extended.worker_devices[0].upper() else replicas
+    print(f"Model: {model.count_params():,} parameters, {flops_per_token / 1e6:.1f} MFLOPs per trained token; "
+          f"{t.steps} steps of {t.batch_size} x {m.seq_len} tokens; precision {precision}")
+    print(f"Batch: global {t.batch_size} = {replicas} replica(s) x {t.grad_accum_steps} micro-batch(es) "
+          f"of {micro_batch}; peak {peak * devices / 1e12:.2f} TFLOP/s ({peak_source})")
 
     eval_every = min(t.eval_every, t.steps)
-    callbacks = [
-        MetricsLogger(p["metrics"], p["logs"], t.batch_size * config.model.seq_len, t.log_every, t.steps),
-        Checkpointer(p["checkpoints"], keep=t.keep_checkpoints),
-    ]
     model.fit(
         train_ds, epochs=math.ceil(t.steps / eval_every), steps_per_epoch=eval_every,
-        validation_data=val_ds, validation_steps=val_batches, callbacks=callbacks, shuffle=False, verbose=2 if os.environ.get("CI") else "auto",
+        validation_data=val_ds, validation_steps=val_batches, shuffle=False,
+        callbacks=make_callbacks(config, p, chief, flops_per_token, peak * devices),
+        verbose=2 if os.environ.get("CI") else "auto",
     )
     return model, tokenizer
 

@@ -1,36 +1,113 @@
 """Generate text from a trained run.
 
     tfllm generate --run-dir runs/gpt-tiny --prompt "The with statement" --top-k 20 --seed 1
+    tfllm generate --run-dir runs/gpt-tiny --prompt "def " --strategy greedy --stream
+    tfllm generate --run-dir runs/gpt-tiny --prompts-file prompts.txt --strategy beam --num-beams 4
+
+`--prompts-file` is a .txt file with one prompt per non-blank line, or a .jsonl file with a
+"prompt" string per line. Each completion is printed after its prompt, then a line of dashes.
+A prompt too long for the context keeps its last tokens (a warning says how many).
 """
+
+import json
 
 from tfllm import runs
 from tfllm.errors import UserError
 from tfllm.generator import Generator
 from tfllm.samplers import get_sampler
+from tfllm.samplers.validation import check_num_beams, check_seed, check_temperature, check_top_k, check_top_p
+
+SEPARATOR = "-" * 40
 
 
-def make_sampler(temperature, top_k, seed):
-    """Simple sampling: greedy at temperature 0, else random, optionally among the top k."""
+def make_sampler(strategy="sample", temperature=1.0, top_k=None, top_p=None, num_beams=4, seed=None):
+    """The sampler of the command-line decoding settings; `UserError` names a bad flag."""
+    checks = (
+        ("--temperature", temperature, check_temperature),
+        ("--top-k", top_k, check_top_k),
+        ("--top-p", top_p, check_top_p),
+        ("--num-beams", num_beams, check_num_beams),
+        ("--seed", seed, check_seed),
+    )
+    for flag, value, check in checks:
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValueError as e:
+            reason = str(e).split(". Received:")[0]
+            raise UserError(f"{flag} {value} is invalid: {reason}; pass a valid value") from None
+    return get_sampler(strategy, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
+
+
+def check_max_new_tokens(max_new_tokens, max_length=None):
+    """`UserError` unless 1 <= max_new_tokens < max_length (the run's context)."""
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens} is invalid: generate at least 1 token")
+    if max_length is not None and max_new_tokens >= max_length:
+        raise UserError(
+            f"--max-new-tokens {max_new_tokens} is too large for this run's {max_length}-token context; "
+            f"pass at most {max_length - 1}"
+        )
+
+
+def read_prompts(path):
+    """The prompts of a .txt (one per non-blank line) or .jsonl ("prompt" per line) file."""
     try:
-        if temperature == 0:
-            return get_sampler("greedy")
-        return get_sampler("sample", temperature=temperature, top_k=top_k or None, seed=seed)
-    except ValueError as e:
-        raise UserError(str(e).replace("Received:", "received:") + "; pass a valid value")
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read --prompts-file {path}: {e.strerror}; pass an existing file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--prompts-file {path} is not valid UTF-8 ({e.reason}); re-encode it as UTF-8") from None
+    if not path.endswith(".jsonl"):
+        prompts = [line for line in lines if line.strip()]
+    else:
+        prompts = [_jsonl_prompt(line, f"{path}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
+    if not prompts:
+        raise UserError(f"--prompts-file {path} holds no prompts; write one prompt per line")
+    return prompts
+
+
+def _jsonl_prompt(line, where):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f'{where} is not valid JSON ({e.msg} at column {e.colno}); write {{"prompt": "..."}}') from None
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        raise UserError(f'{where} has no "prompt" string; each line needs {{"prompt": "..."}}')
+    return record["prompt"]
 
 
 def run(args):
-    main(args.run_dir, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    prompts = args.prompt if args.prompt else read_prompts(args.prompts_file)
+    main(
+        args.run_dir, prompts, max_new_tokens=args.max_new_tokens, strategy=args.strategy,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
+        seed=args.seed, stream=args.stream, stop_strings=tuple(getattr(args, "stop", None) or ()),
+    )
 
 
-def main(run_dir, prompts, max_new_tokens=64, temperature=1.0, top_k=0, seed=None):
-    sampler = make_sampler(temperature, top_k, seed)
-    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
-    limit = config.max_seq_len - 1
-    if not 1 <= max_new_tokens <= limit:
-        raise UserError(f"--max-new-tokens={max_new_tokens} must be between 1 and {limit} for this run's "
-                        f"{config.max_seq_len}-token context")
+def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0, top_k=None, top_p=None,
+         num_beams=4, seed=None, stream=False, stop_strings=()):
+    """Print a completion of every prompt with the run's model."""
+    check_max_new_tokens(max_new_tokens)
+    sampler = make_sampler(strategy, temperature, top_k, top_p, num_beams, seed)
+    if stream and strategy == "beam":
+        raise UserError("--stream works with --strategy greedy or sample: beam search ranks its beams at the end")
+    config, tokenizer, model, _ = runs.load_run(run_dir)
+    check_max_new_tokens(max_new_tokens, config.max_seq_len)
     generator = Generator(model, tokenizer, max_length=config.max_seq_len)
-    for prompt, completion in zip(prompts, generator.generate(list(prompts), max_new_tokens, sampler)):
-        print(f"{prompt}{completion}")
-        print("-" * 40)
+    if not stream:
+        completions = generator.generate(list(prompts), max_new_tokens, sampler, stop_strings=stop_strings)
+        for prompt, completion in zip(prompts, completions):
+            print(f"{prompt}{completion}")
+            print(SEPARATOR)
+        return
+    for prompt in prompts:
+        print(prompt, end="", flush=True)
+        generator.generate([prompt], max_new_tokens, sampler, stop_strings=stop_strings,
+                           on_text=lambda row, piece: print(piece, end="", flush=True))
+        print()
+        print(SEPARATOR)
+

@@ -17,7 +17,8 @@ class MetricsLogger(keras.callbacks.Callback):
     now, not on average since the last validation. Every validation (Keras epoch end) adds
     `val_loss` and `val_perplexity` to the record of that step. Records go to `metrics.jsonl`
     (one JSON object per line, appended and flushed at once) and to TensorBoard scalars
-    `train/loss`, `train/learning_rate`, `train/tokens_per_sec`, `val/loss`, `val/perplexity`.
+    `train/loss`, `train/learning_rate`, `train/tokens_per_sec`, `train/mfu`, `val/loss`,
+    `val/perplexity`.
 
     Args:
         metrics_path: str. Path of `metrics.jsonl`, or None to skip it.
@@ -25,15 +26,20 @@ class MetricsLogger(keras.callbacks.Callback):
         tokens_per_step: int. Tokens in one optimizer step (global batch x sequence length).
         log_every: int. Optimizer steps between records.
         total_steps: int. Training stops after this many optimizer steps.
+        flops_per_token: float. Training FLOPs per token (`tfllm.flops`), for `mfu`; 0 for none.
+        peak_flops: float. Peak FLOP/s of all devices together, for `mfu`.
     """
 
-    def __init__(self, metrics_path, log_dir, tokens_per_step, log_every, total_steps):
+    def __init__(self, metrics_path, log_dir, tokens_per_step, log_every, total_steps,
+                 flops_per_token=0.0, peak_flops=0.0):
         super().__init__()
         self.metrics_path = metrics_path
         self.log_dir = log_dir
         self.tokens_per_step = tokens_per_step
         self.log_every = log_every
         self.total_steps = total_steps
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops
         self._writer = tf.summary.create_file_writer(log_dir) if log_dir else None
 
     def _step(self):
@@ -78,13 +84,16 @@ class MetricsLogger(keras.callbacks.Callback):
         elapsed = max(now - self._mark_time, 1e-9)
         tokens_per_sec = (step - self._mark_step) * self.tokens_per_step / elapsed
         self._mark_time, self._mark_step = now, step
-        return {
+        record = {
             "step": step,
             "loss": interval_loss,
             "learning_rate": self._learning_rate(),
             "tokens_per_sec": tokens_per_sec,
             "step_time": elapsed / max(batches, 1),
         }
+        if self.flops_per_token and self.peak_flops:
+            record["mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
+        return record
 
     def _write(self, record):
         if self.metrics_path:
@@ -93,7 +102,7 @@ class MetricsLogger(keras.callbacks.Callback):
         if self._writer is None:
             return
         tags = {"loss": "train/loss", "learning_rate": "train/learning_rate",
-                "tokens_per_sec": "train/tokens_per_sec", "val_loss": "val/loss",
+                "tokens_per_sec": "train/tokens_per_sec", "mfu": "train/mfu", "val_loss": "val/loss",
                 "val_perplexity": "val/perplexity"}
         with self._writer.as_default(step=record["step"]):
             for key, tag in tags.items():

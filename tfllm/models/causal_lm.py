@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from tfllm.train_step import DistributedTrainStep
+
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class CausalLM(keras.Model):
+class CausalLM(DistributedTrainStep, keras.Model):
     """A language model: backbone hidden states to float32 next-token logits.
 
     The head is the backbone's token embedding, transposed (weight tying).

@@ -1,0 +1,75 @@
+"""Model FLOPs per token and the peak FLOP rate of the hardware, for model FLOPs utilization.
+
+MFU = tokens/s x training FLOPs per token / peak FLOP/s. The FLOPs are those the model needs,
+not what the hardware did (no recomputation, no padding), as in the PaLM paper (appendix B).
+"""
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+# Dense peak FLOP/s per device at the precision training uses (bf16/fp16 tensor cores; TPU bf16),
+# from the vendors' data sheets. Matched as substrings of the device name, longest first.
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 125e12,
+    "V100": 125e12,
+    "T4": 65e12,
+    "TPU v5p": 459e12,
+    "TPU v5 lite": 197e12,
+    "TPU v4": 275e12,
+    "TPU v3": 123e12,
+    "TPU v2": 46e12,
+}
+
+
+def training_flops_per_token(num_layers, hidden_dim, intermediate_dim, vocabulary_size, seq_len):
+    """Forward + backward FLOPs per trained token of a decoder-only Transformer.
+
+    6 x N for the weight matmuls (2 forward, 4 backward per weight per token), where N counts
+    the attention projections (4 h^2 per layer), the MLP (2 h i per layer) and the tied output
+    head (v h); plus 6 x 2 x L x h x T for attention scores and the weighted sum over a causal
+    context of T tokens, counted over the full T x T square as PaLM does. Norms, softmax and
+    embedding lookups are left out (they are not matmuls).
+    """
+    weights = num_layers * (4 * hidden_dim * hidden_dim + 2 * hidden_dim * intermediate_dim)
+    weights += vocabulary_size * hidden_dim
+    attention = 2 * num_layers * hidden_dim * seq_len
+    return 6 * weights + 6 * attention
+
+
+def measure_cpu_flops(size=1024, repeats=10, dtype=tf.float32):
+    """The FLOP/s of a large matmul on this host's CPU: the practical peak for CPU training."""
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    matmul(a).numpy()
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def device_peak_flops(override=0.0, precision_dtype=tf.float32):
+    """Peak FLOP/s of one device: `override` if set, the table for a known accelerator, else measured."""
+    if override:
+        return float(override), "train.peak_flops"
+    for kind in ("GPU", "TPU"):
+        devices = tf.config.list_logical_devices(kind)
+        if not devices:
+            continue
+        name = tf.config.experimental.get_device_details(tf.config.list_physical_devices(kind)[0]).get(
+            "device_name", ""
+        ) if kind == "GPU" else kind
+        for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+            if key.lower() in name.lower():
+                return PEAK_FLOPS[key], key
+        return 0.0, f"unknown {kind} {name!r}: set train.peak_flops"
+    return measure_cpu_flops(dtype=precision_dtype), "measured CPU matmul"

@@ -1,0 +1,162 @@
+"""Evaluate a trained run on text or on prompt/reference pairs.
+
+    tfllm evaluate --run-dir runs/gpt-tiny --data held_out.txt
+    tfllm evaluate --run-dir runs/gpt-tiny --data docs.jsonl --metrics perplexity bits_per_byte
+    tfllm evaluate --run-dir runs/gpt-tiny --data pairs.jsonl --max-new-tokens 32 --strategy greedy
+
+Text data (.txt, .jsonl with "text", directories, globs: whatever `tfllm train` reads) gives
+loss, perplexity and bits per byte over every token (see `tfllm.evaluation.TextScorer` for
+exactly which tokens and bytes count). A .jsonl file whose lines hold "prompt" and
+"reference" strings gives BLEU and ROUGE of the generated completions (and accuracy and
+macro-F1 when asked for, reading each completion as a label), with the decoding settings in
+the report.
+
+The report is printed, written to RUN_DIR/eval/NAME.json (NAME: the data file's name without
+its extension) with the generated completions next to it in NAME.predictions.jsonl, and
+logged to TensorBoard under RUN_DIR/logs as `eval/NAME/METRIC` at the checkpoint's step.
+"""
+
+import json
+import os
+import re
+
+import tensorflow as tf
+
+from tfllm import runs
+from tfllm.data.readers import iter_documents
+from tfllm.errors import UserError
+from tfllm.evaluation import TextScorer, bleu_score, is_pairs_file, label_scores, read_pairs, rouge_scores
+from tfllm.generator import Generator
+from trainers.generate import check_max_new_tokens, make_sampler
+
+TEXT_METRICS = ("loss", "perplexity", "bits_per_byte")
+GENERATION_METRICS = ("bleu", "rouge", "accuracy", "macro_f1")
+DEFAULT_GENERATION_METRICS = ("bleu", "rouge")
+
+
+def run(args):
+    decoding = {
+        "strategy": args.strategy, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+        "top_k": args.top_k, "top_p": args.top_p, "num_beams": args.num_beams, "seed": args.seed,
+    }
+    main(args.run_dir, args.data, args.metrics, args.batch_size, decoding)
+
+
+def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
+    """Evaluate the run in `run_dir` on `data`; returns the report."""
+    decoding = dict(decoding or {"strategy": "greedy", "max_new_tokens": 64})
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} is invalid: use 1 or more")
+    kind = "generation" if is_pairs_file(data) else "text"
+    metrics = check_metrics(metrics, kind, data)
+    if kind == "generation":
+        check_max_new_tokens(decoding["max_new_tokens"])
+        sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
+    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
+    report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind}
+    if kind == "text":
+        scorer = TextScorer(model, tokenizer, seq_len=config.model.seq_len, batch_size=batch_size)
+        scores = score_text(scorer, iter_documents(data, config.data.blank_line_documents), data)
+        report["metrics"] = {name: scores[name] for name in metrics}
+        report.update({key: scores[key] for key in ("tokens", "bytes", "documents")})
+        report["seq_len"] = config.model.seq_len
+        predictions = None
+    else:
+        check_max_new_tokens(decoding["max_new_tokens"], config.max_seq_len)
+        prompts, references = read_pairs(data)
+        generator = Generator(model, tokenizer, max_length=config.max_seq_len)
+        completions = []
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            completions += [text.strip() for text in generator.generate(batch, decoding["max_new_tokens"], sampler)]
+        report["metrics"] = generation_metrics(metrics, completions, references)
+        if "bleu_signature" in report["metrics"]:
+            report["bleu_signature"] = report["metrics"].pop("bleu_signature")
+        report["examples"] = len(prompts)
+        report["decoding"] = decoding
+        predictions = [{"prompt": p, "reference": r, "completion": c}
+                       for p, r, c in zip(prompts, references, completions)]
+    write_report(run_dir, report_name(data), report, predictions)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return report
+
+
+def check_metrics(metrics, kind, data):
+    """The metrics to report: the requested ones, each valid for this kind of data."""
+    available = TEXT_METRICS if kind == "text" else GENERATION_METRICS
+    if not metrics:
+        return TEXT_METRICS if kind == "text" else DEFAULT_GENERATION_METRICS
+    for name in metrics:
+        if name not in TEXT_METRICS + GENERATION_METRICS:
+            raise UserError(f"--metrics {name} is unknown; choose from {' '.join(TEXT_METRICS + GENERATION_METRICS)}")
+        if name not in available:
+            needs = ('a .jsonl file with "prompt" and "reference" strings' if kind == "text"
+                     else 'text (.txt, or .jsonl with "text")')
+            raise UserError(f"--metrics {name} needs {needs}; {data} holds {kind} data, which gives "
+                            f"{' '.join(available)}")
+    return tuple(dict.fromkeys(metrics))
+
+
+def score_text(scorer, documents, data):
+    """The scorer's numbers over `documents`; `UserError` when there is none."""
+    seen = []
+
+    def texts():
+        for document in documents:
+            seen.append(document.source)
+            yield document.text
+
+    try:
+        return scorer(texts())
+    except ValueError:
+        if seen:
+            raise
+        raise UserError(f"{data} holds no documents to evaluate; pass a file with text") from None
+
+
+def generation_metrics(metrics, completions, references):
+    values = {}
+    if "bleu" in metrics:
+        values.update(bleu_score(completions, references))
+    if "rouge" in metrics:
+        values.update(rouge_scores(completions, references))
+    if "accuracy" in metrics or "macro_f1" in metrics:
+        labels = label_scores(completions, references)
+        values.update({name: labels[name] for name in ("accuracy", "macro_f1") if name in metrics})
+    return values
+
+
+def checkpoint_step(checkpoint):
+    """The training step in a checkpoint path (`.../ckpt-120` -> 120), or 0."""
+    match = re.search(r"-(\d+)$", checkpoint)
+    return int(match.group(1)) if match else 0
+
+
+def report_name(data):
+    """A file name for the report of `data`: its base name without extension, made safe."""
+    base = os.path.basename(os.path.normpath(data))
+    base = base[: -len(".jsonl")] if base.endswith(".jsonl") else os.path.splitext(base)[0]
+    return re.sub(r"[^\w.-]+", "_", base).strip("._") or "data"
+
+
+def write_report(run_dir, name, report, predictions):
+    """RUN_DIR/eval/NAME.json (+ NAME.predictions.jsonl), each written whole, and TensorBoard."""
+    directory = os.path.join(run_dir, "eval")
+    os.makedirs(directory, exist_ok=True)
+    if predictions is not None:
+        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        write_atomically(os.path.join(directory, f"{name}.predictions.jsonl"), lines)
+    write_atomically(os.path.join(directory, f"{name}.json"), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    writer = tf.summary.create_file_writer(runs.paths(run_dir)["logs"])
+    with writer.as_default():
+        for metric, value in report["metrics"].items():
+            if isinstance(value, (int, float)):
+                tf.summary.scalar(f"eval/{name}/{metric}", value, step=report["step"])
+    writer.close()
+
+
+def write_atomically(path, text):
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
