@@ -64,6 +64,8 @@ def add_decoding_arguments(p):
     p.add_argument("--top-p", type=float, default=None, help="sample inside the nucleus of this mass")
     p.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop a completion at this string (repeat for several); end-of-text always stops")
 
 
 def add_evaluate(sub):

@@ -52,28 +52,20 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
     if kind == "generation":
         check_max_new_tokens(decoding["max_new_tokens"])
         sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
+        prompts, references = read_pairs(data)
     config, tokenizer, model, checkpoint = runs.load_run(run_dir)
     report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind}
+    predictions = None
     if kind == "text":
-        scorer = TextScorer(model, tokenizer, seq_len=config.model.seq_len, batch_size=batch_size)
-        scores = score_text(scorer, iter_documents(data, config.data.blank_line_documents), data)
-        report["metrics"] = {name: scores[name] for name in metrics}
-        report.update({key: scores[key] for key in ("tokens", "bytes", "documents")})
-        report["seq_len"] = config.model.seq_len
-        predictions = None
+        report.update(evaluate_text(model, tokenizer, config, data, metrics, batch_size))
     else:
         check_max_new_tokens(decoding["max_new_tokens"], config.max_seq_len)
-        prompts, references = read_pairs(data)
         generator = Generator(model, tokenizer, max_length=config.max_seq_len)
-        completions = []
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            completions += [text.strip() for text in generator.generate(batch, decoding["max_new_tokens"], sampler)]
+        completions = generate_completions(generator, prompts, sampler, decoding["max_new_tokens"], batch_size)
         report["metrics"] = generation_metrics(metrics, completions, references)
         if "bleu_signature" in report["metrics"]:
             report["bleu_signature"] = report["metrics"].pop("bleu_signature")
-        report["examples"] = len(prompts)
-        report["decoding"] = decoding
+        report.update({"examples": len(prompts), "decoding": decoding})
         predictions = [{"prompt": p, "reference": r, "completion": c}
                        for p, r, c in zip(prompts, references, completions)]
     write_report(run_dir, report_name(data), report, predictions)
@@ -95,6 +87,25 @@ def check_metrics(metrics, kind, data):
             raise UserError(f"--metrics {name} needs {needs}; {data} holds {kind} data, which gives "
                             f"{' '.join(available)}")
     return tuple(dict.fromkeys(metrics))
+
+
+def evaluate_text(model, tokenizer, config, data, metrics, batch_size):
+    """The report fields of text data: the metrics and what they were computed over."""
+    scorer = TextScorer(model, tokenizer, seq_len=config.model.seq_len, batch_size=batch_size)
+    scores = score_text(scorer, iter_documents(data, config.data.blank_line_documents), data)
+    fields = {"metrics": {name: scores[name] for name in metrics}}
+    fields.update({key: scores[key] for key in ("tokens", "bytes", "documents")})
+    fields["seq_len"] = config.model.seq_len
+    return fields
+
+
+def generate_completions(generator, prompts, sampler, max_new_tokens, batch_size):
+    """The completion of every prompt, stripped of surrounding whitespace, `batch_size` at a time."""
+    completions = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        completions += [text.strip() for text in generator.generate(batch, max_new_tokens, sampler)]
+    return completions
 
 
 def score_text(scorer, documents, data):

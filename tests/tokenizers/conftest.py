@@ -1,8 +1,8 @@
 """Tokenizers trained once per session on a small corpus."""
 
 import pytest
-from tokenizer_testing import TRAIN_TEXTS
-from tokenizer_testing import VOCAB_SIZES
+from tests.tokenizers.tokenizer_testing import TRAIN_TEXTS
+from tests.tokenizers.tokenizer_testing import VOCAB_SIZES
 
 from tfllm.tokenizers import train_tokenizer
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tokenizers
-from tokenizer_testing import CORPUS
-from tokenizer_testing import UNICODE_TEXTS
-from tokenizer_testing import ids_of
-from tokenizer_testing import strings_of
+from tests.tokenizers.tokenizer_testing import CORPUS
+from tests.tokenizers.tokenizer_testing import UNICODE_TEXTS
+from tests.tokenizers.tokenizer_testing import ids_of
+from tests.tokenizers.tokenizer_testing import strings_of
 
 from tfllm.errors import UserError
 from tfllm.tokenizers import BytePairTokenizer

@@ -1,10 +1,10 @@
 """CharTokenizer (tfllm/tokenizers/char_tokenizer.py)."""
 
 import pytest
-from tokenizer_testing import CORPUS
-from tokenizer_testing import UNICODE_TEXTS
-from tokenizer_testing import ids_of
-from tokenizer_testing import strings_of
+from tests.tokenizers.tokenizer_testing import CORPUS
+from tests.tokenizers.tokenizer_testing import UNICODE_TEXTS
+from tests.tokenizers.tokenizer_testing import ids_of
+from tests.tokenizers.tokenizer_testing import strings_of
 
 from tfllm.errors import UserError
 from tfllm.tokenizers import CharTokenizer

@@ -1,0 +1,153 @@
+"""`tfllm generate` end to end on a tiny run directory with random weights."""
+
+import logging
+import os
+
+import keras
+import pytest
+
+from tfllm import cli, runs
+from tfllm.callbacks.checkpointer import Checkpointer
+from tfllm.config import load_config, save_config
+from tfllm.generator import Generator
+from tfllm.samplers import GreedySampler
+from tfllm.tokenizers import train_tokenizer
+
+TEXT = "the cat sat on the mat. a dog ran in the park. café ünïcode 0123456789"
+CONTEXT = 24
+OVERRIDES = [
+    "data.tokenizer=char", "model.num_layers=1", "model.num_heads=2", "model.hidden_dim=16",
+    "model.intermediate_dim=32", f"model.seq_len={CONTEXT}", "model.position=learned",
+]
+
+
+def make_tiny_run(run_dir):
+    """A run dir as `tfllm train` leaves it (config, tokenizer, checkpoints), with random weights."""
+    config = load_config(None, OVERRIDES)
+    os.makedirs(run_dir)
+    paths = runs.paths(run_dir)
+    save_config(config, paths["config"])
+    tokenizer = train_tokenizer("char", [TEXT], vocab_size=48)
+    tokenizer.save(paths["tokenizer"])
+    keras.utils.set_random_seed(0)
+    model = runs.build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
+    model.compile(optimizer=keras.optimizers.AdamW())
+    checkpointer = Checkpointer(paths["checkpoints"])
+    checkpointer.set_model(model)
+    checkpointer.on_train_begin()
+    checkpointer.on_epoch_end(0, {"val_loss": 1.0})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_tiny_run(str(tmp_path_factory.mktemp("generate") / "run"))
+
+
+def generate(run_dir, *args):
+    return cli.main(["generate", "--run-dir", run_dir, *args])
+
+
+def completions(output):
+    """The printed blocks: each completion with its prompt, before a line of dashes."""
+    return [block.strip("\n") for block in output.split("-" * 40 + "\n")[:-1]]
+
+
+def test_prints_each_prompt_with_its_greedy_completion(run_dir, capsys):
+    assert generate(run_dir, "--prompt", "the", "--prompt", "a d", "--strategy", "greedy",
+                    "--max-new-tokens", "6") == 0
+    config, tokenizer, model, _ = runs.load_run(run_dir)
+    expected = Generator(model, tokenizer, CONTEXT).generate(["the", "a d"], 6, GreedySampler())
+    assert completions(capsys.readouterr().out) == ["the" + expected[0], "a d" + expected[1]]
+
+
+def test_streamed_output_equals_the_printed_completion(run_dir, capsys):
+    args = ["--prompt", "the", "--prompt", "ca", "--strategy", "greedy", "--max-new-tokens", "8"]
+    assert generate(run_dir, *args) == 0
+    printed = capsys.readouterr().out
+    assert generate(run_dir, *args, "--stream") == 0
+    assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("strategy", [["--top-k", "5"], ["--top-p", "0.9"], ["--strategy", "beam", "--num-beams", "3"]])
+def test_the_same_seed_prints_the_same_text(run_dir, capsys, strategy):
+    args = ["--prompt", "the", "--max-new-tokens", "8", "--seed", "3", *strategy]
+    assert generate(run_dir, *args) == 0
+    first = capsys.readouterr().out
+    assert generate(run_dir, *args) == 0
+    assert capsys.readouterr().out == first and first.startswith("the")
+
+
+@pytest.mark.parametrize("suffix, content", [
+    (".txt", "the\n\na d\n"),
+    (".jsonl", '{"prompt": "the"}\n{"prompt": "a d", "id": 2}\n'),
+])
+def test_prompts_file(run_dir, tmp_path, capsys, suffix, content):
+    path = tmp_path / f"prompts{suffix}"
+    path.write_text(content, encoding="utf-8")
+    assert generate(run_dir, "--prompts-file", str(path), "--strategy", "greedy", "--max-new-tokens", "4") == 0
+    printed = completions(capsys.readouterr().out)
+    assert len(printed) == 2 and printed[0].startswith("the") and printed[1].startswith("a d")
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end_with_a_warning(run_dir, capsys, caplog):
+    prompt = "the cat sat on the mat " * 3  # 69 characters, the context is 24 tokens
+    with caplog.at_level(logging.WARNING, logger="tfllm.generator"):
+        assert generate(run_dir, "--prompt", prompt, "--strategy", "greedy", "--max-new-tokens", "4") == 0
+    assert "has 70 tokens; keeping its last 20 to leave room for 4 new tokens in the 24-token context" in caplog.text
+    assert completions(capsys.readouterr().out)[0].startswith(prompt)
+
+
+def test_a_run_dir_without_checkpoint_is_refused(tmp_path, capsys):
+    run_dir = make_tiny_run(str(tmp_path / "run"))
+    for name in os.listdir(os.path.join(run_dir, "checkpoints")):
+        os.rename(os.path.join(run_dir, "checkpoints", name), os.path.join(run_dir, name))
+    assert generate(run_dir, "--prompt", "x") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run_dir} has no checkpoint under checkpoints/" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-new-tokens", "0"], "--max-new-tokens 0 is invalid: generate at least 1 token"),
+        (["--max-new-tokens", "24"], "--max-new-tokens 24 is too large for this run's 24-token context"),
+        (["--temperature", "-0.5"], "--temperature -0.5 is invalid: temperature must be a number >= 0"),
+        (["--top-p", "0"], "--top-p 0.0 is invalid: top_p must be a number with 0 < top_p <= 1"),
+        (["--top-p", "1.5"], "--top-p 1.5 is invalid"),
+        (["--top-k", "0"], "--top-k 0 is invalid: top_k must be an integer >= 1"),
+        (["--num-beams", "0"], "--num-beams 0 is invalid: num_beams must be an integer >= 1"),
+        (["--strategy", "beam", "--stream"], "--stream works with --strategy greedy or sample"),
+    ],
+)
+def test_bad_decoding_settings_are_one_line_errors(run_dir, capsys, args, message):
+    assert generate(run_dir, "--prompt", "the", *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfllm generate: error: ") and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("p.jsonl", '{"prompt": "a"}\n{"text": "b"}\n', 'p.jsonl:2 has no "prompt" string'),
+        ("p.jsonl", '{"prompt": "a"}\n\n{"prompt": \n', "p.jsonl:3 is not valid JSON"),
+        ("p.txt", "\n\n", "holds no prompts"),
+    ],
+)
+def test_bad_prompts_files_name_the_file_and_line(run_dir, tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    assert generate(run_dir, "--prompts-file", str(path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_a_missing_prompts_file(run_dir, tmp_path, capsys):
+    assert generate(run_dir, "--prompts-file", str(tmp_path / "none.txt")) == 2
+    assert "cannot read --prompts-file" in capsys.readouterr().err
+
+
+def test_prompt_and_prompts_file_are_exclusive(run_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        generate(run_dir, "--prompt", "a", "--prompts-file", "prompts.txt")
+    assert exit_info.value.code == 2

@@ -1,0 +1,34 @@
+"""Corpus BLEU of generated texts, as sacrebleu computes it."""
+
+import sacrebleu
+
+
+def bleu_score(hypotheses, references):
+    """sacrebleu's corpus BLEU with one reference per hypothesis and its default settings.
+
+    The defaults are the usual reporting settings: 13a tokenization (language-independent, it
+    does not segment Chinese or Japanese; pre-tokenize such text), mixed case, exponential
+    smoothing. An empty hypothesis is allowed and contributes no n-gram matches.
+
+    Args:
+        hypotheses: list of str, the generated texts.
+        references: list of str, one reference per hypothesis.
+
+    Returns:
+        `{"bleu": float in [0, 100], "bleu_signature": str}`; the signature names the exact
+        settings and sacrebleu version, so that scores can be compared.
+
+    Example:
+
+    >>> round(bleu_score(["the cat sat on the mat"], ["the cat sat on the mat"])["bleu"], 2)
+    100.0
+    """
+    hypotheses, references = list(hypotheses), list(references)
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            "bleu_score needs one reference per hypothesis. "
+            f"Received: {len(hypotheses)} hypotheses, {len(references)} references"
+        )
+    metric = sacrebleu.metrics.BLEU()
+    score = metric.corpus_score(hypotheses, [references])
+    return {"bleu": float(score.score), "bleu_signature": str(metric.get_signature())}

@@ -1,0 +1,65 @@
+"""Prompt/reference evaluation data: JSON Lines with a "prompt" and a "reference" string per line."""
+
+import json
+
+from tfllm.errors import UserError
+
+FIELDS = ("prompt", "reference")
+
+
+def _records(path):
+    """(line number, parsed JSON value) of every non-blank line of `path`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield line_number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(
+                        f"{path}:{line_number} is not valid JSON ({e.msg} at column {e.colno}); "
+                        'each line must be one object with "prompt" and "reference" strings'
+                    ) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not valid UTF-8 ({e.reason}); re-encode it as UTF-8") from None
+
+
+def is_pairs_file(path):
+    """True when `path` is a .jsonl file whose first record has a "prompt" field."""
+    if not path.endswith(".jsonl"):
+        return False
+    try:
+        first = next(_records(path), None)
+    except (OSError, UserError):
+        # Whoever reads the file as text reports the problem.
+        return False
+    return first is not None and isinstance(first[1], dict) and "prompt" in first[1]
+
+
+def read_pairs(path):
+    """`(prompts, references)`, two lists of str, from a prompt/reference JSON Lines file.
+
+    Raises `UserError` naming the file and line of a record that is not an object with a
+    "prompt" string and a "reference" string, and for a file without records.
+    """
+    prompts, references = [], []
+    try:
+        for line_number, record in _records(path):
+            where = f"{path}:{line_number}"
+            if not isinstance(record, dict):
+                raise UserError(f'{where} is not a JSON object; each line needs "prompt" and "reference" strings')
+            for field in FIELDS:
+                if field not in record:
+                    raise UserError(f'{where} has no "{field}" field; each line needs "prompt" and "reference" strings')
+                if not isinstance(record[field], str):
+                    raise UserError(
+                        f'{where} has a "{field}" of type {type(record[field]).__name__}; it must be a string'
+                    )
+            prompts.append(record["prompt"])
+            references.append(record["reference"])
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}; pass an existing .jsonl file") from None
+    if not prompts:
+        raise UserError(f'{path} holds no records; add lines with "prompt" and "reference" strings')
+    return prompts, references
