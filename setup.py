@@ -17,6 +17,7 @@ setup(
         "tokenizers>=0.20",
         "sacrebleu>=2.4",
         "rouge-score>=0.1.2",
+        "werkzeug>=3.0",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
     entry_points={"console_scripts": ["tfllm=tfllm.cli:main"]},

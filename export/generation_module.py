@@ -1,0 +1,230 @@
+"""The servable graph: text in, text out, with the tokenizer and the KV-cached decoding loop inside."""
+
+import tensorflow as tf
+
+from export.controlled_sampler import ControlledSampler
+from tfllm.tokenizers import EOS_ID
+
+# Buffers are bucketed as `tfllm.generator.Generator` buckets them (powers of two from 16), so
+# that both decode the same shapes and agree token for token.
+MIN_BUCKET = 16
+
+GENERATE_SIGNATURE = (
+    tf.TensorSpec([None], tf.string, name="prompts"),
+    tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+    tf.TensorSpec([], tf.float32, name="temperature"),
+    tf.TensorSpec([], tf.int32, name="top_k"),
+    tf.TensorSpec([], tf.float32, name="top_p"),
+    tf.TensorSpec([], tf.int32, name="seed"),
+)
+SCORE_SIGNATURE = (tf.TensorSpec([None], tf.string, name="texts"),)
+
+
+def _check(condition, message, *values):
+    """An assertion op: a failed request answers InvalidArgument with `message` and `values`."""
+    return tf.debugging.Assert(condition, [message, *values])
+
+
+def _after(checks, *tensors):
+    """`tensors`, available only once `checks` have passed.
+
+    Without this, the ops that size the buffers from a bad `max_new_tokens` could run (and fail
+    with a less helpful message, or allocate) before the assertion that explains the problem.
+    """
+    with tf.control_dependencies(checks):
+        return [tf.identity(tensor) for tensor in tensors]
+
+
+class GenerationModule(tf.Module):
+    """A `tf.Module` with the `generate` and `score` serving functions of a `CausalLM`.
+
+    Both functions run entirely in the graph (tokenize, decode, detokenize) with ops of stock
+    TensorFlow and tensorflow-text, so the saved module runs in TensorFlow Serving or in a
+    process that imports only `tensorflow` and `tensorflow_text`. Generation follows
+    `tfllm.generator.Generator`: each prompt gets the end-of-text id in front, is cut from the
+    left to leave room for `max_new_tokens` in the context, and is right-padded into a buffer
+    of the longest prompt rounded up to a power of two (at least 16) plus `max_new_tokens`
+    rounded up likewise, at most the context; one pass over the prompt columns fills the KV
+    cache and a `ControlledSampler` decodes until every row has written the end-of-text id or
+    `longest prompt + max_new_tokens` is reached. With `jit_compile` that decoding (cache fill
+    and sampling loop, no string op) is compiled with XLA, once per batch size and buffer
+    shape: on CPU it decodes several times faster than graph mode once compiled. TensorFlow
+    Serving runs XLA only when started with `--xla_cpu_compilation_enabled=true`. Seeded draws
+    are those of `Generator(..., jit_compile=self.jit_compile)` with the matching sampler:
+    stateless random ops draw differently under XLA and in graph mode.
+
+    Args:
+        model: a `CausalLM` with trained weights.
+        tokenizer: the run's `tfllm.tokenizers.Tokenizer`.
+        max_length: int. The model's context in tokens.
+        jit_compile: bool. Compile the decoding loop with XLA. Defaults to `True`.
+
+    Call arguments:
+        generate(prompts, max_new_tokens, temperature, top_k, top_p, seed): `prompts` string
+            (batch,); the rest are scalars for the whole batch: `max_new_tokens` int32 in
+            [1, max_length - 1], `temperature` float32 >= 0 (0 is greedy), `top_k` int32 >= 0
+            (0 is off), `top_p` float32 in (0, 1] (1 is off), `seed` int32 (below 0 draws a
+            fresh seed). Returns `{"text": string (batch,), "num_tokens": int32 (batch,)}`,
+            the completions without the prompt, cut before the first end-of-text id.
+        score(texts): string (batch,). Returns float32 `log_probability` (the sum of the
+            log-probabilities of each text's tokens after the end-of-text id), int32
+            `num_tokens` (the tokens scored) and float32 `perplexity`
+            (`exp(-log_probability / num_tokens)`, 1 for an empty text), each (batch,). A text
+            longer than the context is scored on its first `max_length - 1` tokens.
+
+    Example:
+    ```python
+    config, tokenizer, model, _ = tfllm.runs.load_run("runs/demo")
+    module = GenerationModule(model, tokenizer, max_length=config.max_seq_len)
+    module.save("export/1")
+    module.generate(tf.constant(["def f("]), 20, 0.0, 0, 1.0, 0)["text"]
+    ```
+    """
+
+    def __init__(self, model, tokenizer, max_length, jit_compile=True):
+        super().__init__(name="generation_module")
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2. Received: max_length={max_length!r}")
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}")
+        self.max_length = max_length
+        self.jit_compile = jit_compile
+        # Tracked: the tokenizer's tables and the model's variables are what the graphs
+        # capture, and a SavedModel only stores captures its object graph reaches.
+        self.tokenizer = tokenizer
+        self.model_variables = list(model.weights)
+        # Bound methods, not the model: an attribute holding the Keras model would save every
+        # layer into the object graph, and the servable needs only the traced graphs.
+        self._call_model = model.__call__
+        self._call_with_cache = model.call_with_cache
+        self._build_cache = model.build_cache
+        # Powers of two from MIN_BUCKET up to the first that holds the whole context.
+        buckets = [MIN_BUCKET]
+        while buckets[-1] < max_length:
+            buckets.append(2 * buckets[-1])
+        self._buckets = tf.constant(buckets, tf.int32)
+
+    def signatures(self):
+        """The signature map to save: `generate` (also `serving_default`) and `score`."""
+        generate = self.generate.get_concrete_function()
+        return {"serving_default": generate, "generate": generate, "score": self.score.get_concrete_function()}
+
+    def save(self, path):
+        """Writes the SavedModel: the signatures, the tokenizer and the model's variables.
+
+        The root saved is a bare module holding only what the signatures capture: TensorFlow
+        traces every `tf.function` of the object graph again when saving, which for `generate`
+        would double the export time and the size of the graph.
+        """
+        root = tf.Module()
+        root.tokenizer = self.tokenizer
+        root.model_variables = self.model_variables
+        tf.saved_model.save(root, path, signatures=self.signatures())
+
+    # Every loop and branch below is an explicit TensorFlow op, so AutoGraph has nothing to
+    # convert; skipping it halves the tracing time of an export.
+    @tf.function(input_signature=GENERATE_SIGNATURE, autograph=False)
+    def generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
+        checks = self._check_generate_inputs(prompts, max_new_tokens, temperature, top_k, top_p)
+        prompts, max_new_tokens, temperature, top_k, top_p = _after(
+            checks, prompts, max_new_tokens, temperature, top_k, top_p
+        )
+        token_ids = self._encode(prompts, keep_last=self.max_length - max_new_tokens)
+        lengths = tf.cast(token_ids.row_lengths(), tf.int32)
+        longest = tf.reduce_max(lengths)
+        prompt_length = tf.minimum(self._bucket(longest), self.max_length)
+        buffer_length = tf.minimum(prompt_length + self._bucket(max_new_tokens), self.max_length)
+        buffer = token_ids.to_tensor(0, shape=tf.stack([tf.size(lengths), buffer_length]))
+        mask = tf.sequence_mask(lengths, buffer_length)
+        # Built inside the trace, so the compiled loop is a nested function of this one and not
+        # a separate object of the SavedModel. Its inputs carry every shape XLA needs.
+        decode = tf.function(self._decode, jit_compile=self.jit_compile, autograph=False)
+        tokens = decode(buffer[:, :prompt_length], buffer, mask, tf.reduce_min(lengths), longest + max_new_tokens,
+                        temperature, top_k, top_p, seed)
+        completions = self._completions(tokens, lengths, max_new_tokens)
+        text = self.tokenizer.detokenize(completions)
+        # Byte-level tokens can end inside a character; the answer must stay valid UTF-8.
+        text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+        return {"text": text, "num_tokens": tf.cast(completions.row_lengths(), tf.int32)}
+
+    @tf.function(input_signature=SCORE_SIGNATURE, autograph=False)
+    def score(self, texts):
+        (texts,) = _after([_check(tf.size(texts) > 0, "texts must hold at least one text")], texts)
+        token_ids = self._encode(texts)[:, : self.max_length]
+        lengths = tf.cast(token_ids.row_lengths(), tf.int32)
+        dense = token_ids.to_tensor(0)  # (batch, longest)
+        mask = tf.sequence_mask(lengths, tf.shape(dense)[1])
+        logits = self._call_model({"token_ids": dense, "padding_mask": tf.cast(mask, tf.int32)}, training=False)
+        # Position i predicts token i + 1: (batch, longest - 1, vocab) against (batch, longest - 1).
+        log_probabilities = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
+        token_log_probabilities = tf.gather(log_probabilities, dense[:, 1:], batch_dims=2)
+        scored = tf.cast(mask[:, 1:], tf.float32)
+        log_probability = tf.reduce_sum(token_log_probabilities * scored, axis=1)
+        num_tokens = lengths - 1
+        mean = tf.math.divide_no_nan(log_probability, tf.cast(num_tokens, tf.float32))
+        return {"log_probability": log_probability, "num_tokens": num_tokens, "perplexity": tf.exp(-mean)}
+
+    def _check_generate_inputs(self, prompts, max_new_tokens, temperature, top_k, top_p):
+        """The assertion ops of the `generate` inputs."""
+        limit = self.max_length - 1
+        in_range = tf.logical_and(max_new_tokens >= 1, max_new_tokens <= limit)
+        return [
+            _check(tf.size(prompts) > 0, "prompts must hold at least one prompt"),
+            _check(in_range, f"max_new_tokens must be between 1 and {limit} for a {self.max_length}-token "
+                             "context. Received: max_new_tokens =", max_new_tokens),
+            _check(tf.logical_and(temperature >= 0.0, tf.math.is_finite(temperature)),
+                   "temperature must be a finite number >= 0 (0 is greedy). Received: temperature =", temperature),
+            _check(top_k >= 0, "top_k must be >= 0 (0 turns it off). Received: top_k =", top_k),
+            _check(tf.logical_and(top_p > 0.0, top_p <= 1.0),
+                   "top_p must be > 0 and <= 1 (1 turns it off). Received: top_p =", top_p),
+        ]
+
+    def _encode(self, texts, keep_last=None):
+        """int32 ragged (batch, None): the end-of-text id, then the text's ids; at most `keep_last`."""
+        token_ids = self.tokenizer.tokenize(texts)
+        eos = tf.fill(tf.stack([tf.size(texts), 1]), tf.constant(EOS_ID, token_ids.dtype))  # (batch, 1)
+        eos = tf.RaggedTensor.from_tensor(eos, row_splits_dtype=token_ids.row_splits.dtype)
+        token_ids = tf.concat([eos, token_ids], axis=1)
+        if keep_last is None:
+            return token_ids
+        # The most recent tokens are kept: indices into the flat values, row by row.
+        lengths = token_ids.row_lengths()
+        dropped = tf.maximum(lengths - tf.cast(keep_last, lengths.dtype), 0)
+        indices = tf.ragged.range(token_ids.row_starts() + dropped, token_ids.row_limits())
+        return tf.gather(token_ids.flat_values, indices)
+
+    def _bucket(self, length):
+        """The smallest power of two, at least MIN_BUCKET, that holds `length` (a scalar tensor)."""
+        return tf.reduce_min(tf.boolean_mask(self._buckets, self._buckets >= length))
+
+    def _decode(self, prompt_part, buffer, mask, index, end_index, temperature, top_k, top_p, seed):
+        """Fills `buffer` (batch, length) from `index` to `end_index` with the KV cache.
+
+        `prompt_part` is the buffer's first columns, enough to hold every prompt: one pass over
+        them fills the cache; positions past a shorter prompt hold padding then and are rewritten
+        by `next` before any later position reads them.
+        """
+        cache = self._build_cache(tf.shape(buffer)[0], tf.shape(buffer)[1])
+        _, _, cache = self._call_with_cache(prompt_part, cache, 0)
+        sampler = ControlledSampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+
+        def next(prompt, cache, index):
+            token = tf.gather(prompt, index - 1, axis=1)[:, None]  # (batch, 1)
+            logits, hidden, cache = self._call_with_cache(token, cache, index - 1)
+            return logits[:, 0, :], hidden, cache
+
+        return sampler(
+            next, buffer, cache=cache, index=index, mask=mask, stop_token_ids=(EOS_ID,), end_index=end_index
+        )
+
+    @staticmethod
+    def _completions(tokens, lengths, max_new_tokens):
+        """int32 ragged (batch, None): each row's new tokens, up to its first end-of-text id."""
+        positions = tf.range(tf.shape(tokens)[1])[None, :]  # (1, length)
+        start = lengths[:, None]  # (batch, 1)
+        stop = start + max_new_tokens
+        generated = tf.logical_and(positions >= start, positions < stop)
+        is_stop = tf.logical_and(generated, tf.equal(tokens, EOS_ID))
+        first_stop = tf.reduce_min(tf.where(is_stop, positions, stop), axis=1, keepdims=True)
+        kept = tf.logical_and(positions >= start, positions < first_stop)
+        return tf.ragged.boolean_mask(tokens, kept)
