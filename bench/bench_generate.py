@@ -46,6 +46,7 @@ from tfllm.models.causal_lm import CausalLM  # noqa: E402
 from tfllm.models.gpt_backbone import GPTBackbone  # noqa: E402
 from tfllm.samplers import GreedySampler, TopKSampler  # noqa: E402
 from tfllm.tokenizers import EOS_ID  # noqa: E402
+from bench_common import write_atomically  # noqa: E402
 
 SIZES = dict(vocabulary_size=4096, num_layers=6, num_heads=6, hidden_dim=384, context=512)
 TOP_K = 50
@@ -156,14 +157,6 @@ def format_table(rows, args):
             f"{row['first_kerashub']:.1f} s |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def parse_args():

@@ -43,6 +43,7 @@ from tfllm import cli, runs  # noqa: E402
 from tfllm.callbacks.checkpointer import latest_checkpoint  # noqa: E402
 from tfllm.generator import Generator  # noqa: E402
 from tfllm.samplers import GreedySampler  # noqa: E402
+from bench_common import write_atomically  # noqa: E402
 
 OUT_DIR = os.path.join(REPO_ROOT, "bench", "out")
 # A throwaway run at gpt-tiny sizes: throughput does not depend on how well it is trained.
@@ -170,14 +171,6 @@ def format_tables(comparison, serving, max_new_tokens):
         lines.append(f"| {row['clients']} | {row['requests']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.0f} | "
                      f"{row['p99_ms']:.0f} | {row['tokens_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def parse_args():

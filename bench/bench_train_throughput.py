@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfllm.models.causal_lm import CausalLM  # noqa: E402
 from tfllm.models.gpt_backbone import GPTBackbone  # noqa: E402
+from bench_common import write_atomically  # noqa: E402
 
 CONFIGS = {
     "baby": dict(num_layers=4, num_heads=4, hidden_dim=128, context=64, batch=12, vocab=100),
@@ -166,14 +167,6 @@ def format_table(rows):
             f"{row['cpu_ratio']:.2f}x |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def parse_args():

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 
-from bench_train_throughput import CONFIGS, build_kerashub, build_tfllm, write_atomically  # noqa: E402
+from bench_common import write_atomically  # noqa: E402
+from bench_train_throughput import CONFIGS, build_kerashub, build_tfllm  # noqa: E402
 from tfllm.data.cleaning import Cleaner  # noqa: E402
 from tfllm.data.corpus import iter_texts, prepare_corpus  # noqa: E402
 from tfllm.data.pipeline import lm_dataset  # noqa: E402
