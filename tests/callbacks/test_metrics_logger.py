@@ -53,3 +53,30 @@ def test_tensorboard_holds_the_scalars(tmp_path):
     assert {"train/loss", "train/learning_rate", "train/tokens_per_sec", "val/loss", "val/perplexity"} <= tags
     losses = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors("train/loss")]
     assert losses == [(5, pytest.approx(2.0)), (10, pytest.approx(7.0))]
+
+
+def test_throughput_excludes_validation_time(tmp_path, monkeypatch):
+    """A fake clock: each training step takes 1 s, each validation 100 s."""
+    import types
+
+    from tfllm.callbacks import metrics_logger
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(metrics_logger, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.now += 1.0
+
+        def on_test_begin(self, logs=None):
+            clock.now += 100.0
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((40, 1), "float32"), np.zeros(40, "float32"))).batch(1)
+    logger = MetricsLogger(str(tmp_path / "m.jsonl"), None, tokens_per_step=64, log_every=2, total_steps=8)
+    model.fit(data, epochs=2, steps_per_epoch=4, validation_data=data.take(2), callbacks=[Tick(), logger],
+              verbose=0, shuffle=False)
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert [r["tokens_per_sec"] for r in records] == [pytest.approx(64.0)] * 4

@@ -53,26 +53,28 @@ class MetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_loss_sum, self._epoch_batches = 0.0, 0
+        # Throughput counts training only: validation and checkpoints ran since the last mark.
+        self._mark_time, self._pending = time.perf_counter(), None
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
         if step >= self.total_steps:
             self.model.stop_training = True
         end_of_epoch = batch + 1 >= self.params.get("steps", math.inf) or step >= self.total_steps
-        if step % self.log_every == 0 and not end_of_epoch:
+        if end_of_epoch:
+            # Written at epoch end, together with the validation that follows.
+            self._pending = self._train_record(batch, logs) if step > self._mark_step else None
+        elif step % self.log_every == 0:
             self._write(self._train_record(batch, logs))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        record = self._train_record(self._last_batch, logs) if self._step() > self._mark_step else {}
+        record = self._pending or {}
         record["step"] = self._step()
         if "val_loss" in logs:
             record["val_loss"] = float(logs["val_loss"])
             record["val_perplexity"] = math.exp(min(record["val_loss"], 80.0))
         self._write(record)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._last_batch = batch
 
     def _train_record(self, batch, logs):
         # Keras's `loss` is the mean of the epoch's batches so far; undo the running mean.
