@@ -120,3 +120,19 @@ def split_batch(global_batch, num_replicas, grad_accum_steps):
             f"{grad_accum_steps} accumulation step(s) = {parts}; use a multiple of {parts}"
         )
     return global_batch // parts
+
+
+def check_steps_per_execution(strategy, steps_per_execution):
+    """Refuse several steps per execution across replicas: Keras 3.15 fails on it.
+
+    Keras's multi-step loop reads the distributed iterator inside a `tf.cond`, which fails under
+    `MirroredStrategy` and `MultiWorkerMirroredStrategy` with 2 or more replicas ("You must feed
+    a value for placeholder tensor"; keras-team/keras#19246, pinned by
+    tests/trainers/test_distributed_training.py). `TPUStrategy` is not refused: it is untested.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if steps_per_execution > 1 and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
+        raise UserError(
+            f"train.steps_per_execution={steps_per_execution} fails with {replicas} replicas in this Keras "
+            "version (keras-team/keras#19246); use train.steps_per_execution=1"
+        )

@@ -4,15 +4,19 @@ MFU = tokens/s x training FLOPs per token / peak FLOP/s. The FLOPs are those the
 not what the hardware did (no recomputation, no padding), as in the PaLM paper (appendix B).
 """
 
+import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
 # Dense peak FLOP/s per device at the precision training uses (bf16/fp16 tensor cores; TPU bf16),
-# from the vendors' data sheets. Matched as substrings of the device name, longest first.
+# from the vendors' data sheets. Matched as substrings of the device name, longest first, spaces
+# ignored. TensorFlow sees each TPU v2/v3 core as a device (two per chip) and each v4/v5 chip as
+# one, hence the per-core numbers for v2/v3.
 PEAK_FLOPS = {
     "H200": 989e12,
+    "H100 PCIe": 756e12,
     "H100": 989e12,
     "A100": 312e12,
     "L40S": 362e12,
@@ -20,11 +24,12 @@ PEAK_FLOPS = {
     "A10G": 125e12,
     "V100": 125e12,
     "T4": 65e12,
+    "TPU v6e": 918e12,
     "TPU v5p": 459e12,
     "TPU v5 lite": 197e12,
     "TPU v4": 275e12,
-    "TPU v3": 123e12,
-    "TPU v2": 46e12,
+    "TPU v3": 61.5e12,
+    "TPU v2": 23e12,
 }
 
 
@@ -43,33 +48,47 @@ def training_flops_per_token(num_layers, hidden_dim, intermediate_dim, vocabular
     return 6 * weights + 6 * attention
 
 
-def measure_cpu_flops(size=1024, repeats=10, dtype=tf.float32):
-    """The FLOP/s of a large matmul on this host's CPU: the practical peak for CPU training."""
+def measure_cpu_flops(size=1024, repeats=10, dtype=tf.float32, clock=time.perf_counter):
+    """The FLOP/s of a large matmul on this host's CPU: the practical peak for CPU training.
+
+    With `clock=time.process_time` it is FLOPs per CPU-second of this process (all threads'
+    time summed), which stays put when other jobs take cores away.
+    """
     a = tf.random.normal((size, size), dtype=tf.float32)
     a = tf.cast(a, dtype)
     matmul = tf.function(lambda x: tf.matmul(x, x))
     matmul(a).numpy()
     best = np.inf
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         matmul(a).numpy()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return 2 * size**3 / best
+
+
+def lookup_peak_flops(device_name):
+    """(peak FLOP/s, table key) of the `PEAK_FLOPS` entry found in `device_name`, or (0.0, None)."""
+    squash = lambda text: text.lower().replace(" ", "")  # noqa: E731
+    name = squash(device_name)
+    for key in sorted(PEAK_FLOPS, key=lambda k: len(squash(k)), reverse=True):
+        if squash(key) in name:
+            return PEAK_FLOPS[key], key
+    return 0.0, None
 
 
 def device_peak_flops(override=0.0, precision_dtype=tf.float32):
     """Peak FLOP/s of one device: `override` if set, the table for a known accelerator, else measured."""
     if override:
         return float(override), "train.peak_flops"
-    for kind in ("GPU", "TPU"):
-        devices = tf.config.list_logical_devices(kind)
-        if not devices:
-            continue
-        name = tf.config.experimental.get_device_details(tf.config.list_physical_devices(kind)[0]).get(
-            "device_name", ""
-        ) if kind == "GPU" else kind
-        for key in sorted(PEAK_FLOPS, key=len, reverse=True):
-            if key.lower() in name.lower():
-                return PEAK_FLOPS[key], key
-        return 0.0, f"unknown {kind} {name!r}: set train.peak_flops"
-    return measure_cpu_flops(dtype=precision_dtype), "measured CPU matmul"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    elif tf.config.list_logical_devices("TPU"):
+        # TensorFlow does not name the TPU generation; TPU VMs set it here (v4-8, v5litepod-16).
+        name = "TPU " + os.environ.get("TPU_ACCELERATOR_TYPE", "")
+    else:
+        return measure_cpu_flops(dtype=precision_dtype), "measured CPU matmul"
+    peak, key = lookup_peak_flops(name)
+    if key is None:
+        return 0.0, f"unknown device {name!r}: set train.peak_flops"
+    return peak, key

@@ -9,13 +9,20 @@ from tfllm.errors import UserError
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_has_bf16():
+def cpu_has_bf16(cpuinfo_path="/proc/cpuinfo"):
+    """True when the CPU flags name a bfloat16 matmul instruction set."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(cpuinfo_path, encoding="utf-8") as f:
             flags = f.read()
     except OSError:
         return False
     return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def gpu_precision(compute_capability):
+    """bfloat16 from Ampere (compute capability 8.0) on; float16 with loss scaling before."""
+    major, _ = compute_capability
+    return "mixed_bfloat16" if major >= 8 else "mixed_float16"
 
 
 def resolve_precision(name):
@@ -26,8 +33,8 @@ def resolve_precision(name):
         if tpus:
             return "mixed_bfloat16"
         if gpus:
-            major, _ = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-            return "mixed_bfloat16" if major >= 8 else "mixed_float16"
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return gpu_precision(details.get("compute_capability", (0, 0)))
         return "mixed_bfloat16" if cpu_has_bf16() else "float32"
     if name == "mixed_float16" and not gpus:
         raise UserError(

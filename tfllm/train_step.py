@@ -67,8 +67,13 @@ class DistributedTrainStep:
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras's symbolic build fails under multi-worker (tfllm/compat.py, workaround 4);
-        # building at trace time is what Keras itself does without a strategy.
+        # building at trace time is what Keras itself does without a strategy. The optimizer
+        # needs no data: build it here, in the scope, so that callbacks (checkpoints) find its
+        # variables before the first step, as after a symbolic build.
         if compat.is_multi_worker(self.distribute_strategy):
+            if self.optimizer is not None and not self.optimizer.built:
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 

@@ -174,6 +174,7 @@ def train(config, run_dir):
         refuse_existing_run(config, p, run_dir)
     replicas = strategy.num_replicas_in_sync
     micro_batch = distribute.split_batch(t.batch_size, replicas, t.grad_accum_steps)
+    distribute.check_steps_per_execution(strategy, t.steps_per_execution)
     precision = resolve_precision(t.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(t.seed)
@@ -192,7 +193,9 @@ def train(config, run_dir):
         m.num_layers, m.hidden_dim, m.intermediate_dim, tokenizer.vocabulary_size, m.seq_len
     )
     peak, peak_source = device_peak_flops(t.peak_flops, tf.bfloat16 if "bfloat16" in precision else tf.float32)
-    devices = 1 if "CPU" in strategy.extended.worker_devices[0].upper() else replicas
+    # CPU replicas of one worker share its cores: one peak per worker, not per replica.
+    local_devices = strategy.extended.worker_devices
+    devices = replicas // len(local_devices) if "CPU" in local_devices[0].upper() else replicas
     print(f"Model: {model.count_params():,} parameters, {flops_per_token / 1e6:.1f} MFLOPs per trained token; "
           f"{t.steps} steps of {t.batch_size} x {m.seq_len} tokens; precision {precision}")
     print(f"Batch: global {t.batch_size} = {replicas} replica(s) x {t.grad_accum_steps} micro-batch(es) "

@@ -1,0 +1,143 @@
+"""CausalLM under tf.distribute and mixed precision: the equivalences scaled training relies on.
+
+N accumulated micro-batches == one batch N times larger; 2 CPU replicas == 1 device at the same
+global batch; both together == 1 device; mixed_bfloat16 follows the float32 loss curve; a
+mixed_float16 step whose gradients overflow is skipped instead of writing NaN into the weights.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_case import global_policy, random_ids
+from tfllm.models.causal_lm import CausalLM
+from tfllm.models.gpt_backbone import GPTBackbone
+
+VOCAB, SEQ, BATCH, STEPS = 32, 8, 8, 3
+# Far below the first gradient's global norm (asserted below), so every step is clipped.
+CLIP_NORM = 0.05
+
+
+def make_model(strategy, grad_accum_steps=1, clip_norm=CLIP_NORM, learning_rate=1e-2, seed=1):
+    with strategy.scope():
+        keras.utils.set_random_seed(seed)
+        backbone = GPTBackbone(
+            vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+            max_sequence_length=SEQ,
+        )
+        model = CausalLM(backbone)
+        optimizer = keras.optimizers.AdamW(
+            learning_rate, weight_decay=0.1, beta_1=0.9, beta_2=0.95, global_clipnorm=clip_norm
+        )
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        model.compile(optimizer=optimizer, jit_compile=False, grad_accum_steps=grad_accum_steps)
+    return model
+
+
+def token_batches(steps=STEPS, batch=BATCH, seed=0):
+    tokens = random_ids((steps * batch, SEQ + 1), VOCAB, seed=seed)
+    return tf.data.Dataset.from_tensor_slices((tokens[:, :-1], tokens[:, 1:])).batch(batch)
+
+
+def train(strategy, grad_accum_steps):
+    model = make_model(strategy, grad_accum_steps)
+    history = model.fit(token_batches(), epochs=1, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations.numpy()) == STEPS
+    return [w.numpy() for w in model.weights], history.history["loss"][0]
+
+
+@pytest.fixture(scope="module")
+def reference(one_device_strategy):
+    return train(one_device_strategy, 1)
+
+
+def assert_same_training(got, want):
+    for a, b in zip(got[0], want[0]):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    assert got[1] == pytest.approx(want[1], rel=1e-5)
+
+
+def test_reference_moves_the_weights_and_clipping_is_active(reference, one_device_strategy):
+    model = make_model(one_device_strategy)
+    x, y = next(iter(token_batches()))
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, y, model(x, training=True))
+    norm = float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_weights)))
+    assert norm > 10 * CLIP_NORM
+    moved = max(np.abs(a - w.numpy()).max() for a, w in zip(reference[0], model.weights))
+    assert moved > 1e-3
+
+
+def test_four_micro_batches_equal_one_batch_four_times_larger(reference, one_device_strategy):
+    assert_same_training(train(one_device_strategy, 4), reference)
+
+
+def test_two_cpu_replicas_equal_one_device_at_the_same_global_batch(reference, mirrored_strategy):
+    assert_same_training(train(mirrored_strategy, 1), reference)
+
+
+def test_accumulation_under_two_replicas_equals_one_device(reference, mirrored_strategy):
+    assert_same_training(train(mirrored_strategy, 2), reference)
+
+
+# bfloat16 keeps 8 significant bits, so each matmul rounds activations by up to 2^-9 relative and
+# the errors compound over 50 updates. Weights, logits, softmax and loss stay float32 (mixed
+# precision), so the two curves differ by rounding noise: at most 0.002 nats here (loss 3.47 ->
+# 1.94). 0.02 nats is one bfloat16 ulp of the loss value itself (2^-8 x 3.5 ~ 0.014) with margin,
+# and small against the 1.5 nats the loss falls: a curve that stalls or diverges fails.
+BF16_LOSS_TOLERANCE = 0.02
+
+
+def loss_curve(strategy, policy, steps):
+    """Per-step training losses: one optimizer step per Keras epoch, so nothing is averaged."""
+    with global_policy(policy):
+        model = make_model(strategy, clip_norm=1.0, learning_rate=3e-3)
+        # A learnable pattern: each block is a run of consecutive ids (mod VOCAB).
+        starts = random_ids((steps * BATCH, 1), VOCAB, seed=3)
+        tokens = (starts + np.arange(SEQ + 1)) % VOCAB
+        data = tf.data.Dataset.from_tensor_slices((tokens[:, :-1], tokens[:, 1:])).batch(BATCH)
+        history = model.fit(data, epochs=steps, steps_per_epoch=1, verbose=0, shuffle=False)
+        assert model.backbone.compute_dtype == ("bfloat16" if policy == "mixed_bfloat16" else "float32")
+        assert all(w.dtype == "float32" for w in model.weights)
+    return np.array(history.history["loss"])
+
+
+def test_mixed_bfloat16_follows_the_float32_loss_curve(one_device_strategy):
+    steps = 50
+    float32 = loss_curve(one_device_strategy, "float32", steps)
+    bfloat16 = loss_curve(one_device_strategy, "mixed_bfloat16", steps)
+    assert float32[-5:].mean() < float32[:5].mean() - 1.0
+    np.testing.assert_allclose(bfloat16, float32, atol=BF16_LOSS_TOLERANCE, rtol=0)
+
+
+def test_mixed_float16_skips_an_overflowing_step_instead_of_writing_nan(one_device_strategy):
+    with global_policy("mixed_float16"):
+        model = make_model(one_device_strategy, clip_norm=1.0)
+        # A "sum_over_batch_size" loss is not normalized by the sample weights, so a weight of
+        # 1e6 makes that batch's float16 activation gradients (times the loss scale) overflow.
+        model.compile(
+            optimizer=model.optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,
+        )
+        optimizer = model.optimizer
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        tokens = random_ids((BATCH, SEQ + 1), VOCAB)
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        model.train_on_batch(x, y)
+        before = [w.numpy() for w in model.weights]
+        scale = float(optimizer.dynamic_scale.numpy())
+        assert int(optimizer.iterations.numpy()) == 1
+
+        model.train_on_batch(x, y, sample_weight=np.full(y.shape, 1e6, "float32"))
+        for a, w in zip(before, model.weights):
+            np.testing.assert_array_equal(w.numpy(), a)  # the step was skipped
+        # Keras counts optimizer.iterations on the inner optimizer, only for applied steps.
+        assert int(optimizer.iterations.numpy()) == 1
+        assert float(optimizer.dynamic_scale.numpy()) == scale / 2
+
+        model.train_on_batch(x, y)
+        assert int(optimizer.iterations.numpy()) == 2
+        assert all(np.isfinite(w.numpy()).all() for w in model.weights)
+        assert max(np.abs(w.numpy() - a).max() for a, w in zip(before, model.weights)) > 1e-4
