@@ -11,6 +11,7 @@ or call `train(config, run_dir)` from Python.
 
 import math
 import os
+import tempfile
 import time
 
 import keras
@@ -168,6 +169,10 @@ def train(config, run_dir):
     t, m, d = config.train, config.model, config.distribute
     strategy = distribute.make_strategy(d.strategy, d.cpu_replicas, d.tpu)
     chief = distribute.is_chief(strategy)
+    if not chief:
+        # Other workers prepare the same corpus and tokenizer (deterministic) in a private
+        # directory, so workers sharing a file system never write the chief's run dir.
+        run_dir = tempfile.mkdtemp(prefix="tfllm-worker-")
     p = runs.paths(run_dir)
     if chief:
         make_run_dir(run_dir)

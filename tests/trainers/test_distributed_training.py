@@ -249,7 +249,7 @@ def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(c
     for a, w in zip(weights[0], model.weights):
         np.testing.assert_array_equal(a, w.numpy())
     assert {"config.yaml", "checkpoints", "logs", "metrics.jsonl"} <= set(os.listdir(chief))
-    assert sorted(os.listdir(worker)) == ["corpus", "tokenizer"]
+    assert not worker.exists()  # the other worker prepares its data in a private temporary directory
     # Two CPU workers: the global throughput is measured against two hosts' peaks.
     per_token = training_flops_per_token(2, 16, 32, model.backbone.vocabulary_size, 16)
     with open(chief / "metrics.jsonl") as f:
@@ -257,8 +257,6 @@ def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(c
     assert [r["step"] for r in records] == [5, 10]
     for r in records:
         assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * per_token / (2 * PEAK_FLOPS), rel=1e-9)
-    for name in ("tokenizer/tokenizer.json", "corpus/stats.json", "corpus/train-00000.tfrecord"):
-        assert (chief / name).read_bytes() == (worker / name).read_bytes(), name
 
 
 @pytest.mark.parametrize(
