@@ -25,6 +25,7 @@ from export.generation_module import GenerationModule
 from export.manifest import write_manifest
 from tfllm import runs
 from tfllm.errors import UserError
+from tfllm.files import replace_directory
 from tfllm.tokenizers.tokenizer import CONFIG_FILENAME as TOKENIZER_CONFIG
 
 
@@ -84,19 +85,6 @@ def make_staging_dir(out, version):
     # mkdtemp makes it private; a server running as another user must be able to read it.
     os.chmod(staging, 0o755)
     return staging
-
-
-def replace_directory(source, target):
-    """Renames `source` to `target`; an existing `target` steps aside first and is deleted after."""
-    if not os.path.exists(target):
-        os.replace(source, target)
-        return
-    # A directory rename cannot overwrite a non-empty directory.
-    old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(target)}-", dir=os.path.dirname(target))
-    os.rmdir(old)
-    os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def training_step(checkpoint):

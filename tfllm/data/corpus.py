@@ -19,6 +19,7 @@ from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus_stats import SPLITS, STATS_FILE, CorpusStats
 from tfllm.data.readers import iter_documents
 from tfllm.errors import UserError
+from tfllm.files import replace_directory
 
 
 def prepare_corpus(
@@ -83,7 +84,7 @@ def prepare_corpus(
             cleaner=cleaner.get_config(),
         )
         stats.save(work_dir)
-        _replace_dir(work_dir, out_dir)
+        replace_directory(work_dir, out_dir)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
@@ -184,15 +185,3 @@ def _check_replaceable(out_dir: str) -> None:
             f"Output directory {out_dir!r} exists and is not a prepared corpus; it will not be "
             "overwritten. Choose a new or empty directory."
         )
-
-
-def _replace_dir(new: str, out_dir: str) -> None:
-    """Puts `new` at `out_dir`; a prepared corpus already there is moved aside first."""
-    if not os.path.exists(out_dir):
-        os.replace(new, out_dir)
-        return
-    _check_replaceable(out_dir)
-    old = new + ".old"
-    os.replace(out_dir, old)
-    os.replace(new, out_dir)
-    shutil.rmtree(old)

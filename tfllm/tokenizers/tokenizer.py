@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import tensorflow as tf
 
 from tfllm.errors import UserError
+from tfllm.files import replace_directory
 
 PAD_ID = 0  # Padding: KerasHub's generation pads with 0.
 EOS_ID = 1  # End of text, inserted between documents.
@@ -197,7 +198,7 @@ class Tokenizer(tf.Module, abc.ABC):
             config.update(self._write_files(staging))
             with open(os.path.join(staging, CONFIG_FILENAME), "w", encoding="utf-8") as file:
                 json.dump(config, file, indent=2)
-            _replace_directory(staging, directory)
+            replace_directory(staging, directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -209,17 +210,3 @@ class Tokenizer(tf.Module, abc.ABC):
 
 def _is_nested(values) -> bool:
     return len(values) > 0 and isinstance(values[0], (list, tuple))
-
-
-def _replace_directory(source: str, target: str) -> None:
-    """Renames `source` to `target`; an existing `target` is moved aside first."""
-    if not os.path.exists(target):
-        os.replace(source, target)
-        return
-    # A directory rename cannot overwrite a non-empty directory, so the old one
-    # steps aside and is deleted only once the new one is in place.
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old.", dir=os.path.dirname(target))
-    os.rmdir(old)
-    os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
