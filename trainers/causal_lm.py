@@ -144,11 +144,22 @@ def make_optimizer(train_config):
     return optimizer
 
 
-def jit_compile(value):
-    """XLA where it pays: measured slower than plain graphs on CPU (bench/RESULTS.md)."""
+def jit_compile(value, strategy):
+    """Whether Keras compiles the train step with XLA; `auto` means on one GPU only.
+
+    XLA is slower than plain graphs on this project's CPUs (bench/RESULTS.md), TPUStrategy
+    compiles every step with XLA by itself, and Keras 3 cannot compile a step that spans several
+    replicas: one XLA cluster cannot reach another device's variables (keras-team/keras#19005).
+    """
+    replicas = strategy.num_replicas_in_sync
+    if value is True and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
+        raise UserError(
+            f"train.jit_compile=true fails with {replicas} replicas: Keras cannot compile one step across "
+            "devices (keras-team/keras#19005); use train.jit_compile=auto"
+        )
     if value != "auto":
         return bool(value)
-    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    return bool(tf.config.list_physical_devices("GPU")) and replicas == 1
 
 
 def make_callbacks(config, p, chief, model_flops_per_token, peak_flops):
@@ -180,6 +191,7 @@ def train(config, run_dir):
     replicas = strategy.num_replicas_in_sync
     micro_batch = distribute.split_batch(t.batch_size, replicas, t.grad_accum_steps)
     distribute.check_steps_per_execution(strategy, t.steps_per_execution)
+    xla = jit_compile(t.jit_compile, strategy)
     precision = resolve_precision(t.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(t.seed)
@@ -191,7 +203,7 @@ def train(config, run_dir):
     with strategy.scope():
         model = runs.build_causal_lm(m, tokenizer.vocabulary_size, config.max_seq_len)
         model.compile(
-            optimizer=make_optimizer(t), jit_compile=jit_compile(t.jit_compile),
+            optimizer=make_optimizer(t), jit_compile=xla,
             steps_per_execution=t.steps_per_execution, grad_accum_steps=t.grad_accum_steps,
         )
     flops_per_token = training_flops_per_token(

@@ -227,7 +227,8 @@ def single_process_reference(run_dir):
         lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0))
     )
     model = runs.build_causal_lm(m, tokenizer.vocabulary_size, config.max_seq_len)
-    model.compile(optimizer=causal_lm.make_optimizer(t), jit_compile=causal_lm.jit_compile(t.jit_compile))
+    xla = causal_lm.jit_compile(t.jit_compile, tf.distribute.get_strategy())
+    model.compile(optimizer=causal_lm.make_optimizer(t), jit_compile=xla)
     initial = [w.numpy() for w in model.weights]
     model.fit(both, epochs=1, steps_per_epoch=t.steps, verbose=0, shuffle=False)
     return model, initial, [w.numpy() for w in model.weights]
@@ -313,7 +314,24 @@ def test_keras_fails_on_several_steps_per_execution_across_replicas(mirrored_str
     x = np.ones((32, 4), "float32")
     data = tf.data.Dataset.from_tensor_slices((x, x[:, :3])).batch(8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="You must feed a value for placeholder tensor"):
-        model.fit(data, epochs=1, verbose=0)
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+
+
+def test_xla_across_replicas_is_exit_code_2(corpus, tmp_path, monkeypatch, capsys, mirrored_strategy):
+    monkeypatch.setattr(distribute, "make_strategy", lambda *args: mirrored_strategy)
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), *tiny(corpus, train__jit_compile="true")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfllm train: error: train.jit_compile=true fails with 2 replicas")
+
+
+def test_keras_cannot_compile_one_step_across_replicas_with_xla(mirrored_strategy):
+    """The upstream bug behind the refusal above: when this fails, Keras is fixed; drop the refusal."""
+    with mirrored_strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    x = np.ones((16, 4), "float32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Trying to access resource .* located in device"):
+        model.fit(x, x[:, :3], batch_size=8, epochs=1, verbose=0)
 
 
 def test_the_gpt2_124m_config_loads_with_gpt2_sizes():
