@@ -20,6 +20,8 @@ POSITIONS = ("learned", "rope")
 TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+TASKS = ("causal_lm", "masked_lm", "classify", "sft")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 def _field(default, doc):
@@ -41,10 +43,14 @@ class DataConfig:
     tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece.")
     vocab_size: int = _field(2048, "Vocabulary size, including the 4 reserved ids (pad, eos, unk, mask).")
     shuffle_buffer: int = _field(2048, "Training blocks held in the shuffle buffer.")
+    pack: bool = _field(False, "Pack documents per row with segment ids: no attention across documents.")
+    mask_rate: float = _field(0.15, "masked_lm: fraction of tokens predicted (80% [MASK], 10% random, 10% kept).")
+    whole_word_masking: bool = _field(False, "masked_lm: mask every piece of a chosen word (wordpiece only).")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    task: str = _field("causal_lm", "causal_lm, masked_lm (bidirectional encoder), classify or sft.")
     num_layers: int = _field(4, "Transformer blocks.")
     num_heads: int = _field(4, "Attention heads; must divide hidden_dim.")
     hidden_dim: int = _field(128, "Width of the residual stream.")
@@ -70,12 +76,18 @@ class TrainConfig:
     eval_batches: int = _field(20, "Validation batches per evaluation.")
     log_every: int = _field(10, "Write metrics.jsonl and TensorBoard scalars every this many steps.")
     keep_checkpoints: int = _field(3, "How many recent checkpoints to keep (the best is kept apart).")
+    checkpoint_every: int = _field(0, "Write a resumable checkpoint every this many steps; 0 means at each eval.")
+    deterministic: bool = _field(False, "TensorFlow op determinism: bit-identical reruns, somewhat slower.")
     precision: str = _field("float32", "float32, mixed_bfloat16, mixed_float16 or auto.")
     jit_compile: typing.Union[bool, str] = _field("auto", "XLA compilation: auto, true or false.")
     steps_per_execution: int = _field(1, "Training steps run per call into the compiled graph.")
     grad_accum_steps: int = _field(1, "Micro-batches per optimizer step; batch_size stays the global batch.")
     peak_flops: float = _field(0.0, "Peak FLOP/s of one device for MFU; 0 looks it up or measures it.")
     seed: int = _field(0, "Seed for the split, initialization, shuffling and dropout.")
+    init_from: typing.Optional[str] = _field(None, "Start from this pretrained run dir: its tokenizer and backbone.")
+    class_weights: str = _field("none", "classify: none, or balanced (inverse class frequency).")
+    early_stopping_patience: int = _field(0, "Stop after this many evaluations without improvement; 0 is off.")
+    monitor: str = _field("auto", "Validation metric for best checkpoint and early stopping; auto picks per task.")
     samples: int = _field(3, "Samples printed at the end of training.")
     sample_tokens: int = _field(64, "Tokens generated per sample at the end of training.")
 
@@ -265,6 +277,16 @@ def validate(config, source):
     _require(t.peak_flops >= 0, source, "train.peak_flops", t.peak_flops, "use 0 (look up) or a positive value")
     s = config.distribute
     _require(s.strategy in STRATEGIES, source, "distribute.strategy", s.strategy, f"use one of {', '.join(STRATEGIES)}")
+    _require(m.task in TASKS, source, "model.task", m.task, f"use one of {', '.join(TASKS)}")
+    _require(0.0 < d.mask_rate < 1.0, source, "data.mask_rate", d.mask_rate, "use a value in (0, 1)")
+    _require(
+        t.class_weights in CLASS_WEIGHTS, source, "train.class_weights", t.class_weights,
+        f"use one of {', '.join(CLASS_WEIGHTS)}",
+    )
+    _require(t.checkpoint_every >= 0, source, "train.checkpoint_every", t.checkpoint_every,
+             "use 0 (at each eval) or a positive integer")
+    _require(t.early_stopping_patience >= 0, source, "train.early_stopping_patience", t.early_stopping_patience,
+             "use 0 (off) or a positive integer")
     _require(s.cpu_replicas >= 1, source, "distribute.cpu_replicas", s.cpu_replicas, "use 1 or more")
 
 
