@@ -12,8 +12,10 @@ Row requests (`instances`) are answered with `predictions`, one entry per row; c
 (`inputs`) with `outputs`. Every error is `{"error": "..."}` with status 400 (bad request),
 404 (unknown model, version or path) or 413 (body too large). A signature's scalar inputs, such
 as `generate`'s `max_new_tokens`, can only be sent in the columnar format: the row format stacks
-every input along a batch axis, in TF Serving as here. This module needs only TensorFlow and
-Werkzeug.
+every input along a batch axis, in TF Serving as here. Nothing here depends on a signature's
+name: `generate`, `score` and a classifier's `classify` (texts in, labels and probabilities out,
+every output batch-major so that rows can be answered) are served alike, and the limits apply to
+whichever inputs a signature has. This module needs only TensorFlow and Werkzeug.
 """
 
 import json
@@ -54,7 +56,7 @@ class RestApi:
 
     Limits are checked before any model work: the body size before the body is read, the
     batch size (the leading dimension of every input of unknown batch size) and a
-    `max_new_tokens` input before the signature runs. Requests may run concurrently; the
+    `max_new_tokens` input, for the signatures that take one, before the signature runs. Requests may run concurrently; the
     application counts those in flight so that a server can wait for them before it stops.
 
     Args:
@@ -125,8 +127,11 @@ class RestApi:
         if suffix == "/metadata":
             return self.metadata()
         if suffix != ":predict":
+            # TF Serving's :classify takes tf.Example protos; a `classify` signature that takes
+            # texts is a predict signature, called through :predict like any other.
+            hint = ' with "signature_name": "classify"' if "classify" in self.servable.signatures else ""
             raise ApiError(400, f"{suffix[1:]} needs a classification or regression signature; "
-                                f"this model has predict signatures only: use :predict")
+                                f"this model has predict signatures only: use :predict{hint}")
         return self.predict(self.read_json(request))
 
     def check_servable(self, name, version, label):
@@ -163,6 +168,8 @@ class RestApi:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise ApiError(400, f"JSON Parse error: {error}") from None
+        except RecursionError:  # arrays or objects nested a few thousand deep
+            raise ApiError(400, "JSON Parse error: the document is nested too deeply") from None
         if not isinstance(document, dict):
             raise ApiError(400, f"JSON Value: {body[:80]!r} Is not object")
         return document
@@ -190,6 +197,12 @@ class RestApi:
                 arrays = arrays_from_inputs(document["inputs"], specs)
         except JsonTensorError as error:
             raise ApiError(400, str(error)) from None
+        except (ValueError, OverflowError, RecursionError) as error:
+            # Valid JSON that no tensor holds: a lone surrogate in a string, an integer beyond
+            # the float range, lists nested deeper than NumPy's 64 dimensions.
+            key = "instances" if "instances" in document else "inputs"
+            raise ApiError(400, f"'{key}' cannot be converted to the signature's tensors: "
+                                f"{type(error).__name__}: {error}") from None
         self.check_limits(arrays, specs)
         try:
             outputs = function(**{name: tf.constant(array, specs[name].dtype) for name, array in arrays.items()})
@@ -218,8 +231,13 @@ class RestApi:
 
 
 def json_response(status, body):
-    text = json.dumps(body, ensure_ascii=False)
-    return Response(text.encode("utf-8"), status=status, content_type="application/json")
+    try:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A message that quotes a lone surrogate from the request has no UTF-8 form; escaped
+        # JSON is ASCII and parses to the same value.
+        data = json.dumps(body).encode("ascii")
+    return Response(data, status=status, content_type="application/json")
 
 
 def discard(stream, length):

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from tfllm.errors import UserError
+from tfllm.errors import TrainingInterrupted, UserError
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEFAULT_CONFIG = "gpt-tiny"
@@ -119,15 +119,18 @@ def lazy(module_name):
 
 def run_train(args):
     from tfllm.config import load_config
-    from trainers import causal_lm
+    from trainers import causal_lm, train
 
     path = resolve_config_path(args.config)
     config = load_config(path, args.overrides)
     name = os.path.splitext(os.path.basename(path))[0]
     run_dir = args.run_dir or os.path.join("runs", name)
-    model, tokenizer = causal_lm.train(config, run_dir)
-    causal_lm.print_samples(config, model, tokenizer)
-    print(f"Run written to {run_dir}; try: tfllm generate --run-dir {run_dir} --prompt 'The '")
+    model, tokenizer = train.train(config, run_dir)
+    if config.model.task == "causal_lm":
+        causal_lm.print_samples(config, model, tokenizer)
+        print(f"Run written to {run_dir}; try: tfllm generate --run-dir {run_dir} --prompt 'The '")
+    else:
+        print(f"Run written to {run_dir}; try: tfllm evaluate --run-dir {run_dir} --data FILE")
 
 
 def build_parser():
@@ -148,6 +151,9 @@ def main(argv=None):
     except UserError as e:
         print(f"tfllm {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"tfllm {args.verb}: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"tfllm {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -125,7 +125,8 @@ def field_docs():
 
 
 def _closest(name, valid, prefix=""):
-    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    # YAML keys can be numbers, dates or null as well as strings.
+    match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
     if match:
         return f"; did you mean '{prefix}{match[0]}'?"
     return f"; valid keys: {', '.join(prefix + v for v in valid)}"
@@ -159,36 +160,58 @@ def _coerce(value, annotation, key, source):
         raise UserError(
             f"{source}: {key} must be {names}, got {value!r} ({type(value).__name__}); fix the value."
         )
-    return float(value) if annotation is float else value
+    if annotation is float:
+        try:
+            value = float(value)
+        except OverflowError:
+            raise UserError(f"{source}: {key}={value!r} is too large for a float; fix the value.") from None
+    return value
+
+
+def _safe_load(stream, source, what_to_do):
+    """`yaml.safe_load`, turning every way the text can be wrong into a one-line `UserError`."""
+    try:
+        return yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        reason = f" (line {line + 1})" if line is not None else ""
+    except UnicodeDecodeError:
+        reason = " (not UTF-8)"
+    except ValueError:
+        # Scalars that match a type but do not convert: 2001-02-30, !!int abc, a 5000-digit integer.
+        reason = " (a value that cannot be converted)"
+    except RecursionError:
+        reason = " (nested too deeply)"
+    raise UserError(f"{source}{reason}: not valid YAML; {what_to_do}")
 
 
 def _parse_override(text):
     if "=" not in text:
-        raise UserError(f"override '{text}' must look like section.key=value (e.g. train.steps=200)")
+        raise UserError(f"override {text!r} must look like section.key=value (e.g. train.steps=200)")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.strip(), ""
+    return key.strip(), _safe_load(raw, f"override {text!r}", "fix or quote the value")
 
 
 def _set_dotted(tree, key, value, source):
     parts = key.split(".")
     if len(parts) != 2:
-        raise UserError(f"{source}: '{key}' must be section.key with section one of {', '.join(SECTIONS)}")
+        raise UserError(f"{source}: {key!r} must be section.key with section one of {', '.join(SECTIONS)}")
     tree.setdefault(parts[0], {})
     if not isinstance(tree[parts[0]], dict):
-        raise UserError(f"{source}: section '{parts[0]}' must be a mapping")
+        raise UserError(f"{source}: section {parts[0]!r} must be a mapping")
     tree[parts[0]][parts[1]] = value
 
 
 def _read_yaml(path):
     try:
         with open(path, encoding="utf-8") as f:
-            tree = yaml.safe_load(f)
+            tree = _safe_load(f, path, "fix the syntax")
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist; pass --config with an existing YAML file")
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise UserError(f"{path}{where}: not valid YAML; fix the syntax")
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read ({e.strerror}); pass --config with a YAML file")
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -201,16 +224,17 @@ def from_dict(tree, source="config", check=True):
     sections = {}
     for name, values in tree.items():
         if name not in SECTIONS:
-            raise UserError(f"{source}: unknown section '{name}'{_closest(name, list(SECTIONS))}")
+            raise UserError(f"{source}: unknown section {name!r}{_closest(name, list(SECTIONS))}")
         if not isinstance(values, dict):
-            raise UserError(f"{source}: section '{name}' must be a mapping of keys to values")
+            raise UserError(f"{source}: section {name!r} must be a mapping of keys to values")
         cls = SECTIONS[name]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, value in values.items():
             if key not in fields:
-                raise UserError(f"{source}: unknown key '{name}.{key}'{_suggest_key(name, key)}")
+                dotted = f"{name}.{key}"
+                raise UserError(f"{source}: unknown key {dotted!r}{_suggest_key(name, key)}")
             kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", source)
         sections[name] = cls(**kwargs)
     config = Config(**sections)

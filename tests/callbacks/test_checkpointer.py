@@ -1,12 +1,14 @@
 import json
 import os
+import signal
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restore_weights
+from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restore_training_state, restore_weights
+from tfllm.errors import TrainingInterrupted
 
 
 class ScriptedValLoss(keras.callbacks.Callback):
@@ -67,3 +69,85 @@ def test_missing_weight_is_an_error(tmp_path):
     bigger = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1), keras.layers.Dense(1)])
     with pytest.raises(AssertionError):
         restore_weights(bigger, latest_checkpoint(str(tmp_path)))
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process `signal_number` at the end of step `step` (as a preemption would)."""
+
+    def __init__(self, step, signal_number):
+        super().__init__()
+        self.step, self.signal_number = step, signal_number
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            os.kill(os.getpid(), self.signal_number)
+
+
+def regression_data():
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, x.sum(1))).batch(8).repeat()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_current_step_and_stops(tmp_path, signal_number):
+    model = small_model()
+    directory = str(tmp_path)
+    checkpointer = Checkpointer(directory, keep=5, handle_signals=True)
+    previous = signal.getsignal(signal_number)
+    # The checkpointer sees the signal at the end of the step it arrived in (step 7).
+    callbacks = [SignalAt(7, signal_number), checkpointer]
+    with pytest.raises(TrainingInterrupted, match="at step 7.*ckpt-7"):
+        model.fit(regression_data(), epochs=3, steps_per_epoch=5, callbacks=callbacks, verbose=0)
+    assert latest_checkpoint(directory, prefer_best=False).endswith("ckpt-7")
+    assert checkpointer.interrupted_at == 7
+    assert signal.getsignal(signal_number) is previous
+    restored = small_model()
+    restore_weights(restored, latest_checkpoint(directory, prefer_best=False))
+    np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+
+
+def test_saves_every_n_steps_and_keeps_the_last_k(tmp_path):
+    model = small_model()
+    directory = str(tmp_path)
+    model.fit(regression_data(), epochs=2, steps_per_epoch=6, verbose=0,
+              callbacks=[Checkpointer(directory, keep=10, every=4)])
+    state = tf.train.get_checkpoint_state(os.path.join(directory, "latest"))
+    # Steps 4 and 8 by `every`, 6 and 12 at the epoch ends.
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+        "ckpt-4", "ckpt-6", "ckpt-8", "ckpt-12"
+    ]
+
+
+def test_training_state_round_trips_optimizer_rng_extra_and_fingerprint(tmp_path):
+    def dropout_model():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+        return model
+
+    model = dropout_model()
+    extra = tf.Module()
+    extra.value = tf.Variable(3.5, dtype=tf.float64)
+    model.fit(regression_data(), epochs=1, steps_per_epoch=3, verbose=0,
+              callbacks=[Checkpointer(str(tmp_path), extra={"extra": extra}, fingerprint="abc")])
+    path = latest_checkpoint(str(tmp_path), prefer_best=False)
+
+    other = dropout_model()
+    other.optimizer.build(other.trainable_variables)
+    other_extra = tf.Module()
+    other_extra.value = tf.Variable(0.0, dtype=tf.float64)
+    assert restore_training_state(other, path, extra={"extra": other_extra}) == "abc"
+    assert other_extra.value.numpy() == 3.5
+    assert int(other.optimizer.iterations.numpy()) == 3
+    for a, b in zip(model.optimizer.variables + model.variables, other.optimizer.variables + other.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The dropout seed state is part of it: both models now draw the same dropout masks.
+    x = np.ones((4, 2), "float32")
+    np.testing.assert_array_equal(model.layers[0](x, training=True), other.layers[0](x, training=True))
+
+
+def test_best_value_survives_a_restart(tmp_path):
+    model = small_model()
+    callbacks = [ScriptedValLoss([2.0]), Checkpointer(str(tmp_path))]
+    model.fit(regression_data(), epochs=1, steps_per_epoch=2, callbacks=callbacks, verbose=0)
+    assert Checkpointer(str(tmp_path)).best_value == 2.0
+    assert Checkpointer(str(tmp_path), monitor="val_accuracy", mode="max").best_value == -float("inf")

@@ -120,3 +120,77 @@ def test_default_eos_is_the_tokenizers_eos(tmp_path):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="missing.tfrecord' does not exist"):
         make([str(tmp_path / "missing.tfrecord")])
+
+
+def segment_reference(tokens):
+    """NumPy reference: per row, 1 + the number of EOS ids at or before each position."""
+    out = np.ones_like(tokens)
+    for r, row in enumerate(tokens):
+        segment = 1
+        for c, token in enumerate(row):
+            segment += token == EOS
+            out[r, c] = segment
+    return out
+
+
+def test_pack_adds_segment_ids_from_eos_positions(tmp_path):
+    files = write_shards(tmp_path, SHARDS)
+    plain = list(make(files, seq_len=9, batch_size=2).as_numpy_iterator())
+    packed = list(make(files, seq_len=9, batch_size=2, pack=True).as_numpy_iterator())
+    assert len(packed) == len(plain) > 2
+    for (x, y), (packed_x, packed_y) in zip(plain, packed):
+        np.testing.assert_array_equal(packed_x["token_ids"], x)
+        np.testing.assert_array_equal(packed_y, y)
+        np.testing.assert_array_equal(packed_x["segment_ids"], segment_reference(x))
+    # Short documents: some rows must hold three or more documents, or the check above is weak.
+    assert max(x["segment_ids"].max() for x, _ in packed) >= 3
+
+
+def test_pack_segment_ids_by_hand():
+    from tfllm.data.pipeline import segment_ids
+
+    tokens = tf.constant([[5, 6, EOS, 7, EOS, EOS, 8], [EOS, 9, 9, 9, 9, 9, EOS]])
+    np.testing.assert_array_equal(
+        segment_ids(tokens, EOS), [[1, 1, 2, 2, 3, 4, 4], [2, 2, 2, 2, 2, 2, 3]]
+    )
+
+
+def test_pack_static_shapes(tmp_path):
+    dataset = make(write_shards(tmp_path, SHARDS), seq_len=6, batch_size=3, pack=True)
+    spec = tf.TensorSpec((3, 6), tf.int32)
+    assert dataset.element_spec == ({"token_ids": spec, "segment_ids": spec}, spec)
+
+
+def test_iterator_checkpoint_resumes_with_a_stateful_tokenizer(tmp_path):
+    # The trained tokenizers use lookup tables, which tf.data counts as external state.
+    tokenizers = pytest.importorskip("tfllm.tokenizers")
+    tokenizer = tokenizers.train_tokenizer("char", [t for texts in SHARDS for t in texts], vocab_size=64)
+    files = write_shards(tmp_path, SHARDS)
+    dataset = lm_dataset(files, tokenizer, seq_len=5, batch_size=2, shuffle=True, seed=0, repeat=True, pack=True)
+    iterator = iter(dataset)
+    next(iterator)
+    checkpoint = tf.train.Checkpoint(iterator=iterator)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    expected = [next(iterator) for _ in range(3)]
+    checkpoint.restore(path)
+    for (x, y), (expected_x, expected_y) in zip([next(iterator) for _ in range(3)], expected):
+        np.testing.assert_array_equal(x["token_ids"], expected_x["token_ids"])
+        np.testing.assert_array_equal(y, expected_y)
+
+
+def test_every_iterator_yields_the_same_shuffled_stream(tmp_path):
+    # Keras makes one iterator to build the model and another to train, and a resumed run makes
+    # a new one and skips into it: all must see the same batches, epoch after epoch.
+    dataset = make(write_shards(tmp_path, SHARDS), seq_len=5, batch_size=2, shuffle=True, repeat=True,
+                   shuffle_buffer=4)
+    first, second = iter(dataset), iter(dataset)
+    a = [next(first) for _ in range(20)]  # several passes over the 10 documents
+    b = [next(second) for _ in range(20)]
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # Skipping k batches lands exactly on batch k of an unskipped iterator.
+    skipped = [x for x, _ in dataset.skip(7).take(5).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.stack(skipped), np.stack([x.numpy() for x, _ in a[7:12]]))
+    # Files are reshuffled between epochs: the stream does not simply repeat.
+    assert not all(np.array_equal(a[i][0], a[i + 10][0]) for i in range(10))

@@ -143,11 +143,30 @@ def test_a_one_input_signature_takes_a_bare_columnar_value(client):
         ({"signature_name": "pairs", "inputs": {"x": [[1, "2"]], "flag": [True]}}, "input 'x' expects float32"),
         ({"signature_name": "pairs", "inputs": {"x": [[1, 2]], "flag": [1]}}, "input 'flag' expects bool values"),
         ({"signature_name": "length", "inputs": [{"b64": "%%%"}]}, "holds a 'b64' value that is not base64"),
+        # Valid JSON that no tensor can hold.
+        ({"signature_name": "length", "inputs": ["\ud800"]},
+         "'inputs' cannot be converted to the signature's tensors: UnicodeEncodeError"),
+        ({"signature_name": "pairs", "inputs": {"x": [[10**400, 1]], "flag": [True]}},
+         "'inputs' cannot be converted to the signature's tensors: OverflowError: int too large to convert to float"),
+        ({"signature_name": "length", "instances": json.loads("[" * 70 + '"a"' + "]" * 70)},
+         "'instances' cannot be converted to the signature's tensors: ValueError: maximum supported dimension"),
     ],
 )
 def test_bad_requests_are_400_with_a_message_and_never_run_the_model(client, servable, body, message):
     status, answer = predict(client, body)
     assert status == 400 and message in answer["error"] and list(answer) == ["error"]
+    assert all(function.calls == 0 for function in servable.signatures.values())
+
+
+def test_deep_json_and_messages_quoting_lone_surrogates_are_400_not_500(servable):
+    client = Client(RestApi(servable, max_body_bytes=1 << 20, max_batch_size=4, max_new_tokens=16))
+    # Deeper than the JSON parser's recursion limit, well within the body limit.
+    assert predict(client, "[" * 100_000 + "]" * 100_000) == (
+        400, {"error": "JSON Parse error: the document is nested too deeply"})
+    # The message quotes the request's signature name, which has no UTF-8 form: escaped JSON.
+    response = client.post("/v1/models/toy:predict", data=json.dumps({"signature_name": "\ud800", "inputs": {}}))
+    assert response.status_code == 400 and response.get_data().isascii()
+    assert json.loads(response.get_data()) == {"error": 'Serving signature key "\ud800" not found.'}
     assert all(function.calls == 0 for function in servable.signatures.values())
 
 

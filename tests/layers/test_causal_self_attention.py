@@ -122,3 +122,69 @@ def test_rejects_segment_ids_with_cache():
     cache = np.zeros((BATCH, 2, 8, HEADS, HIDDEN // HEADS), "float32")
     with pytest.raises(ValueError, match="segment_ids"):
         layer(random_floats((BATCH, 1, HIDDEN)), segment_ids=np.ones((BATCH, 1)), cache=cache, cache_index=0)
+
+
+def reference_bidirectional_attention(x, weights, num_heads, padding_mask=None, segment_ids=None):
+    """`reference_attention` without the causal mask: every allowed key, before or after."""
+    qkv_kernel, qkv_bias, output_kernel, output_bias = weights
+    batch, seq, hidden = x.shape
+    head_dim = hidden // num_heads
+    qkv = (x @ qkv_kernel + qkv_bias).reshape(batch, seq, 3, num_heads, head_dim)
+    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (batch, seq, heads, dim)
+    scores = np.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(head_dim)
+    allowed = np.ones((batch, 1, seq, seq), bool)
+    if padding_mask is not None:
+        allowed &= np.asarray(padding_mask, bool)[:, None, None, :]
+    if segment_ids is not None:
+        allowed &= segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    scores = np.where(allowed, scores, -1e9)
+    probabilities = np.exp(scores - scores.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    out = np.einsum("bhqk,bkhd->bqhd", probabilities, value).reshape(batch, seq, hidden)
+    return out @ output_kernel + output_bias
+
+
+@pytest.mark.parametrize("padding_mask", [None, PADDING])
+def test_bidirectional_matches_numpy_reference(padding_mask):
+    layer = CausalSelfAttention(
+        num_heads=HEADS, hidden_dim=HIDDEN, causal=False, bias_initializer="random_normal"
+    )
+    x = random_floats((BATCH, SEQ, HIDDEN))
+    segment_ids = np.array([[1, 1, 1, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1, 1]], "int32")
+    out = layer(x, padding_mask=padding_mask, segment_ids=segment_ids).numpy()
+    expected = reference_bidirectional_attention(
+        x.astype("float64"), layer_weights(layer), HEADS, padding_mask, segment_ids
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_only_bidirectional_attention_sees_later_tokens():
+    x = random_floats((BATCH, SEQ, HIDDEN))
+    changed = x.copy()
+    changed[:, -1] += random_floats((BATCH, HIDDEN), seed=4)  # only the last token changes
+    for causal in (True, False):
+        layer = CausalSelfAttention(num_heads=HEADS, hidden_dim=HIDDEN, causal=causal)
+        first_change = np.abs(layer(changed).numpy()[:, 0] - layer(x).numpy()[:, 0]).max()
+        if causal:
+            assert first_change == 0.0
+        else:
+            assert first_change > 1e-3
+
+
+def test_rotary_positions_restart_each_document():
+    # A document at positions 3..6 of a row, rotated from 0, attends exactly as it does alone.
+    layer = make_layer(use_rotary=True)
+    x = random_floats((BATCH, SEQ, HIDDEN))
+    segment_ids = np.array([[1, 1, 1, 2, 2, 2, 2]] * BATCH, "int32")
+    positions = np.array([[0, 1, 2, 0, 1, 2, 3]] * BATCH, "int32")
+    packed = layer(x, segment_ids=segment_ids, positions=positions).numpy()
+    np.testing.assert_allclose(packed[:, 3:], layer(x[:, 3:]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(packed[:, :3], layer(x[:, :3]).numpy(), atol=1e-5)
+
+
+def test_causal_is_in_the_config_and_a_cache_needs_it():
+    layer = CausalSelfAttention(num_heads=HEADS, hidden_dim=HIDDEN, causal=False)
+    assert assert_config_round_trip(layer).causal is False
+    cache = np.zeros((BATCH, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    with pytest.raises(ValueError, match="causal=False"):
+        layer(random_floats((BATCH, 1, HIDDEN)), cache=cache, cache_index=0)

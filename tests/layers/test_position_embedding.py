@@ -47,3 +47,12 @@ def test_weights_config_training_and_mixed_precision():
 def test_rejects_non_positive_sequence_length():
     with pytest.raises(ValueError, match="sequence_length=0"):
         PositionEmbedding(sequence_length=0)
+
+
+def test_positions_pick_one_row_per_token():
+    layer = make_layer()
+    inputs = random_floats((2, 5, 8))
+    positions = np.array([[0, 1, 2, 0, 1], [0, 1, 2, 3, 4]], "int32")
+    vectors = assert_output_shape(layer, inputs, (2, 5, 8), positions=positions)
+    np.testing.assert_array_equal(vectors.numpy(), layer.get_weights()[0][positions])
+    assert layer.compute_output_shape((2, 5, 8), positions_shape=(2, 5)) == (2, 5, 8)

@@ -51,3 +51,27 @@ def test_config_and_mixed_precision():
 def test_rejects_odd_feature_size():
     with pytest.raises(ValueError, match="even size"):
         RotaryEmbedding()(random_floats((1, 4, 2, 7)))
+
+
+def test_positions_rotate_each_row_by_its_own_positions():
+    x = random_floats((2, 5, 3, 8))  # (batch, seq, heads, dim)
+    positions = np.array([[0, 1, 2, 0, 1], [4, 5, 6, 7, 8]], "int32")
+    rotated = RotaryEmbedding()(x, positions=positions).numpy()
+    for row in range(2):
+        expected = reference_rotary(x[row : row + 1], positions[row])
+        np.testing.assert_allclose(rotated[row : row + 1], expected, atol=1e-5)
+
+
+def test_positions_broadcast_over_leading_and_inner_axes():
+    # The attention layout: (2, batch, heads, seq, dim) with positions (1, batch, 1, seq).
+    x = random_floats((2, 2, 3, 5, 8))
+    positions = np.array([[0, 1, 2, 0, 1], [4, 5, 6, 7, 8]], "int32")
+    rotated = RotaryEmbedding(sequence_axis=-2)(x, positions=positions[None, :, None, :]).numpy()
+    per_row = RotaryEmbedding()(x.transpose(1, 3, 0, 2, 4).reshape(2, 5, 6, 8), positions=positions)
+    expected = per_row.numpy().reshape(2, 5, 2, 3, 8).transpose(2, 0, 3, 1, 4)
+    np.testing.assert_allclose(rotated, expected, atol=1e-6)
+
+
+def test_rejects_positions_of_the_wrong_rank():
+    with pytest.raises(ValueError, match="positions must have one axis per input axis"):
+        RotaryEmbedding()(random_floats((2, 5, 3, 8)), positions=np.zeros((5,), "int32"))

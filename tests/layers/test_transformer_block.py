@@ -77,3 +77,26 @@ def test_rejects_bad_sizes():
         TransformerBlock(num_heads=3, hidden_dim=16, intermediate_dim=32)
     with pytest.raises(ValueError, match="intermediate_dim=0"):
         TransformerBlock(num_heads=2, hidden_dim=16, intermediate_dim=0)
+
+
+def test_bidirectional_block_sees_later_tokens_and_round_trips():
+    x = random_floats((BATCH, SEQ, HIDDEN))
+    changed = x.copy()
+    changed[:, -1] += random_floats((BATCH, HIDDEN), seed=4)
+    encoder = TransformerBlock(
+        num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=INTERMEDIATE, causal=False
+    )
+    assert encoder.self_attention.causal is False
+    assert assert_config_round_trip(encoder).causal is False
+    assert np.abs(encoder(changed).numpy()[:, 0] - encoder(x).numpy()[:, 0]).max() > 1e-3
+    decoder = make_block()
+    np.testing.assert_array_equal(decoder(changed).numpy()[:, 0], decoder(x).numpy()[:, 0])
+
+
+def test_segment_ids_and_positions_reach_the_attention():
+    block = make_block(use_rotary=True)
+    x = random_floats((BATCH, SEQ, HIDDEN))
+    segment_ids = np.array([[1, 1, 2, 2, 2, 2]] * BATCH, "int32")
+    positions = np.array([[0, 1, 0, 1, 2, 3]] * BATCH, "int32")
+    packed = block(x, segment_ids=segment_ids, positions=positions).numpy()
+    np.testing.assert_allclose(packed[:, 2:], block(x[:, 2:]).numpy(), atol=1e-5)

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.test_case import (
     assert_config_round_trip,
@@ -10,7 +11,7 @@ from tests.test_case import (
     reference_block,
     reference_layer_norm,
 )
-from tfllm.models.gpt_backbone import GPTBackbone
+from tfllm.models.gpt_backbone import GPTBackbone, segment_positions
 
 VOCAB, LAYERS, HEADS, HIDDEN, SEQ = 40, 2, 2, 16, 12
 
@@ -108,3 +109,49 @@ def test_rejects_bad_arguments(kwargs, message):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         GPTBackbone(**arguments)
+
+
+def test_segment_positions_restart_at_each_document():
+    segment_ids = np.array([[1, 1, 1, 2, 2, 2, 2, 0, 0], [5, 5, 5, 5, 5, 5, 6, 6, 6]], "int32")
+    expected = np.zeros_like(segment_ids)
+    for row, ids in enumerate(segment_ids):
+        for i in range(1, len(ids)):
+            expected[row, i] = expected[row, i - 1] + 1 if ids[i] == ids[i - 1] else 0
+    np.testing.assert_array_equal(segment_positions(segment_ids).numpy(), expected)
+    compiled = tf.function(segment_positions, jit_compile=True)
+    np.testing.assert_array_equal(compiled(segment_ids).numpy(), expected)
+
+
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_segment_ids_absent_none_or_one_document_agree(position):
+    backbone = make_backbone(position)
+    inputs = make_inputs()
+    absent = backbone(inputs).numpy()
+    one_document = {**inputs, "segment_ids": np.ones((2, 8), "int32")}
+    np.testing.assert_allclose(backbone(one_document).numpy(), absent, atol=1e-6)
+    np.testing.assert_array_equal(backbone({**inputs, "segment_ids": None}).numpy(), absent)
+    traced = tf.function(backbone)
+    np.testing.assert_allclose(traced(inputs).numpy(), absent, atol=1e-6)
+    np.testing.assert_allclose(traced(one_document).numpy(), absent, atol=1e-6)
+
+
+def test_encoder_has_the_decoder_variables_and_sees_later_tokens():
+    encoder, decoder = make_backbone(causal=False), make_backbone()
+    # Same variables in the same order: checkpoints restore by position.
+    assert [w.path for w in encoder.weights] == [w.path for w in decoder.weights]
+    encoder.set_weights(decoder.get_weights())
+    inputs = make_inputs()
+    changed = {key: value.copy() for key, value in inputs.items()}
+    changed["token_ids"][:, 4] = (changed["token_ids"][:, 4] + 1) % VOCAB
+    np.testing.assert_array_equal(decoder(changed).numpy()[:, :4], decoder(inputs).numpy()[:, :4])
+    assert np.abs(encoder(changed).numpy()[:, :4] - encoder(inputs).numpy()[:, :4]).max() > 1e-3
+    assert all(not block.self_attention.causal for block in encoder.transformer_layers)
+
+
+def test_encoder_config_round_trip_and_no_cache():
+    encoder = make_backbone(causal=False)
+    assert assert_config_round_trip(encoder).causal is False
+    assert make_backbone().get_config()["causal"] is True
+    cache = np.zeros((1, LAYERS, 2, SEQ, HEADS, HIDDEN // HEADS), "float32")
+    with pytest.raises(ValueError, match="causal=False"):
+        encoder.call_with_cache(np.array([[5]], "int32"), cache, 0)

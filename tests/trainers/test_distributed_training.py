@@ -24,35 +24,8 @@ from tfllm.callbacks.checkpointer import latest_checkpoint, restore_weights
 from tfllm.data.pipeline import lm_dataset
 from tfllm.flops import training_flops_per_token
 from tfllm.tokenizers import load_tokenizer
-from trainers import causal_lm
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORDS = ("the a model learns to predict next token from text data every step weight gradient batch "
-         "replica worker chief shard").split()
-PEAK_FLOPS = 1e9
-
-
-def tiny(corpus, **changes):
-    """Overrides for a tiny run; `changes` maps section__key to a value."""
-    settings = {
-        "data.path": corpus, "data.blank_line_documents": "true", "data.tokenizer": "char",
-        "data.vocab_size": 96, "data.val_fraction": 0.2,
-        "model.num_layers": 2, "model.num_heads": 2, "model.hidden_dim": 16, "model.intermediate_dim": 32,
-        "model.seq_len": 16, "train.batch_size": 8, "train.steps": 10, "train.eval_every": 5,
-        "train.eval_batches": 2, "train.log_every": 5, "train.warmup_steps": 2, "train.clip_norm": 0.05,
-        "train.samples": 1, "train.sample_tokens": 4, "train.peak_flops": PEAK_FLOPS,
-    }
-    settings.update({key.replace("__", "."): value for key, value in changes.items()})
-    return [f"{key}={value}" for key, value in settings.items()]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    documents = [" ".join(rng.choice(WORDS, rng.integers(8, 30))).capitalize() + "." for _ in range(300)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(documents) + "\n")
-    return str(path)
+from tests.trainers.tiny_runs import PEAK_FLOPS, REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from trainers import causal_lm, common
 
 
 def train_in_process(corpus, strategy, run_dir, **changes):
@@ -124,7 +97,7 @@ def test_training_and_validation_batches_have_static_shapes(mirrored_run, reques
     run_dir, _ = mirrored_run
     strategy = request.getfixturevalue(strategy_fixture)
     config = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
-    stats, tokenizer = causal_lm.prepare_data(config, runs.paths(run_dir))
+    stats, tokenizer = common.prepare_data(config, runs.paths(run_dir))
     train_ds, val_ds, _ = causal_lm.make_datasets(config, stats, tokenizer, strategy)
     for dataset in (train_ds, val_ds):
         specs = tf.nest.flatten(dataset.element_spec, expand_composites=True)
@@ -216,7 +189,7 @@ def single_process_reference(run_dir):
     t, m = config.train, config.model
     # The trainer's order: the seed fixes the shuffles (global seed + op seed) and the init.
     keras.utils.set_random_seed(t.seed)
-    stats, tokenizer = causal_lm.prepare_data(config, runs.paths(run_dir))
+    stats, tokenizer = common.prepare_data(config, runs.paths(run_dir))
     halves = [
         lm_dataset(stats.train_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size // 2, shuffle=True,
                    seed=t.seed, repeat=True, shuffle_buffer=config.data.shuffle_buffer, num_shards=2,
@@ -227,8 +200,8 @@ def single_process_reference(run_dir):
         lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0))
     )
     model = runs.build_causal_lm(m, tokenizer.vocabulary_size, config.max_seq_len)
-    xla = causal_lm.jit_compile(t.jit_compile, tf.distribute.get_strategy())
-    model.compile(optimizer=causal_lm.make_optimizer(t), jit_compile=xla)
+    xla = common.jit_compile(t.jit_compile, tf.distribute.get_strategy())
+    model.compile(optimizer=common.make_optimizer(t), jit_compile=xla)
     initial = [w.numpy() for w in model.weights]
     model.fit(both, epochs=1, steps_per_epoch=t.steps, verbose=0, shuffle=False)
     return model, initial, [w.numpy() for w in model.weights]

@@ -1,56 +1,154 @@
-"""Keeps the last few training checkpoints and the best one by validation loss."""
+"""Resumable training checkpoints: the last few, the best one, and one on SIGTERM/SIGINT.
+
+A training checkpoint holds everything a run needs to continue exactly where it stopped: model
+weights, optimizer state (its step counter included), the random-generator states of dropout,
+whatever `extra` state the trainer adds (the metrics logger's partial interval), and a
+fingerprint of the config and tokenizer it belongs to. The input pipeline's position follows from
+the step: the pipelines are deterministic, and a resumed run skips the batches already consumed.
+"""
 
 import json
+import math
 import os
+import signal
 
 import keras
 import tensorflow as tf
+
+from tfllm.errors import TrainingInterrupted
 
 LATEST_DIR = "latest"
 BEST_DIR = "best"
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves model and optimizer state after every validation.
+    """Saves the training state after every validation, every `every` steps and on a signal.
 
-    `directory/latest/` holds the last `keep` checkpoints (`tf.train.CheckpointManager`, which
-    writes the files before it updates its index, so a crash mid-save leaves the previous
-    checkpoint usable); `directory/best/` holds the one with the lowest `val_loss`, with its step
-    and loss in `best.json`.
+    `directory/latest/` holds the last `keep` checkpoints, `directory/best/` the one with the
+    best `monitor` value (lowest for `mode="min"`) and its step and value in `best.json`. Saves go
+    through `tf.train.CheckpointManager`: TensorFlow writes the data under a temporary prefix and
+    renames it, then rewrites the index file atomically, so a crash mid-save leaves the previous
+    checkpoint the newest usable one. A checkpoint is never written from a non-finite loss.
+
+    While training runs, SIGTERM and SIGINT (preemption, Ctrl-C) make it save at the end of the
+    current step and raise `TrainingInterrupted`; `interrupted_at` then holds that step.
 
     Args:
         directory: str. The run's `checkpoints/` directory.
         keep: int. Recent checkpoints to keep.
+        monitor: str. The validation metric that picks the best checkpoint.
+        mode: `"min"` or `"max"`: whether lower or higher `monitor` is better.
+        every: int. Also save every this many optimizer steps; 0 saves at validations only.
+        extra: dict of name -> trackable saved along (e.g. `{"logger": logger.state}`).
+        fingerprint: str. Identifies the config and tokenizer; stored in every checkpoint.
+        handle_signals: bool. Install the SIGTERM/SIGINT handlers while training runs.
     """
 
-    def __init__(self, directory, keep=3):
+    def __init__(self, directory, keep=3, monitor="val_loss", mode="min", every=0, extra=None,
+                 fingerprint="", handle_signals=False):
         super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
         self.directory = directory
         self.keep = keep
-        self.best_loss = float("inf")
+        self.monitor = monitor
+        self.mode = mode
+        self.every = every
+        self.extra = dict(extra or {})
+        self.fingerprint = fingerprint
+        self.handle_signals = handle_signals
+        self.best_value = read_best(directory, monitor, mode)
+        self.interrupted_at = None
+        self._signal = None
+        self._previous_handlers = {}
+
+    def _improved(self, value):
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
 
     def on_train_begin(self, logs=None):
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        checkpoint = training_checkpoint(self.model)
+        self._checkpoint = training_checkpoint(self.model, self.extra, self.fingerprint)
         self._latest = tf.train.CheckpointManager(
-            checkpoint, os.path.join(self.directory, LATEST_DIR), max_to_keep=self.keep
+            self._checkpoint, os.path.join(self.directory, LATEST_DIR), max_to_keep=self.keep
         )
         self._best = tf.train.CheckpointManager(
-            checkpoint, os.path.join(self.directory, BEST_DIR), max_to_keep=1
+            self._checkpoint, os.path.join(self.directory, BEST_DIR), max_to_keep=1
         )
+        self._signal = None
+        if self.handle_signals:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous_handlers[number] = signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number, frame):
+        # Only a flag: saving inside a signal handler could interrupt a running TensorFlow call.
+        self._signal = number
+
+    def on_train_end(self, logs=None):
+        self.release_signals()
+
+    def release_signals(self):
+        """Put back the signal handlers of before training. Keras skips `on_train_end` when an
+        exception ends `fit`, so whoever catches one calls this too."""
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+        self._previous_handlers = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if self._signal is not None:
+            self.interrupted_at = step
+            saved = self.save_latest(step) if _finite(logs) else self._latest.latest_checkpoint
+            name = signal.Signals(self._signal).name
+            self.release_signals()
+            # Raised, not `stop_training`: Keras would still run a validation before stopping.
+            raise TrainingInterrupted(
+                f"stopped by {name} at step {step}; the newest checkpoint is {saved}; "
+                "run the same command again to resume"
+            )
+        # A validation follows the last step of an epoch, and the checkpoint is saved after it.
+        epoch_end = batch + 1 >= self.params.get("steps", math.inf) or self.model.stop_training
+        if self.every and step % self.every == 0 and not epoch_end and _finite(logs):
+            self.save_latest(step)
+
+    def save_latest(self, step):
+        """Save the state at `step` into latest/ (once per step); returns its path."""
+        path = os.path.join(self._latest.directory, f"ckpt-{step}")
+        if self._latest.latest_checkpoint != path:
+            path = self._latest.save(checkpoint_number=step)
+        return path
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        self._latest.save(checkpoint_number=step)
-        val_loss = (logs or {}).get("val_loss")
-        if val_loss is not None and val_loss < self.best_loss:
-            self.best_loss = float(val_loss)
+        if not _finite(logs):
+            return
+        step = self._step()
+        self.save_latest(step)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and self._improved(value):
+            self.best_value = float(value)
             self._best.save(checkpoint_number=step)
             info_path = os.path.join(self.directory, BEST_DIR, "best.json")
             with open(info_path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump({"step": step, "val_loss": self.best_loss}, f)
+                json.dump({"step": step, self.monitor: self.best_value}, f)
             os.replace(info_path + ".tmp", info_path)
+
+
+def _finite(logs):
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
+
+
+def read_best(directory, monitor, mode):
+    """The best `monitor` value recorded in `directory/best/best.json`, or the worst possible."""
+    worst = float("inf") if mode == "min" else -float("inf")
+    path = os.path.join(directory, BEST_DIR, "best.json")
+    if not os.path.exists(path):
+        return worst
+    with open(path, encoding="utf-8") as f:
+        return float(json.load(f).get(monitor, worst))
 
 
 def variables_in_order(variables):
@@ -67,12 +165,31 @@ def variables_in_order(variables):
     return module
 
 
-def training_checkpoint(model):
-    """Model weights and optimizer state (the optimizer must be built)."""
+def rng_variables(model):
+    """The random-generator states (dropout seeds) of `model`: its variables that are not weights."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def training_checkpoint(model, extra=None, fingerprint=""):
+    """Model weights, optimizer state (the optimizer must be built), RNG states, `extra`
+    trackables and the run fingerprint."""
+    run = tf.Module()
+    run.fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False)
     return tf.train.Checkpoint(
         model=variables_in_order(model.weights),
         optimizer=variables_in_order(model.optimizer.variables),
+        rng=variables_in_order(rng_variables(model)),
+        run=run,
+        **(extra or {}),
     )
+
+
+def restore_training_state(model, path, extra=None):
+    """Restore everything `training_checkpoint` saved; returns the stored fingerprint."""
+    checkpoint = training_checkpoint(model, extra)
+    checkpoint.restore(path).assert_existing_objects_matched()
+    return checkpoint.run.fingerprint.numpy().decode("utf-8")
 
 
 def restore_weights(model, path):
@@ -80,6 +197,11 @@ def restore_weights(model, path):
     status = tf.train.Checkpoint(model=variables_in_order(model.weights)).restore(path)
     status.expect_partial().assert_existing_objects_matched()
     return model
+
+
+def checkpoint_step(path):
+    """The step of a checkpoint path (`.../ckpt-120` -> 120)."""
+    return int(path.rsplit("-", 1)[1])
 
 
 def latest_checkpoint(directory, prefer_best=True):

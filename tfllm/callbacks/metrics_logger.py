@@ -14,10 +14,10 @@ class MetricsLogger(keras.callbacks.Callback):
     Keras reports `loss` as a running mean since the start of the epoch; this callback turns it
     back into the mean over the last logging interval, so each record says how the model does
     now, not on average since the last validation. Every validation (Keras epoch end) adds
-    `val_loss` and `val_perplexity` to the record of that step. Records go to `metrics.jsonl`
+    `val_loss`, `val_perplexity` and `val_accuracy` to the record of that step. Records go to `metrics.jsonl`
     (one JSON object per line, appended and flushed at once) and to TensorBoard scalars
     `train/loss`, `train/learning_rate`, `train/tokens_per_sec`, `train/mfu`, `val/loss`,
-    `val/perplexity`.
+    `val/perplexity`, `val/accuracy`.
 
     Args:
         metrics_path: str. Path of `metrics.jsonl`, or None to skip it.
@@ -40,6 +40,12 @@ class MetricsLogger(keras.callbacks.Callback):
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
         self._writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+        # The loss summed over the steps since the last record, and their count: checkpointed with
+        # the run (`state`), so the first record after a resume covers the same steps as it would
+        # have without the interruption.
+        self.state = tf.Module()
+        self.state.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.state.steps = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def _step(self):
         return int(self.model.optimizer.iterations.numpy())
@@ -56,6 +62,11 @@ class MetricsLogger(keras.callbacks.Callback):
         self._mark_time, self._pending = time.perf_counter(), None
 
     def on_train_batch_end(self, batch, logs=None):
+        # Keras's `loss` is the mean of the epoch's batches so far; undo the running mean.
+        loss_sum = float(logs["loss"]) * (batch + 1)
+        self.state.loss_sum.assign_add(loss_sum - self._epoch_loss_sum)
+        self.state.steps.assign_add(batch + 1 - self._epoch_batches)
+        self._epoch_loss_sum, self._epoch_batches = loss_sum, batch + 1
         step = self._step()
         if step >= self.total_steps:
             self.model.stop_training = True
@@ -73,14 +84,17 @@ class MetricsLogger(keras.callbacks.Callback):
         if "val_loss" in logs:
             record["val_loss"] = float(logs["val_loss"])
             record["val_perplexity"] = math.exp(min(record["val_loss"], 80.0))
+        if "val_accuracy" in logs:
+            # Token accuracy for language models (masked tokens only for masked LM), example
+            # accuracy for classifiers.
+            record["val_accuracy"] = float(logs["val_accuracy"])
         self._write(record)
 
     def _train_record(self, batch, logs):
-        # Keras's `loss` is the mean of the epoch's batches so far; undo the running mean.
-        loss_sum = float(logs["loss"]) * (batch + 1)
-        batches = batch + 1 - self._epoch_batches
-        interval_loss = (loss_sum - self._epoch_loss_sum) / max(batches, 1)
-        self._epoch_loss_sum, self._epoch_batches = loss_sum, batch + 1
+        batches = int(self.state.steps.numpy())
+        interval_loss = float(self.state.loss_sum.numpy()) / max(batches, 1)
+        self.state.loss_sum.assign(0.0)
+        self.state.steps.assign(0)
         now, step = time.perf_counter(), self._step()
         elapsed = max(now - self._mark_time, 1e-9)
         tokens_per_sec = (step - self._mark_step) * self.tokens_per_step / elapsed
@@ -104,7 +118,7 @@ class MetricsLogger(keras.callbacks.Callback):
             return
         tags = {"loss": "train/loss", "learning_rate": "train/learning_rate",
                 "tokens_per_sec": "train/tokens_per_sec", "mfu": "train/mfu", "val_loss": "val/loss",
-                "val_perplexity": "val/perplexity"}
+                "val_perplexity": "val/perplexity", "val_accuracy": "val/accuracy"}
         with self._writer.as_default(step=record["step"]):
             for key, tag in tags.items():
                 if key in record:

@@ -4,7 +4,9 @@ Documents are tokenized in-graph `docs_per_batch` at a time, each followed by
 the end-of-sequence id, and the resulting token stream is cut into contiguous
 blocks of `seq_len + 1` tokens with `Dataset.rebatch`, so a block may span
 document boundaries and no token is padded or lost except the incomplete
-block at the very end of a non-repeated pass.
+block at the very end of a non-repeated pass. With `pack=True` each block also
+carries segment ids that number its documents, so that attention can stay
+inside one document.
 """
 
 from typing import Optional, Sequence, Union
@@ -31,6 +33,7 @@ def lm_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     eos_id: Optional[int] = None,
+    pack: bool = False,
 ) -> tf.data.Dataset:
     """A dataset of `(x, y)` int32 batches of static shape `(batch_size, seq_len)`.
 
@@ -54,6 +57,13 @@ def lm_dataset(
         shard_index: which of the `num_shards` parts this pipeline reads.
         eos_id: the id appended after every document; `None` means
             `tfllm.tokenizers.EOS_ID`.
+        pack: make `x` a dict of `"token_ids"` and `"segment_ids"`, both
+            `(batch_size, seq_len)`: the segment id is 1 for the first
+            document of a row and grows by one after each end-of-sequence id
+            (`segment_ids`). The model derives positions from them.
+
+    Returns:
+        `(x, y)` batches; `y` is always the `(batch_size, seq_len)` next ids.
 
     Example:
 
@@ -61,19 +71,83 @@ def lm_dataset(
     >>> train = lm_dataset(stats.files["train"], tokenizer, seq_len=128,
     ...                    batch_size=32, shuffle=True, seed=0, repeat=True)  # doctest: +SKIP
     """
-    for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("shuffle_buffer", shuffle_buffer)):
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive. Received: seq_len={seq_len}")
+    eos_id = _default_eos(eos_id)
+    batches = token_blocks(
+        files, tokenizer, block_len=seq_len + 1, batch_size=batch_size, shuffle=shuffle, seed=seed,
+        repeat=repeat, shuffle_buffer=shuffle_buffer, docs_per_batch=docs_per_batch, num_shards=num_shards,
+        shard_index=shard_index, eos_id=eos_id,
+    )
+
+    def shift(blocks):
+        x, y = blocks[:, :-1], blocks[:, 1:]  # (batch_size, seq_len) each
+        if pack:
+            x = {"token_ids": x, "segment_ids": segment_ids(x, eos_id)}
+        return x, y
+
+    return batches.map(shift, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def token_blocks(
+    files: Union[str, Sequence[str]],
+    tokenizer,
+    *,
+    block_len: int,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    repeat: bool,
+    shuffle_buffer: int = 10_000,
+    docs_per_batch: int = 64,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    eos_id: Optional[int] = None,
+) -> tf.data.Dataset:
+    """Batches of `block_len` consecutive ids of the token stream, int32 `(batch_size, block_len)`.
+
+    The stream every pretraining pipeline cuts: `lm_dataset` takes blocks of
+    `seq_len + 1` and shifts them, a masked LM takes blocks of `seq_len`. The
+    arguments are those of `lm_dataset`.
+    """
+    for name, value in (("block_len", block_len), ("batch_size", batch_size), ("shuffle_buffer", shuffle_buffer)):
         if value < 1:
             raise ValueError(f"{name} must be positive. Received: {name}={value}")
     tokens = _token_chunks(
         files, tokenizer, docs_per_batch=docs_per_batch, shuffle=shuffle, seed=seed, repeat=repeat,
         num_shards=num_shards, shard_index=shard_index, eos_id=eos_id,
     )
-    # Same result as unbatch().batch(seq_len + 1), without one dataset element per token.
-    blocks = tokens.rebatch(seq_len + 1, drop_remainder=True)  # (seq_len + 1,)
+    # Same result as unbatch().batch(block_len), without one dataset element per token.
+    blocks = tokens.rebatch(block_len, drop_remainder=True)  # (block_len,)
     if shuffle:
-        blocks = blocks.shuffle(shuffle_buffer, seed=seed)
-    batches = blocks.batch(batch_size, drop_remainder=True)  # (batch_size, seq_len + 1)
-    return batches.map(_shift, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        # One pass over an endless stream; the same order for every iterator (see above).
+        blocks = blocks.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    options = tf.data.Options()
+    # Tokenizer state is lookup tables fixed at construction (and caches that never change a
+    # result), so an iterator checkpoint may leave it out: without this, saving the iterator
+    # with tf.train.Checkpoint fails on the tokenizer's stateful ops.
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return blocks.batch(batch_size, drop_remainder=True).with_options(options)  # (batch_size, block_len)
+
+
+def segment_ids(token_ids: tf.Tensor, eos_id: int) -> tf.Tensor:
+    """Numbers the documents of each row: 1 for the first, +1 at every `eos_id`.
+
+    The end-of-sequence id between two documents begins the next one, so every
+    packed document starts like a generation prompt (EOS, then its tokens) and
+    its last token predicts the EOS that ends it. A row that starts inside a
+    document starts at 1 all the same.
+
+    Args:
+        token_ids: int tensor of shape `(batch, seq)`.
+        eos_id: the id that ends a document.
+
+    Returns:
+        int32 tensor of shape `(batch, seq)`.
+    """
+    ends = tf.cast(tf.equal(token_ids, tf.cast(eos_id, token_ids.dtype)), tf.int32)
+    # Inclusive: an EOS counts itself, so it opens the next document.
+    return tf.cumsum(ends, axis=1) + 1
 
 
 def count_tokens(
@@ -97,23 +171,24 @@ def _token_chunks(files, tokenizer, *, docs_per_batch, shuffle, seed, repeat, nu
         raise ValueError(
             f"shard_index must be in [0, num_shards). Received: shard_index={shard_index}, num_shards={num_shards}"
         )
-    if eos_id is None:
-        # Imported here so that the data package does not need the tokenizer package to load.
-        from tfllm.tokenizers import EOS_ID as eos_id
-    documents = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        documents = documents.shuffle(len(files), seed=seed)
-    documents = documents.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), _SHUFFLE_CYCLE_LENGTH) if shuffle else 1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if num_shards > 1:
-        documents = documents.shard(num_shards, shard_index)
-    if repeat:
-        # Repeating documents, not blocks, lets blocks span epochs and re-runs the file shuffle.
-        documents = documents.repeat()
+    eos_id = _default_eos(eos_id)
+    files = tf.constant(files)
+    cycle_length = min(len(files), _SHUFFLE_CYCLE_LENGTH) if shuffle else 1
+
+    def epoch_documents(epoch):
+        # The file order of an epoch is a function of (seed, epoch) alone, not of how many
+        # iterators the dataset made before: every iterator (Keras makes one to build the model,
+        # a resumed run makes a new one) yields the same stream, which a resume can skip into.
+        order = tf.random.experimental.stateless_shuffle(files, seed=[seed, epoch]) if shuffle else files
+        documents = tf.data.Dataset.from_tensor_slices(order).interleave(
+            tf.data.TFRecordDataset, cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        return documents.shard(num_shards, shard_index) if num_shards > 1 else documents
+
+    # Repeating documents, not blocks, lets blocks span epochs and reshuffles the files.
+    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    documents = epochs.flat_map(epoch_documents)
 
     def tokenize(texts):
         ids = tokenizer.tokenize(texts)
@@ -126,8 +201,13 @@ def _token_chunks(files, tokenizer, *, docs_per_batch, shuffle, seed, repeat, nu
     return documents.batch(docs_per_batch).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _shift(blocks):
-    return blocks[:, :-1], blocks[:, 1:]  # (batch_size, seq_len) each
+def _default_eos(eos_id: Optional[int]) -> int:
+    if eos_id is not None:
+        return eos_id
+    # Imported here so that the data package does not need the tokenizer package to load.
+    from tfllm.tokenizers import EOS_ID
+
+    return EOS_ID
 
 
 def _check_files(files) -> list:

@@ -104,10 +104,12 @@ def _iter_jsonl(f: BinaryIO, path: str) -> Iterator[Document]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(
-                f"{where} is not valid JSON ({e.msg} at column {e.colno}). Each line of a "
-                '.jsonl file must be one JSON object with a "text" string.'
-            ) from None
+            raise _invalid_json(where, f"{e.msg} at column {e.colno}") from None
+        except ValueError:
+            # Python refuses integers of more than 4300 digits, and json says so with a plain ValueError.
+            raise _invalid_json(where, "a number too long to read") from None
+        except RecursionError:
+            raise _invalid_json(where, "arrays or objects nested too deeply") from None
         if not isinstance(record, dict):
             raise UserError(
                 f'{where} is a JSON {_JSON_TYPES[type(record)]}; expected an object with a "text" string.'
@@ -124,6 +126,13 @@ def _iter_jsonl(f: BinaryIO, path: str) -> Iterator[Document]:
                 "which is not valid Unicode. Fix the record or drop it."
             ) from None
         yield Document(text=text, source=where)
+
+
+def _invalid_json(where: str, problem: str) -> UserError:
+    return UserError(
+        f"{where} is not valid JSON ({problem}). Each line of a "
+        '.jsonl file must be one JSON object with a "text" string.'
+    )
 
 
 def _iter_blocks(f: BinaryIO, path: str) -> Iterator[Document]:

@@ -12,22 +12,32 @@ _MASK_VALUE = -1e9
 
 
 def _attention_bias(
-    query_length, key_length, query_start=0, padding_mask=None, segment_ids=None
+    query_length,
+    key_length,
+    query_start=0,
+    causal=True,
+    padding_mask=None,
+    segment_ids=None,
 ):
     """Float32 additive mask: 0 where a query may attend a key, -1e9 elsewhere.
 
     Query `i` sits at position `query_start + i` and key `j` at position `j`.
-    A query attends keys at or before its position, that are real tokens
-    (`padding_mask` of shape `(batch, key_length)`, 1 = real) and that carry
-    its own segment id (`segment_ids` of shape `(batch, seq)`, self-attention
-    without cache only). Returns shape `(1 or batch, 1, query_length, key_length)`.
+    A query attends keys at or before its position when `causal`, that are
+    real tokens (`padding_mask` of shape `(batch, key_length)`, 1 = real) and
+    that carry its own segment id (`segment_ids` of shape `(batch, seq)`,
+    self-attention without cache only). Returns shape
+    `(1 or batch, 1, query_length, key_length)`.
     """
-    query_positions = ops.arange(query_length) + ops.cast(query_start, "int32")
-    key_positions = ops.arange(key_length)
-    # (query_length, key_length)
-    allowed = ops.expand_dims(key_positions, 0) <= ops.expand_dims(query_positions, 1)
-    # (1, 1, query_length, key_length)
-    allowed = allowed[None, None, :, :]
+    if causal:
+        query_positions = ops.arange(query_length) + ops.cast(query_start, "int32")
+        key_positions = ops.arange(key_length)
+        # (query_length, key_length)
+        allowed = ops.expand_dims(key_positions, 0) <= ops.expand_dims(query_positions, 1)
+        # (1, 1, query_length, key_length)
+        allowed = allowed[None, None, :, :]
+    else:
+        # (1, 1, query_length, key_length)
+        allowed = ops.ones((1, 1, query_length, key_length), "bool")
     if padding_mask is not None:
         # (batch, 1, 1, key_length)
         real_keys = ops.cast(padding_mask, "bool")[:, None, None, :]
@@ -44,6 +54,9 @@ def _attention_bias(
 @keras.saving.register_keras_serializable(package="tfllm")
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head self-attention where each token sees only earlier tokens.
+
+    With `causal=False` every token sees every other one (a bidirectional
+    encoder, as BERT); padding and segment masks apply either way.
 
     Queries, keys and values come from ONE `Dense(3 * hidden_dim)` whose output
     is laid out as `(3, num_heads, head_dim)`, so a single MatMul and a single
@@ -64,6 +77,8 @@ class CausalSelfAttention(keras.layers.Layer):
         use_rotary: bool. Rotate queries and keys by their positions (RoPE).
             Defaults to `False`.
         max_wavelength: float. The RoPE maximum wavelength. Defaults to `10000`.
+        causal: bool. Mask out later tokens. A cache needs `True`.
+            Defaults to `True`.
         kernel_initializer: initializer of both projection kernels.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of both projection biases.
@@ -78,6 +93,9 @@ class CausalSelfAttention(keras.layers.Layer):
         segment_ids: optional int tensor of shape `(batch, seq)`. Tokens attend
             only tokens with an equal id (packed documents). Not allowed with
             a cache.
+        positions: optional int tensor of shape `(batch, seq)`, the position
+            of every token for rotary embeddings, so that each packed
+            document starts at 0. Not allowed with a cache.
         cache: optional float tensor of shape
             `(batch, 2, max_len, num_heads, head_dim)`: keys then values.
         cache_index: int or scalar int tensor, the position of `x[:, 0]`;
@@ -97,6 +115,9 @@ class CausalSelfAttention(keras.layers.Layer):
     cache = np.zeros((2, 2, 12, 2, 8), "float32")
     out, cache = attention(x, cache=cache, cache_index=0)  # prompt
     step, cache = attention(x[:, :1], cache=cache, cache_index=8)  # next token
+
+    encoder = CausalSelfAttention(num_heads=2, hidden_dim=16, causal=False)
+    out = encoder(x, segment_ids=np.array([[1, 1, 1, 2, 2, 2, 2, 2]] * 2))
     ```
     """
 
@@ -107,6 +128,7 @@ class CausalSelfAttention(keras.layers.Layer):
         dropout=0.0,
         use_rotary=False,
         max_wavelength=10000,
+        causal=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -124,6 +146,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.dropout = dropout
         self.use_rotary = use_rotary
         self.max_wavelength = max_wavelength
+        self.causal = causal
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.head_dim = hidden_dim // num_heads
@@ -176,14 +199,23 @@ class CausalSelfAttention(keras.layers.Layer):
         x,
         padding_mask=None,
         segment_ids=None,
+        positions=None,
         cache=None,
         cache_index=None,
         training=None,
     ):
-        if cache is not None and cache_index is None:
-            raise ValueError("cache_index is required when a cache is given.")
-        if cache is not None and segment_ids is not None:
-            raise ValueError("segment_ids cannot be combined with a cache.")
+        if cache is not None:
+            if not self.causal:
+                raise ValueError(
+                    "A cache needs causal attention: later tokens are not in it "
+                    "yet. Received: causal=False with a cache."
+                )
+            if cache_index is None:
+                raise ValueError("cache_index is required when a cache is given.")
+            if segment_ids is not None or positions is not None:
+                raise ValueError(
+                    "segment_ids and positions cannot be combined with a cache."
+                )
         shape = ops.shape(x)
         batch_size, sequence_length = shape[0], shape[1]
 
@@ -199,7 +231,13 @@ class CausalSelfAttention(keras.layers.Layer):
         start = 0 if cache is None else cache_index
         if self.rotary_embedding is not None:
             # (2, batch, heads, seq, head_dim)
-            query_key = self.rotary_embedding(qkv[:2], start_index=start)
+            if positions is None:
+                query_key = self.rotary_embedding(qkv[:2], start_index=start)
+            else:
+                # (1, batch, 1, seq): the axes of (2, batch, heads, seq, head_dim)
+                # up to the sequence axis.
+                positions = positions[None, :, None, :]
+                query_key = self.rotary_embedding(qkv[:2], positions=positions)
             query, key = ops.unstack(query_key, 2, axis=0)
             value = qkv[2]
         else:
@@ -209,6 +247,7 @@ class CausalSelfAttention(keras.layers.Layer):
             bias = _attention_bias(
                 sequence_length,
                 sequence_length,
+                causal=self.causal,
                 padding_mask=padding_mask,
                 segment_ids=segment_ids,
             )
@@ -280,6 +319,7 @@ class CausalSelfAttention(keras.layers.Layer):
                 "dropout": self.dropout,
                 "use_rotary": self.use_rotary,
                 "max_wavelength": self.max_wavelength,
+                "causal": self.causal,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }

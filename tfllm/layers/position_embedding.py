@@ -1,6 +1,7 @@
 """Learned absolute position embedding."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -11,7 +12,8 @@ class PositionEmbedding(keras.layers.Layer):
     The layer returns the position vectors for the positions of its input; the
     caller adds them to the token embeddings. The result has a leading axis of
     size 1 so that the addition broadcasts over the batch without materializing
-    a `(batch, seq, hidden_dim)` copy.
+    a `(batch, seq, hidden_dim)` copy. Given per-token `positions` (packed
+    documents, each starting again at 0) it returns one vector per token.
 
     Args:
         sequence_length: int. The number of positions that have a vector.
@@ -24,16 +26,20 @@ class PositionEmbedding(keras.layers.Layer):
             embeddings; only its shape is read.
         start_index: int or scalar int tensor. The position of the first
             element; cached decoding passes the cache index. Defaults to `0`.
+        positions: optional int tensor of shape `(batch, seq)`, the position
+            of every token, used instead of `start_index`.
 
     Returns:
         Tensor of shape `(1, seq, hidden_dim)` with rows
-        `start_index .. start_index + seq - 1`.
+        `start_index .. start_index + seq - 1`, or of shape
+        `(batch, seq, hidden_dim)` with the rows of `positions`.
 
     Example:
     ```python
     tokens = np.random.rand(2, 5, 16).astype("float32")
     layer = PositionEmbedding(sequence_length=32)
     embedded = tokens + layer(tokens)  # (2, 5, 16)
+    restarted = layer(tokens, positions=np.array([[0, 1, 0, 1, 2]] * 2))  # (2, 5, 16)
     ```
     """
 
@@ -56,7 +62,10 @@ class PositionEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, positions=None):
+        if positions is not None:
+            # (batch, seq, hidden_dim)
+            return tf.gather(self.position_embeddings, positions)
         sequence_length = ops.shape(inputs)[1]
         hidden_dim = ops.shape(self.position_embeddings)[1]
         positions = ops.slice(
@@ -65,7 +74,9 @@ class PositionEmbedding(keras.layers.Layer):
         # (1, seq, hidden_dim)
         return ops.expand_dims(positions, 0)
 
-    def compute_output_shape(self, inputs_shape):
+    def compute_output_shape(self, inputs_shape, positions_shape=None):
+        if positions_shape is not None:
+            return (positions_shape[0], positions_shape[1], inputs_shape[-1])
         return (1, inputs_shape[1], inputs_shape[-1])
 
     def get_config(self):

@@ -29,6 +29,11 @@ class RotaryEmbedding(keras.layers.Layer):
         start_index: int or scalar int tensor. Position of the first element
             along `sequence_axis`; cached decoding passes the cache index so a
             new token is rotated by its true position. Defaults to `0`.
+        positions: optional int tensor, the position of every element, used
+            instead of `start_index` so that positions can restart inside a
+            row (packed documents). Its shape is the input's shape up to and
+            including `sequence_axis`, with size 1 on axes to broadcast over:
+            `(batch, seq)` for the default `sequence_axis=1`.
 
     Example:
     ```python
@@ -36,6 +41,7 @@ class RotaryEmbedding(keras.layers.Layer):
     query = np.random.rand(2, 8, 4, 16).astype("float32")  # (batch, seq, heads, dim)
     rotated = rotary(query)  # same shape
     next_token = rotary(query[:, :1], start_index=8)  # rotated as position 8
+    restarted = rotary(query, positions=np.array([[0, 1, 2, 0, 1, 2, 3, 4]] * 2))
     ```
     """
 
@@ -58,7 +64,7 @@ class RotaryEmbedding(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, positions=None):
         rank = len(inputs.shape)
         sequence_axis = self.sequence_axis % rank
         feature_dim = inputs.shape[-1]
@@ -66,19 +72,27 @@ class RotaryEmbedding(keras.layers.Layer):
         exponents = np.arange(0, feature_dim, 2, dtype="float64") / feature_dim
         inverse_frequencies = (1.0 / self.max_wavelength**exponents).astype("float32")
 
-        sequence_length = ops.shape(inputs)[sequence_axis]
-        positions = ops.arange(sequence_length, dtype="float32")
-        positions = positions + ops.cast(start_index, "float32")
-        # (seq, dim / 2)
-        angles = ops.expand_dims(positions, 1) * inverse_frequencies
-        # (seq, dim): both halves of a pair share one angle.
+        if positions is None:
+            sequence_length = ops.shape(inputs)[sequence_axis]
+            positions = ops.arange(sequence_length, dtype="float32")
+            positions = positions + ops.cast(start_index, "float32")
+            # (1, ..., seq): a position axis alone, broadcast over every other axis.
+            positions = ops.reshape(positions, [1] * sequence_axis + [-1])
+        elif len(positions.shape) != sequence_axis + 1:
+            raise ValueError(
+                "positions must have one axis per input axis up to and including "
+                f"sequence_axis. Received: positions.shape={positions.shape}, "
+                f"inputs.shape={inputs.shape}, sequence_axis={self.sequence_axis}"
+            )
+        # (..., seq, dim / 2)
+        angles = ops.expand_dims(ops.cast(positions, "float32"), -1) * inverse_frequencies
+        # (..., seq, dim): both halves of a pair share one angle.
         angles = ops.concatenate([angles, angles], axis=-1)
-        broadcast_shape = [1] * rank
-        broadcast_shape[sequence_axis] = -1
-        broadcast_shape[-1] = feature_dim
-        # (1, ..., seq, ..., dim)
-        cos = ops.reshape(ops.cast(ops.cos(angles), inputs.dtype), broadcast_shape)
-        sin = ops.reshape(ops.cast(ops.sin(angles), inputs.dtype), broadcast_shape)
+        # (..., seq, 1, ..., 1, dim): broadcast over the axes between positions and features.
+        for _ in range(rank - sequence_axis - 2):
+            angles = ops.expand_dims(angles, -2)
+        cos = ops.cast(ops.cos(angles), inputs.dtype)
+        sin = ops.cast(ops.sin(angles), inputs.dtype)
 
         first_half, second_half = ops.split(inputs, 2, axis=-1)
         rotated_half = ops.concatenate([-second_half, first_half], axis=-1)

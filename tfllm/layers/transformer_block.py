@@ -1,4 +1,4 @@
-"""Pre-norm decoder block: attention and MLP, each around a residual."""
+"""Pre-norm transformer block: attention and MLP, each around a residual."""
 
 import keras
 from keras import ops
@@ -8,7 +8,7 @@ from tfllm.layers.causal_self_attention import CausalSelfAttention
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class TransformerBlock(keras.layers.Layer):
-    """One GPT-2 style decoder block.
+    """One GPT-2 style decoder block (or encoder block, with `causal=False`).
 
     `x + dropout(attention(norm(x)))`, then `x + dropout(mlp(norm(x)))` with
     `mlp = Dense(hidden_dim)(gelu_tanh(Dense(intermediate_dim)(.)))`.
@@ -24,6 +24,8 @@ class TransformerBlock(keras.layers.Layer):
             attention probabilities. Defaults to `0.0`.
         use_rotary: bool. Rotary positions in attention. Defaults to `False`.
         max_wavelength: float. The RoPE maximum wavelength. Defaults to `10000`.
+        causal: bool. Causal attention; `False` lets every token attend every
+            other one (a BERT-style encoder block). Defaults to `True`.
         layer_norm_epsilon: float. Defaults to `1e-5`.
         kernel_initializer: initializer of every kernel.
             Defaults to `"glorot_uniform"`.
@@ -31,7 +33,7 @@ class TransformerBlock(keras.layers.Layer):
 
     Call arguments:
         x: float tensor of shape `(batch, seq, hidden_dim)`.
-        padding_mask, segment_ids, cache, cache_index: passed to
+        padding_mask, segment_ids, positions, cache, cache_index: passed to
             `CausalSelfAttention` unchanged; see there.
         training: bool. Enables dropout.
 
@@ -55,6 +57,7 @@ class TransformerBlock(keras.layers.Layer):
         dropout=0.0,
         use_rotary=False,
         max_wavelength=10000,
+        causal=True,
         layer_norm_epsilon=1e-5,
         kernel_initializer="glorot_uniform",
         **kwargs,
@@ -71,6 +74,7 @@ class TransformerBlock(keras.layers.Layer):
         self.dropout = dropout
         self.use_rotary = use_rotary
         self.max_wavelength = max_wavelength
+        self.causal = causal
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
@@ -85,6 +89,7 @@ class TransformerBlock(keras.layers.Layer):
             dropout=dropout,
             use_rotary=use_rotary,
             max_wavelength=max_wavelength,
+            causal=causal,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name="self_attention",
@@ -127,6 +132,7 @@ class TransformerBlock(keras.layers.Layer):
         x,
         padding_mask=None,
         segment_ids=None,
+        positions=None,
         cache=None,
         cache_index=None,
         training=None,
@@ -135,6 +141,7 @@ class TransformerBlock(keras.layers.Layer):
             self.self_attention_layer_norm(x),
             padding_mask=padding_mask,
             segment_ids=segment_ids,
+            positions=positions,
             cache=cache,
             cache_index=cache_index,
             training=training,
@@ -173,6 +180,7 @@ class TransformerBlock(keras.layers.Layer):
                 "dropout": self.dropout,
                 "use_rotary": self.use_rotary,
                 "max_wavelength": self.max_wavelength,
+                "causal": self.causal,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }

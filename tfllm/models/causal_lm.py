@@ -11,8 +11,9 @@ class CausalLM(DistributedTrainStep, keras.Model):
     """A language model: backbone hidden states to float32 next-token logits.
 
     The head is the backbone's token embedding, transposed (weight tying).
-    Train with Keras's own `fit`: `x` is either a dict with `"token_ids"` and
-    `"padding_mask"`, or a plain int tensor of token ids in which every
+    Train with Keras's own `fit`: `x` is either a dict with `"token_ids"`,
+    `"padding_mask"` and optionally `"segment_ids"` (packed documents that
+    must not see each other), or a plain int tensor of token ids in which every
     position is real (packed pretraining blocks); `y` holds the next-token ids
     and an optional `sample_weight` zeroes out positions that must not count.
 
@@ -22,8 +23,9 @@ class CausalLM(DistributedTrainStep, keras.Model):
         **kwargs: base model arguments (`name`, `trainable`).
 
     Call arguments:
-        inputs: dict `{"token_ids", "padding_mask"}` or an int tensor of token
-            ids, shape `(batch, seq)`.
+        inputs: dict `{"token_ids", "padding_mask"}` (and optionally
+            `"segment_ids"`) or an int tensor of token ids, shape
+            `(batch, seq)`.
         training: bool. Enables dropout.
 
     Returns:
@@ -52,16 +54,23 @@ class CausalLM(DistributedTrainStep, keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
+        segment_ids = None
         if isinstance(inputs, dict):
             token_ids = inputs["token_ids"]
             padding_mask = inputs.get("padding_mask")
+            segment_ids = inputs.get("segment_ids")
             if padding_mask is None:
                 padding_mask = ops.ones_like(token_ids)
         else:
             token_ids = inputs
             padding_mask = ops.ones_like(token_ids)
         hidden = self.backbone(
-            {"token_ids": token_ids, "padding_mask": padding_mask}, training=training
+            {
+                "token_ids": token_ids,
+                "padding_mask": padding_mask,
+                "segment_ids": segment_ids,
+            },
+            training=training,
         )
         return self.backbone.token_embedding.logits(hidden)
 

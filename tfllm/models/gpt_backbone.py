@@ -1,6 +1,7 @@
-"""GPT decoder backbone: token ids to final hidden states."""
+"""GPT decoder (or bidirectional encoder) backbone: token ids to final hidden states."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfllm.layers.position_embedding import PositionEmbedding
@@ -50,6 +51,53 @@ def _validate(
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
 
 
+def segment_positions(segment_ids):
+    """The position of every token within its document of a packed row.
+
+    A document is a run of equal ids; its first token is at position 0, so
+    `[[1, 1, 1, 2, 2, 0]]` gives `[[0, 1, 2, 0, 1, 0]]`.
+
+    Args:
+        segment_ids: int tensor of shape `(batch, seq)`.
+
+    Returns:
+        int32 tensor of shape `(batch, seq)`: the index of each token minus
+        the index of the first token of its run within the row.
+    """
+    segment_ids = tf.convert_to_tensor(segment_ids)
+    shape = tf.shape(segment_ids)
+    batch_size, sequence_length = shape[0], shape[1]
+    # (batch, seq): True where a run starts (the first token, and every change of id).
+    starts = tf.concat(
+        [
+            tf.ones((batch_size, 1), "bool"),
+            tf.not_equal(segment_ids[:, 1:], segment_ids[:, :-1]),
+        ],
+        axis=1,
+    )
+    # (batch, seq): one id per run, unique over the batch (rows offset by seq).
+    run_ids = tf.cumsum(tf.cast(starts, "int32"), axis=1) - 1
+    run_ids += tf.range(batch_size)[:, None] * sequence_length
+    # (batch, seq)
+    index = tf.broadcast_to(tf.range(sequence_length)[None, :], shape)
+    # A segment min over runs instead of a (seq, seq) comparison: linear in the
+    # tokens, and its output size is static under XLA.
+    # (batch * seq,)
+    first_index = tf.math.unsorted_segment_min(
+        tf.reshape(index, [-1]), tf.reshape(run_ids, [-1]), batch_size * sequence_length
+    )
+    return index - tf.gather(first_index, run_ids)
+
+
+class _SegmentPositions(keras.layers.Layer):
+    """`segment_positions` as a layer of the functional graph; `None` stays `None`."""
+
+    def call(self, segment_ids):
+        if segment_ids is None:
+            return None
+        return segment_positions(segment_ids)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class GPTBackbone(keras.Model):
     """A decoder-only Transformer as a functional model.
@@ -58,7 +106,13 @@ class GPTBackbone(keras.Model):
     `num_layers` pre-norm `TransformerBlock`s named `transformer_layer_{i}`
     and a final LayerNormalization. With `position="rope"` the blocks rotate
     queries and keys instead and there is no position matrix. Kernels and
-    embeddings start from N(0, 0.02), as GPT-2.
+    embeddings start from N(0, 0.02), as GPT-2. With `causal=False` the same
+    layers make a BERT-style bidirectional encoder.
+
+    Packed rows carry `segment_ids`: a token then attends only tokens of its
+    own document (earlier ones when causal), and positions restart at 0 at
+    each document, so a document gives the same hidden states packed or
+    alone.
 
     Args:
         vocabulary_size: int. The number of token ids.
@@ -71,13 +125,17 @@ class GPTBackbone(keras.Model):
         dropout: float. Dropout on embeddings, residual branches and attention
             probabilities. Defaults to `0.0`.
         position: `"learned"` or `"rope"`. Defaults to `"learned"`.
+        causal: bool. `True` for a decoder, `False` for a bidirectional
+            encoder (no cached decoding). Defaults to `True`.
         dtype: dtype or dtype policy of every layer; `None` takes the global
             policy.
         **kwargs: base model arguments (`name`, `trainable`).
 
     Call arguments:
         inputs: dict with `"token_ids"` and `"padding_mask"`, int tensors of
-            shape `(batch, seq)`; `padding_mask` is 1 for real tokens.
+            shape `(batch, seq)`; `padding_mask` is 1 for real tokens. An
+            optional `"segment_ids"` (same shape; absent or `None` means one
+            document per row) numbers the documents of a packed row.
 
     Returns:
         Hidden states of shape `(batch, seq, hidden_dim)`.
@@ -92,6 +150,11 @@ class GPTBackbone(keras.Model):
         "token_ids": np.array([[5, 6, 7, 0]]),
         "padding_mask": np.array([[1, 1, 1, 0]]),
     })  # (1, 4, 16)
+    packed = backbone({
+        "token_ids": np.array([[5, 6, 7, 8, 9, 0]]),
+        "padding_mask": np.array([[1, 1, 1, 1, 1, 0]]),
+        "segment_ids": np.array([[1, 1, 1, 2, 2, 0]]),
+    })  # (1, 6, 16): [8, 9] as if alone
 
     cache = np.zeros((1, 2, 2, 32, 2, 8), "float32")
     hidden, cache = backbone.call_with_cache(np.array([[5]]), cache, 0)
@@ -108,6 +171,7 @@ class GPTBackbone(keras.Model):
         max_sequence_length,
         dropout=0.0,
         position="learned",
+        causal=True,
         dtype=None,
         **kwargs,
     ):
@@ -149,6 +213,7 @@ class GPTBackbone(keras.Model):
                 intermediate_dim=intermediate_dim,
                 dropout=dropout,
                 use_rotary=position == "rope",
+                causal=causal,
                 layer_norm_epsilon=1e-5,
                 kernel_initializer=initializer,
                 dtype=dtype,
@@ -159,20 +224,35 @@ class GPTBackbone(keras.Model):
         layer_norm = keras.layers.LayerNormalization(
             epsilon=1e-5, dtype=dtype, name="layer_norm"
         )
+        # No weights: variables and their order are those of a backbone
+        # without packing, so its checkpoints still restore.
+        positions_layer = _SegmentPositions(dtype=dtype, name="segment_positions")
 
         # === Functional model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        # At run time `None` unless the rows are packed; every layer below
+        # then takes its unpacked path.
+        segment_ids = keras.Input(
+            shape=(None,), dtype="int32", name="segment_ids", optional=True
+        )
+        positions = positions_layer(segment_ids)
         x = token_embedding(token_ids)
         if position_embedding is not None:
-            x = x + position_embedding(x)
+            x = x + position_embedding(x, positions=positions)
         if dropout > 0:
             x = embeddings_dropout(x)
         for block in transformer_layers:
-            x = block(x, padding_mask=padding_mask)
+            x = block(
+                x, padding_mask=padding_mask, segment_ids=segment_ids, positions=positions
+            )
         hidden = layer_norm(x)
         super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            inputs={
+                "token_ids": token_ids,
+                "padding_mask": padding_mask,
+                "segment_ids": segment_ids,
+            },
             outputs=hidden,
             **kwargs,
         )
@@ -198,6 +278,13 @@ class GPTBackbone(keras.Model):
         self.max_sequence_length = max_sequence_length
         self.dropout = dropout
         self.position = position
+        self.causal = causal
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Keras 3.15 lets an optional input be `None` but not a missing key.
+        if isinstance(inputs, dict) and "segment_ids" not in inputs:
+            inputs = {**inputs, "segment_ids": None}
+        return super().__call__(inputs, *args, **kwargs)
 
     @property
     def head_dim(self):
@@ -217,6 +304,11 @@ class GPTBackbone(keras.Model):
             `(hidden, new_cache)`: hidden states of shape
             `(batch, new, hidden_dim)` and the updated cache.
         """
+        if not self.causal:
+            raise ValueError(
+                "call_with_cache needs a causal backbone; this one was built "
+                "with causal=False (a bidirectional encoder)."
+            )
         x = self.token_embedding(token_ids)
         if self.position_embedding is not None:
             x = x + self.position_embedding(x, start_index=cache_index)
@@ -242,4 +334,5 @@ class GPTBackbone(keras.Model):
             "max_sequence_length": self.max_sequence_length,
             "dropout": self.dropout,
             "position": self.position,
+            "causal": self.causal,
         }

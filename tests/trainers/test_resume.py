@@ -1,0 +1,152 @@
+"""Exact resume: a run killed at a random step and started again ends where an uninterrupted run ends.
+
+The run to kill trains in a subprocess (SIGKILL leaves no chance to clean up); the uninterrupted
+reference and the resumed run train in this process, on the session's strategies.
+"""
+
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tfllm import cli, distribute
+
+STEPS = 30
+RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
+              train__keep_checkpoints=10)
+# (strategy fixture, config changes): one device, 2 mirrored CPU replicas, gradient accumulation.
+SCENARIOS = {
+    "one_device": ("one_device_strategy", {}),
+    "mirrored": ("mirrored_strategy", dict(distribute__strategy="mirrored", distribute__cpu_replicas=2)),
+    "accumulation": ("one_device_strategy", dict(train__grad_accum_steps=2)),
+}
+
+
+def train_in_process(strategy, run_dir, overrides):
+    patch = pytest.MonkeyPatch()
+    patch.setattr(distribute, "make_strategy", lambda *args: strategy)
+    console = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(console):
+            code = cli.main(["train", "--run-dir", run_dir, *overrides])
+    finally:
+        patch.undo()
+    assert code == 0, console.getvalue()[-2000:]
+    return console.getvalue()
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def kill_at_a_random_step(run_dir, overrides, rng):
+    """Start `tfllm train` in a subprocess and SIGKILL it once it has logged step >= a random step."""
+    kill_after = rng.randrange(7, STEPS - 7)
+    command = [sys.executable, "-m", "tfllm.cli", "train", "--run-dir", run_dir, *overrides]
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    log = open(os.path.join(os.path.dirname(run_dir), "killed.log"), "w+")
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if os.path.exists(metrics) and any(r.get("step", 0) >= kill_after for r in read_metrics(run_dir)):
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert process.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{output[-3000:]}"
+    return kill_after
+
+
+def checkpoint_tensors(run_dir):
+    path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
+    reader = tf.train.load_checkpoint(path)
+    names = [name for name in reader.get_variable_to_shape_map() if name.startswith(("model/", "optimizer/"))]
+    return path, {name: reader.get_tensor(name) for name in names}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(scenario, corpus, request, tmp_path):  # noqa: F811
+    fixture, changes = SCENARIOS[scenario]
+    strategy = request.getfixturevalue(fixture)
+    overrides = tiny(corpus, **{**RESUME, **changes})
+    reference, resumed = str(tmp_path / "reference" / "run"), str(tmp_path / "resumed" / "run")
+    train_in_process(strategy, reference, overrides)
+
+    rng = random.Random()
+    kill_after = kill_at_a_random_step(resumed, overrides, rng)
+    saved = tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints", "latest"))
+    resume_step = int(saved.rsplit("-", 1)[1]) if saved else 0
+    assert resume_step < STEPS
+    console = train_in_process(strategy, resumed, overrides)
+    if saved:
+        assert f"Resuming from {saved} (step {resume_step})" in console
+
+    reference_path, expected = checkpoint_tensors(reference)
+    resumed_path, actual = checkpoint_tensors(resumed)
+    assert os.path.basename(reference_path) == os.path.basename(resumed_path) == f"ckpt-{STEPS}"
+    assert expected.keys() == actual.keys() and len(expected) > 10
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, rtol=0,
+                                   err_msg=f"{name} (killed after step {kill_after}, resumed at {resume_step})")
+    # The same records, losses included, before and after the resume point.
+    before, after = read_metrics(reference), read_metrics(resumed)
+    assert [r["step"] for r in after] == [r["step"] for r in before] == list(range(5, STEPS + 1, 5))
+    for a, b in zip(after, before):
+        for key in ("loss", "val_loss"):
+            assert (key in a) == (key in b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a, b, resume_step)
+
+
+def test_resume_refuses_a_changed_config_naming_the_keys(corpus, one_device_strategy, tmp_path, capsys):  # noqa: F811
+    run_dir = str(tmp_path / "run")
+    overrides = tiny(corpus, train__steps=10, train__eval_every=5)
+    train_in_process(one_device_strategy, run_dir, overrides)
+    changed = tiny(corpus, train__steps=10, train__eval_every=5, model__hidden_dim=32, train__seed=3)
+    assert cli.main(["train", "--run-dir", run_dir, *changed]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert "model.hidden_dim=16 -> 32" in message and "train.seed=0 -> 3" in message
+    # Keys that may change on resume: more steps continue the same run from step 10.
+    longer = tiny(corpus, train__steps=15, train__eval_every=5, train__learning_rate=1e-3)
+    console = train_in_process(one_device_strategy, run_dir, longer)
+    assert "(step 10)" in console
+    assert [r["step"] for r in read_metrics(run_dir)] == [5, 10, 15]
+    # A finished run started again has nothing left to do.
+    console = train_in_process(one_device_strategy, run_dir, longer)
+    assert "already at step 15" in console
+
+
+def test_deterministic_turns_on_op_determinism(tmp_path):
+    script = (
+        # TensorFlow exports a setter but no getter; the getter lives beside it.
+        "from tensorflow.python.framework.config import is_op_determinism_enabled\n"
+        "from tfllm import config\n"
+        "from trainers import common\n"
+        "for value in ('false', 'true'):\n"
+        "    c = config.load_config(None, ['train.deterministic=' + value])\n"
+        f"    common.start_session(c, {str(tmp_path / 'run')!r} + value)\n"
+        "    print(value, is_op_determinism_enabled())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["false", "False", "true", "True"], out.stderr[-2000:]

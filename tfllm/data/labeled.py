@@ -1,0 +1,313 @@
+"""Labeled fine-tuning data: JSON Lines of classification or prompt/completion examples.
+
+A path is a `.jsonl` file, a directory (every `.jsonl` file below it, sorted),
+or a glob (or a built-in set, `tfllm.data.builtin_examples`). Classification lines are `{"text": "...", "label": "spam"}` (labels
+are all strings or all integers); prompt/completion lines are
+`{"prompt": "...", "completion": "..."}`. Every mistake in a file is a
+`UserError` naming `FILE:LINE`.
+"""
+
+import codecs
+import json
+import os
+import tempfile
+from typing import Iterator, Sequence, Union
+
+from tfllm.data.builtin import is_builtin
+from tfllm.data.builtin_examples import builtin_examples
+from tfllm.data.readers import resolve_files
+from tfllm.errors import UserError
+
+LABELS_FILENAME = "labels.json"
+
+Label = Union[str, int]
+
+
+class Example(tuple):
+    """A pair read from one line, `(text, label)` or `(prompt, completion)`, unpacking as a 2-tuple.
+
+    Args:
+        first: the text or prompt.
+        second: the label or completion.
+        source: str, `"FILE:LINE"` of the line it was read from.
+    """
+
+    def __new__(cls, first, second, source: str):
+        pair = super().__new__(cls, (first, second))
+        pair.source = source
+        return pair
+
+    def __getnewargs__(self):
+        return (self[0], self[1], self.source)
+
+
+def read_classification(path: str) -> list[Example]:
+    """The `(text, label)` examples of the JSON Lines at `path`, each with its `source`.
+
+    Every line needs a "text" string and a "label" that is a string or an
+    integer; all labels share one type.
+
+    Raises:
+        UserError: naming `FILE:LINE` for a line that is not UTF-8 or not a
+            JSON object, a missing key, a value of the wrong type or labels of
+            mixed types; naming `path` when it holds no example.
+    """
+    if is_builtin(path):
+        return builtin_examples(path, "classify")
+    examples = []
+    first_label = None
+    for source, record in _records(path, ("text", "label")):
+        text, label = record["text"], record["label"]
+        _check_string(text, "text", source)
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise UserError(
+                f'{source}: "label" is {_json_type(label)} {_show(label)}; a label must be a string '
+                "or an integer."
+            )
+        if isinstance(label, str):
+            _check_string(label, "label", source)
+        if first_label is None:
+            first_label = (label, source)
+        elif type(label) is not type(first_label[0]):
+            raise UserError(
+                f"labels mix str and int: {source} has {label!r} but {first_label[1]} has {first_label[0]!r}; "
+                "write every label as a string or every label as an integer."
+            )
+        examples.append(Example(text, label, source))
+    _check_not_empty(examples, path, '{"text": "...", "label": "..."}')
+    return examples
+
+
+def read_prompt_completion(path: str) -> list[Example]:
+    """The `(prompt, completion)` examples of the JSON Lines at `path`, each with its `source`.
+
+    Raises:
+        UserError: as `read_classification`, for "prompt" and "completion"
+            strings.
+    """
+    if is_builtin(path):
+        return builtin_examples(path, "sft")
+    examples = []
+    for source, record in _records(path, ("prompt", "completion")):
+        for key in ("prompt", "completion"):
+            _check_string(record[key], key, source)
+        examples.append(Example(record["prompt"], record["completion"], source))
+    _check_not_empty(examples, path, '{"prompt": "...", "completion": "..."}')
+    return examples
+
+
+class LabelMap:
+    """Label <-> class id, ids in sorted label order.
+
+    Args:
+        labels: the distinct labels, label of id i at index i.
+
+    Example:
+    ```python
+    label_map = LabelMap.from_labels([label for _, label in train])
+    label_map.encode([label for _, label in val], [example.source for example in val])
+    label_map.save(f"{run_dir}/{LABELS_FILENAME}")
+    ```
+    """
+
+    def __init__(self, labels: Sequence[Label]):
+        labels = list(labels)
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct. Received: {labels}")
+        self.labels = labels
+        self._ids = {label: i for i, label in enumerate(labels)}
+
+    @classmethod
+    def from_labels(cls, training_labels: Sequence[Label]) -> "LabelMap":
+        """One class per distinct training label, sorted."""
+        return cls(sorted(set(training_labels)))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def encode(self, labels: Sequence[Label], source: Union[str, Sequence[str]]) -> list[int]:
+        """The class ids of `labels`.
+
+        Args:
+            labels: labels to encode.
+            source: `"FILE:LINE"` of each label (`Example.source`), for errors;
+                or one name for all of them (a file), and errors then give the
+                label's place in `labels` instead of its line.
+
+        Raises:
+            UserError: naming where a label the training data does not have
+                comes from.
+        """
+        if isinstance(source, str):
+            source = [f"{source} (example {i + 1})" for i in range(len(labels))]
+        if len(labels) != len(source):
+            raise ValueError(f"labels and source must have one entry each. Received: {len(labels)}, {len(source)}")
+        ids = []
+        for label, where in zip(labels, source):
+            if label not in self._ids or type(label) is not type(self.labels[0]):
+                raise UserError(
+                    f"label {label!r} at {where} does not occur in the training data (its labels: "
+                    f"{_preview(self.labels)}); fix the label or add training examples of it."
+                )
+            ids.append(self._ids[label])
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> list[Label]:
+        """The labels of class `ids`."""
+        return [self.labels[int(i)] for i in ids]
+
+    def save(self, path: str) -> None:
+        """Writes the labels to the JSON file `path` (`RUN_DIR/labels.json`) atomically.
+
+        The file is written under a temporary name in the same directory and
+        renamed over `path`, so a reader never sees half a file.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump({"labels": self.labels}, file, ensure_ascii=False, indent=2)
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> "LabelMap":
+        """The map `save(path)` wrote; `UserError` when missing or corrupt."""
+        try:
+            with open(path, encoding="utf-8") as file:
+                labels = json.load(file)["labels"]
+            if not isinstance(labels, list) or not labels or len({type(label) for label in labels}) != 1:
+                raise ValueError("labels must be a non-empty list of one type")
+            return cls(labels)
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist; train a classifier into this run directory first.") from None
+        except (ValueError, TypeError, KeyError) as error:
+            raise UserError(f"{path} is corrupt ({error}); train the classifier again.") from None
+
+
+def balanced_class_weights(label_ids: Sequence[int], num_classes: int) -> dict[int, float]:
+    """Inverse-frequency class weights: `n / (num_classes * count[c])` (`train.class_weights=balanced`).
+
+    Every class then carries the same total weight, `n / num_classes`.
+
+    Args:
+        label_ids: the training class ids, each in `[0, num_classes)`.
+        num_classes: the number of classes; each must occur in `label_ids`.
+
+    Returns:
+        dict of class id -> float weight, for `model.fit(class_weight=...)`.
+    """
+    counts = [0] * num_classes
+    for i in label_ids:
+        if not 0 <= i < num_classes:
+            raise ValueError(f"label ids must be in [0, {num_classes}). Received: {i}")
+        counts[i] += 1
+    missing = [c for c, count in enumerate(counts) if count == 0]
+    if missing:
+        raise ValueError(f"every class needs an example to be weighted. Received none of classes {missing}")
+    n = len(label_ids)
+    return {c: n / (num_classes * count) for c, count in enumerate(counts)}
+
+
+def _records(path: str, keys: tuple) -> Iterator[tuple]:
+    """`("FILE:LINE", record)` for every non-blank line of the files of `path`, each holding `keys`."""
+    for file in _jsonl_files(path):
+        for source, line in _lines(file):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise _invalid_json(source, f"{e.msg} at column {e.colno}", keys) from None
+            except ValueError:
+                # Python refuses integers of more than 4300 digits with a plain ValueError.
+                raise _invalid_json(source, "a number too long to read", keys) from None
+            except RecursionError:
+                raise _invalid_json(source, "arrays or objects nested too deeply", keys) from None
+            if not isinstance(record, dict):
+                raise UserError(f"{source}: a JSON {_json_type(record)}; expected an object with {_keys(keys)}.")
+            for key in keys:
+                if key not in record:
+                    raise UserError(f'{source}: no "{key}" key; every line needs {_keys(keys)}.')
+            yield source, record
+
+
+def _invalid_json(source: str, problem: str, keys: tuple) -> UserError:
+    return UserError(f"{source}: not valid JSON ({problem}); each line must be one JSON object with {_keys(keys)}.")
+
+
+def _jsonl_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.exists(path) and not any(c in path for c in "*?["):
+        raise UserError(f"{path} does not exist; give a .jsonl file, a directory of .jsonl files or a glob.")
+    # A directory or glob may also hold the .txt/.md files resolve_files takes for corpora.
+    files = [file for file in resolve_files(path) if file.endswith(".jsonl")]
+    if not files:
+        raise UserError(f"{path!r} holds no .jsonl files; point it at a .jsonl file, a directory of them or a glob.")
+    return files
+
+
+def _lines(path: str) -> Iterator[tuple]:
+    """`("FILE:LINE", text)` of every non-blank line, decoded strictly as UTF-8."""
+    try:
+        with open(path, "rb") as file:
+            for number, raw in enumerate(file, start=1):
+                source = f"{path}:{number}"
+                if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                if b"\0" in raw:
+                    raise UserError(
+                        f"{source}: NUL byte, the file looks binary; labeled data must be UTF-8 JSON Lines."
+                    )
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(
+                        f"{source}: not valid UTF-8 at byte {e.start} of the line; re-encode the file as UTF-8."
+                    ) from None
+                if line.strip():
+                    yield source, line
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}; pass a readable .jsonl file.") from None
+
+
+def _check_string(value, key: str, source: str) -> None:
+    if not isinstance(value, str):
+        raise UserError(f'{source}: "{key}" is {_json_type(value)} {_show(value)}; it must be a string.')
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(
+            f'{source}: "{key}" has an unpaired surrogate escape at character {e.start}, which is not valid '
+            "Unicode; fix the line."
+        ) from None
+
+
+def _check_not_empty(examples: list, path: str, shape: str) -> None:
+    if not examples:
+        raise UserError(f"{path} holds no examples; add one JSON object per line, like {shape}.")
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    if type(value) in names:
+        return names[type(value)]
+    return "an integer" if isinstance(value, int) else "a number"
+
+
+def _show(value, limit: int = 40) -> str:
+    shown = json.dumps(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _keys(keys: tuple) -> str:
+    return " and ".join(f'"{key}"' for key in keys)
+
+
+def _preview(labels: list, limit: int = 10) -> str:
+    shown = ", ".join(repr(label) for label in labels[:limit])
+    return shown + (f", ... ({len(labels)} in all)" if len(labels) > limit else "")
