@@ -56,8 +56,9 @@ class RestApi:
 
     Limits are checked before any model work: the body size before the body is read, the
     batch size (the leading dimension of every input of unknown batch size) and a
-    `max_new_tokens` input, for the signatures that take one, before the signature runs. Requests may run concurrently; the
-    application counts those in flight so that a server can wait for them before it stops.
+    `max_new_tokens` input, for the signatures that take one, before the signature runs.
+    Requests may run concurrently; the application counts those in flight so that a server
+    can wait for them before it stops.
 
     Args:
         servable: what the server loaded: `name` (str), `version` (int), `signatures` (dict of

@@ -5,6 +5,8 @@
     curl -d '{"signature_name": "generate", "inputs": {"prompts": ["def f("], "max_new_tokens": 20,
               "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}}' \\
          http://127.0.0.1:8501/v1/models/demo:predict
+    curl -d '{"signature_name": "classify", "instances": ["import os", "SELECT 1"]}' \\
+         http://127.0.0.1:8501/v1/models/classifier:predict     # the export of a classify run
 
 The SavedModel is loaded with `tf.saved_model.load` alone, as TF Serving loads it: this module
 imports TensorFlow, tensorflow-text (whose ops the tokenizer uses), Werkzeug's HTTP server and

@@ -122,7 +122,7 @@ def test_arbitrary_overrides(texts, content):
 
 # Values valid by construction, per key, so that most drawn configs load and the round trip is exercised.
 ANY_TEXT = st.text(max_size=20)
-NON_NEGATIVE = st.floats(min_value=0.0, allow_nan=False)
+NON_NEGATIVE = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
 UNIT = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
 CHOICES = {
     "data.tokenizer": config_lib.TOKENIZERS, "model.position": config_lib.POSITIONS,
@@ -133,7 +133,7 @@ CHOICES = {
 FLOATS = {
     "data.val_fraction": UNIT, "model.dropout": UNIT, "train.beta1": UNIT, "train.beta2": UNIT,
     "data.mask_rate": st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
-    "train.learning_rate": st.floats(min_value=0.0, exclude_min=True, allow_nan=False),
+    "train.learning_rate": st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False),
 }
 INT_MINIMUM = {"data.vocab_size": 8, "data.min_chars": 0, "train.warmup_steps": 0, "train.checkpoint_every": 0,
                "train.early_stopping_patience": 0, "train.seed": None, "train.samples": None,

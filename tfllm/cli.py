@@ -1,6 +1,7 @@
 """The `tfllm` command. Programs are imported lazily so `tfllm --help` answers at once.
 
-A `UserError` (bad input a user can fix) prints one line on stderr and exits with code 2.
+A `UserError` (bad input a user can fix) prints one line on stderr and exits with code 2; so does
+a command line argparse refuses (its usage is one `--help` away).
 """
 
 import argparse
@@ -11,6 +12,21 @@ from tfllm.errors import TrainingInterrupted, UserError
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEFAULT_CONFIG = "gpt-tiny"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with its usage errors in the one-line form of every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def port(text):
+    """A TCP port number; `socket` would quietly take 99999 as 99999 % 65536."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks a free one)")
+    return value
 
 
 def resolve_config_path(name):
@@ -99,7 +115,7 @@ def add_serve(sub):
     p.add_argument("--model", required=True, help="export base directory written by `tfllm export`")
     p.add_argument("--name", default=None, help="model name in URLs (default: the directory name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=8501, help="port to bind")
+    p.add_argument("--port", type=port, default=8501, help="port to bind (0 picks a free one)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted")
     p.add_argument("--max-batch-size", type=int, default=32, help="most instances per request")
     p.add_argument("--max-new-tokens", type=int, default=256, help="largest max_new_tokens accepted")
@@ -119,10 +135,12 @@ def lazy(module_name):
 
 def run_train(args):
     from tfllm.config import load_config
-    from trainers import causal_lm, train
 
     path = resolve_config_path(args.config)
     config = load_config(path, args.overrides)
+    # Imported once the config is valid: a config error answers before TensorFlow starts.
+    from trainers import causal_lm, train
+
     name = os.path.splitext(os.path.basename(path))[0]
     run_dir = args.run_dir or os.path.join("runs", name)
     model, tokenizer = train.train(config, run_dir)
@@ -134,7 +152,7 @@ def run_train(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tfllm", description="Train, evaluate, export and serve language models with TensorFlow and Keras."
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -144,7 +162,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        # --help (0) or a refused command line (2), already printed.
+        return e.code
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args.run(args)

@@ -8,6 +8,7 @@ and, for a typo, the closest valid key.
 
 import dataclasses
 import difflib
+import math
 import os
 import tempfile
 import typing
@@ -165,6 +166,10 @@ def _coerce(value, annotation, key, source):
             value = float(value)
         except OverflowError:
             raise UserError(f"{source}: {key}={value!r} is too large for a float; fix the value.") from None
+        # YAML's .inf and .nan (and 1e400) are floats, but no setting means them: an infinite
+        # learning rate trains straight into NaN.
+        if not math.isfinite(value):
+            raise UserError(f"{source}: {key}={value!r} is not a finite number; fix the value.")
     return value
 
 
@@ -219,14 +224,24 @@ def _read_yaml(path):
     return tree
 
 
+def _where(source, key):
+    """Where the value of `key` came from: `source` itself, or its entry for `key` when `source`
+    maps dotted keys to origins (None: everything else)."""
+    return source.get(key, source[None]) if isinstance(source, dict) else source
+
+
 def from_dict(tree, source="config", check=True):
-    """Validate a nested dict and build a `Config`."""
+    """Validate a nested dict and build a `Config`.
+
+    `source` names the origin in error messages: a file name, or a dict of dotted key to the
+    override that set it, with the key None for every other key.
+    """
     sections = {}
     for name, values in tree.items():
         if name not in SECTIONS:
-            raise UserError(f"{source}: unknown section {name!r}{_closest(name, list(SECTIONS))}")
+            raise UserError(f"{_where(source, None)}: unknown section {name!r}{_closest(name, list(SECTIONS))}")
         if not isinstance(values, dict):
-            raise UserError(f"{source}: section {name!r} must be a mapping of keys to values")
+            raise UserError(f"{_where(source, None)}: section {name!r} must be a mapping of keys to values")
         cls = SECTIONS[name]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
@@ -234,8 +249,8 @@ def from_dict(tree, source="config", check=True):
         for key, value in values.items():
             if key not in fields:
                 dotted = f"{name}.{key}"
-                raise UserError(f"{source}: unknown key {dotted!r}{_suggest_key(name, key)}")
-            kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", source)
+                raise UserError(f"{_where(source, dotted)}: unknown key {dotted!r}{_suggest_key(name, key)}")
+            kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", _where(source, f"{name}.{key}"))
         sections[name] = cls(**kwargs)
     config = Config(**sections)
     if check:
@@ -246,20 +261,24 @@ def from_dict(tree, source="config", check=True):
 def load_config(path=None, overrides=()):
     """Load a YAML file (or the defaults) and apply `section.key=value` overrides."""
     tree = _read_yaml(path) if path else {}
+    # An impossible value is reported where it was written: the override, else the file.
+    sources = {None: path or "defaults"}
     for text in overrides:
         key, value = _parse_override(text)
         source = f"override {text!r}"
         _set_dotted(tree, key, value, source)
         from_dict({key.split(".")[0]: {key.split(".")[1]: value}}, source, check=False)
-    return from_dict(tree, path or "defaults")
+        sources[key] = source
+    return from_dict(tree, sources)
 
 
 def _require(condition, source, key, value, what):
     if not condition:
-        raise UserError(f"{source}: {key}={value!r} is invalid: {what}")
+        raise UserError(f"{_where(source, key)}: {key}={value!r} is invalid: {what}")
 
 
 def validate(config, source):
+    """`UserError` for the first impossible value of `config`, naming its `source` (see `from_dict`)."""
     d, m, t = config.data, config.model, config.train
     _require(d.tokenizer in TOKENIZERS, source, "data.tokenizer", d.tokenizer, f"use one of {', '.join(TOKENIZERS)}")
     _require(d.vocab_size >= 8, source, "data.vocab_size", d.vocab_size, "use at least 8")

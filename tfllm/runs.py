@@ -88,6 +88,8 @@ def build_model(config, vocabulary_size, num_classes=None, backbone_causal=None)
 def check_run_dir(run_dir):
     """The config of an existing run dir, or a `UserError` saying what is missing."""
     p = paths(run_dir)
+    if os.path.isfile(run_dir):
+        raise UserError(f"run dir {run_dir} is a file, not a run dir; pass the --run-dir of a finished `tfllm train`")
     if not os.path.isdir(run_dir):
         raise UserError(f"run dir {run_dir} does not exist; pass the --run-dir of a finished `tfllm train`")
     if not os.path.exists(p["config"]):

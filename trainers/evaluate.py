@@ -1,15 +1,19 @@
-"""Evaluate a trained run on text or on prompt/reference pairs.
+"""Evaluate a trained run on text, on prompt/reference pairs, or a classifier on labeled texts.
 
     tfllm evaluate --run-dir runs/gpt-tiny --data held_out.txt
     tfllm evaluate --run-dir runs/gpt-tiny --data docs.jsonl --metrics perplexity bits_per_byte
     tfllm evaluate --run-dir runs/gpt-tiny --data pairs.jsonl --max-new-tokens 32 --strategy greedy
+    tfllm evaluate --run-dir runs/classify-tiny --data labeled.jsonl    # accuracy, macro-F1
 
 Text data (.txt, .jsonl with "text", directories, globs: whatever `tfllm train` reads) gives
 loss, perplexity and bits per byte over every token (see `tfllm.evaluation.TextScorer` for
 exactly which tokens and bytes count). A .jsonl file whose lines hold "prompt" and
 "reference" strings gives BLEU and ROUGE of the generated completions (and accuracy and
 macro-F1 when asked for, reading each completion as a label), with the decoding settings in
-the report.
+the report. A `classify` run reads .jsonl lines with "text" and "label" (labels of its
+labels.json) and gives accuracy and macro-F1 of its predicted classes, with the predictions
+(text, label, predicted) in NAME.predictions.jsonl. A `masked_lm` run is not evaluated: fine-tune
+it into a classifier.
 
 The report is printed, written to RUN_DIR/eval/NAME.json (NAME: the data file's name without
 its extension) with the generated completions next to it in NAME.predictions.jsonl, and
@@ -23,6 +27,8 @@ import re
 import tensorflow as tf
 
 from tfllm import runs
+from tfllm.data.finetune_pipeline import classify_dataset
+from tfllm.data.labeled import LabelMap, read_classification
 from tfllm.data.readers import iter_documents
 from tfllm.errors import UserError
 from tfllm.evaluation import TextScorer, bleu_score, is_pairs_file, label_scores, read_pairs, rouge_scores
@@ -32,6 +38,7 @@ from trainers.generate import check_max_new_tokens, make_sampler
 TEXT_METRICS = ("loss", "perplexity", "bits_per_byte")
 GENERATION_METRICS = ("bleu", "rouge", "accuracy", "macro_f1")
 DEFAULT_GENERATION_METRICS = ("bleu", "rouge")
+CLASSIFY_METRICS = ("accuracy", "macro_f1")
 
 
 def run(args):
@@ -47,6 +54,13 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
     decoding = dict(decoding or {"strategy": "greedy", "max_new_tokens": 64})
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} is invalid: use 1 or more")
+    task = runs.check_run_dir(run_dir).model.task
+    if task == "masked_lm":
+        raise UserError(f"{run_dir} is a masked_lm run, which tfllm evaluate does not support; it evaluates "
+                        "causal_lm and sft runs (text or prompt/reference data) and classify runs (labeled "
+                        "data): fine-tune this one with model.task=classify and evaluate that")
+    if task == "classify":
+        return evaluate_classifier(run_dir, data, metrics, batch_size)
     kind = "generation" if is_pairs_file(data) else "text"
     metrics = check_metrics(metrics, kind, data)
     if kind == "generation":
@@ -87,6 +101,51 @@ def check_metrics(metrics, kind, data):
             raise UserError(f"--metrics {name} needs {needs}; {data} holds {kind} data, which gives "
                             f"{' '.join(available)}")
     return tuple(dict.fromkeys(metrics))
+
+
+def evaluate_classifier(run_dir, data, metrics, batch_size):
+    """Accuracy and macro-F1 of a classify run on the labeled .jsonl `data`; returns the report."""
+    metrics = check_classify_metrics(metrics, run_dir)
+    examples = read_classification(data)
+    label_map = LabelMap.load(runs.paths(run_dir)["labels"])
+    # Checked before the model loads: a label the classifier has no class for names its line.
+    true_ids = label_map.encode([label for _, label in examples], [example.source for example in examples])
+    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
+    texts = [text for text, _ in examples]
+    # The end-of-text id goes where training put it: first for a bidirectional backbone, last for a causal one.
+    pooling = "last" if runs.read_backbone_causal(run_dir, config) else "first"
+    predicted_ids = predict_classes(model, tokenizer, texts, config.model.seq_len, pooling, batch_size)
+    # Scored as class ids, so two labels that differ only in surrounding spaces stay two classes.
+    scores = label_scores([str(i) for i in predicted_ids], [str(i) for i in true_ids])
+    report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": "classify",
+              "metrics": {name: scores[name] for name in metrics}, "examples": len(examples)}
+    predictions = [{"text": text, "label": label, "predicted": predicted}
+                   for (text, label), predicted in zip(examples, label_map.decode(predicted_ids))]
+    write_report(run_dir, report_name(data), report, predictions)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return report
+
+
+def check_classify_metrics(metrics, run_dir):
+    """The metrics to report for a classify run: the requested ones, each one it offers."""
+    if not metrics:
+        return CLASSIFY_METRICS
+    for name in metrics:
+        if name not in CLASSIFY_METRICS:
+            raise UserError(f"--metrics {name} is not offered for {run_dir}, a classify run; choose from "
+                            f"{' '.join(CLASSIFY_METRICS)}")
+    return tuple(dict.fromkeys(metrics))
+
+
+def predict_classes(model, tokenizer, texts, seq_len, pooling, batch_size):
+    """The most probable class id of every text, `batch_size` texts at a time."""
+    dataset = classify_dataset(
+        texts, [0] * len(texts), tokenizer, seq_len=seq_len, batch_size=batch_size, pooling=pooling,
+        shuffle=False, seed=0, repeat=False, drop_remainder=False,
+    )
+    # Traced once per batch shape (a short last batch is a second one).
+    classify = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32))
+    return [int(i) for x, _ in dataset for i in classify(x).numpy()]
 
 
 def evaluate_text(model, tokenizer, config, data, metrics, batch_size):

@@ -6,12 +6,15 @@
 
 `--prompts-file` is a .txt file with one prompt per non-blank line, or a .jsonl file with a
 "prompt" string per line. Each completion is printed after its prompt, then a line of dashes.
-A prompt too long for the context keeps its last tokens (a warning says how many).
+A prompt too long for the context keeps its last tokens (a warning says how many). Only
+`causal_lm` and `sft` runs generate; a `classify` run is used with `tfllm evaluate` or
+`tfllm export`.
 """
 
 import json
 
 from tfllm import runs
+from tfllm.data.readers import describe_json_error
 from tfllm.errors import UserError
 from tfllm.generator import Generator
 from tfllm.samplers import get_sampler
@@ -51,6 +54,19 @@ def check_max_new_tokens(max_new_tokens, max_length=None):
         )
 
 
+def check_generation_run(run_dir):
+    """`UserError` unless the run in `run_dir` is a causal_lm or sft run, the ones that generate."""
+    task = runs.check_run_dir(run_dir).model.task
+    if runs.is_causal(task):
+        return
+    if task == "classify":
+        raise UserError(f"{run_dir} is a classify run, which labels texts instead of generating them; "
+                        f"tfllm generate needs a causal_lm or sft run (try: tfllm evaluate --run-dir {run_dir} "
+                        "--data FILE.jsonl)")
+    raise UserError(f"{run_dir} is a {task} run, which fills in masked tokens instead of generating text; "
+                    "tfllm generate needs a causal_lm or sft run (fine-tune this one with model.task=classify)")
+
+
 def read_prompts(path):
     """The prompts of a .txt (one per non-blank line) or .jsonl ("prompt" per line) file."""
     try:
@@ -73,7 +89,10 @@ def _jsonl_prompt(line, where):
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise UserError(f'{where} is not valid JSON ({e.msg} at column {e.colno}); write {{"prompt": "..."}}') from None
+        raise UserError(f'{where} is not valid JSON ({describe_json_error(e)}); write {{"prompt": "..."}}') from None
+    except (ValueError, RecursionError):
+        raise UserError(f'{where} is not JSON that can be read (nested too deeply or a number too long); '
+                        'write {"prompt": "..."}') from None
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         raise UserError(f'{where} has no "prompt" string; each line needs {{"prompt": "..."}}')
     return record["prompt"]
@@ -95,6 +114,7 @@ def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0
     sampler = make_sampler(strategy, temperature, top_k, top_p, num_beams, seed)
     if stream and strategy == "beam":
         raise UserError("--stream works with --strategy greedy or sample: beam search ranks its beams at the end")
+    check_generation_run(run_dir)
     config, tokenizer, model, _ = runs.load_run(run_dir)
     check_max_new_tokens(max_new_tokens, config.max_seq_len)
     generator = Generator(model, tokenizer, max_length=config.max_seq_len)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import sacrebleu
 import tensorflow as tf
@@ -11,6 +12,9 @@ from tensorboard.backend.event_processing import event_accumulator
 from tests.trainers.test_generate import make_tiny_run
 
 from tfllm import cli, runs
+from tfllm.config import load_config, save_config
+from tfllm.data.finetune_pipeline import encode_classification
+from tfllm.data.labeled import LabelMap
 from tfllm.evaluation import TextScorer, rouge_scores
 
 DOCUMENTS = ["the cat sat on the mat.", "a dog ran in the park.", "café ünïcode 0123456789", "the end"]
@@ -132,3 +136,127 @@ def test_missing_data_and_missing_checkpoint(run_dir, tmp_path, capsys):
         dst.write(src.read())
     assert evaluate(empty_run, "--data", write_jsonl(tmp_path / "t.jsonl", [{"text": "a"}])) == 2
     assert "has no checkpoint under checkpoints/" in capsys.readouterr().err
+
+
+# Classify runs: three classes of texts drawn from disjoint characters, which a one-layer model
+# tells apart after a few dozen steps.
+CLASS_CHARACTERS = ("abcde", "01234", "+-*/=")
+LABELS = ["ab", "digit", "sign"]
+
+
+def labeled_records(labels, per_class=24, seed=0):
+    """`per_class` {"text", "label"} records of each class; class i's texts use CLASS_CHARACTERS[i]."""
+    rng = np.random.default_rng(seed)
+    return [{"text": "".join(rng.choice(list(characters), rng.integers(3, 12))), "label": label}
+            for _ in range(per_class) for label, characters in zip(labels, CLASS_CHARACTERS)]
+
+
+def train_classifier(run_dir, data):
+    """A classify run trained from scratch on `data` (char tokenizer, no init_from) in seconds."""
+    overrides = [
+        "model.task=classify", f"data.path={data}", "data.tokenizer=char", "data.vocab_size=32",
+        "model.num_layers=1", "model.num_heads=2", "model.hidden_dim=16", "model.intermediate_dim=32",
+        "model.seq_len=16", "train.batch_size=8", "train.steps=30", "train.eval_every=15",
+        "train.eval_batches=2", "train.log_every=15", "train.warmup_steps=2", "train.learning_rate=1e-2",
+    ]
+    assert cli.main(["train", "--run-dir", run_dir, *overrides]) == 0
+    return run_dir
+
+
+def masked_lm_run(run_dir):
+    """A run dir holding only the config of a masked_lm run: enough for the task checks."""
+    os.makedirs(run_dir)
+    save_config(load_config(None, ["model.task=masked_lm"]), runs.paths(run_dir)["config"])
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("classify")
+    data = write_jsonl(directory / "train.jsonl", labeled_records(LABELS))
+    return train_classifier(str(directory / "run"), data)
+
+
+def reference_scores(true_ids, predicted_ids):
+    """Accuracy and macro-F1 in NumPy: F1 averaged over every class seen in either list."""
+    true_ids, predicted_ids = np.array(true_ids), np.array(predicted_ids)
+    f1 = []
+    for c in np.union1d(true_ids, predicted_ids):
+        tp = np.sum((predicted_ids == c) & (true_ids == c))
+        fp = np.sum((predicted_ids == c) & (true_ids != c))
+        fn = np.sum((predicted_ids != c) & (true_ids == c))
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": np.mean(true_ids == predicted_ids), "macro_f1": np.mean(f1)}
+
+
+def test_classify_report_equals_a_numpy_reference_on_the_models_own_predictions(classify_run, tmp_path, capsys):
+    records = labeled_records(LABELS, per_class=4, seed=5)
+    # Mislabeled texts, so that accuracy and macro-F1 are neither 0 nor 1 and differ.
+    records += [{"text": "01234", "label": "ab"}, {"text": "abcab", "label": "sign"}, {"text": "", "label": "ab"}]
+    data = write_jsonl(tmp_path / "labeled.jsonl", records)
+    assert evaluate(classify_run, "--data", data, "--batch-size", "5") == 0
+    report = json.loads(capsys.readouterr().out)
+    with open(os.path.join(classify_run, "eval", "labeled.json"), encoding="utf-8") as f:
+        assert json.load(f) == report
+    config, tokenizer, model, checkpoint = runs.load_run(classify_run)
+    labels = LabelMap.load(runs.paths(classify_run)["labels"]).labels
+    assert labels == LABELS
+    # Trained from scratch, the backbone is causal: the end-of-text id goes last.
+    x = encode_classification(tokenizer, tf.constant([r["text"] for r in records]), config.model.seq_len, "last")
+    predicted = model(x, training=False).numpy().argmax(axis=1)
+    expected = reference_scores([labels.index(r["label"]) for r in records], predicted)
+    assert 0.5 < expected["accuracy"] < 1 and expected["macro_f1"] != pytest.approx(expected["accuracy"])
+    assert report["metrics"] == {name: pytest.approx(value, abs=1e-6) for name, value in expected.items()}
+    assert report["kind"] == "classify" and report["examples"] == 15 and report["checkpoint"] == checkpoint
+    with open(os.path.join(classify_run, "eval", "labeled.predictions.jsonl"), encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f]
+    assert lines == [{"text": r["text"], "label": r["label"], "predicted": labels[p]}
+                     for r, p in zip(records, predicted)]
+    scalars = eval_scalars(classify_run)
+    assert scalars["eval/labeled/macro_f1"] == [(report["step"], pytest.approx(report["metrics"]["macro_f1"]))]
+
+
+def test_classify_metrics_can_be_chosen(classify_run, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "few.jsonl", labeled_records(LABELS, per_class=1))
+    assert evaluate(classify_run, "--data", data, "--metrics", "macro_f1") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["metrics"]) == ["macro_f1"] and report["examples"] == 3
+
+
+@pytest.mark.parametrize(
+    "records, args, message",
+    [
+        ([{"text": "ab", "label": "ab"}, {"text": "x", "label": "spam"}], [],
+         "label 'spam' at {data}:2 does not occur in the training data"),
+        ([{"text": "ab", "label": 1}], [], "label 1 at {data}:1 does not occur in the training data"),
+        ([{"text": "ab"}], [], '{data}:1: no "label" key'),
+        ([{"text": "ab", "label": "ab"}], ["--metrics", "bleu"],
+         "--metrics bleu is not offered for {run}, a classify run; choose from accuracy macro_f1"),
+    ],
+)
+def test_bad_classify_input_is_a_one_line_error(classify_run, tmp_path, capsys, records, args, message):
+    data = write_jsonl(tmp_path / "c.jsonl", records)
+    assert evaluate(classify_run, "--data", data, *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfllm evaluate: error: ") and err.count("\n") == 1
+    assert message.format(data=data, run=classify_run) in err
+
+
+def test_runs_of_other_tasks_are_one_line_errors_naming_what_is_supported(classify_run, tmp_path, capsys):
+    masked = masked_lm_run(str(tmp_path / "masked"))
+    data = write_jsonl(tmp_path / "t.jsonl", [{"text": "a"}])
+    cases = [
+        (["evaluate", "--run-dir", masked, "--data", data],
+         f"tfllm evaluate: error: {masked} is a masked_lm run, which tfllm evaluate does not support; it evaluates "
+         "causal_lm and sft runs"),
+        (["generate", "--run-dir", classify_run, "--prompt", "ab"],
+         f"tfllm generate: error: {classify_run} is a classify run, which labels texts instead of generating them; "
+         "tfllm generate needs a causal_lm or sft run"),
+        (["generate", "--run-dir", masked, "--prompt", "ab"],
+         f"tfllm generate: error: {masked} is a masked_lm run, which fills in masked tokens instead of generating "
+         "text; tfllm generate needs a causal_lm or sft run"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(message) and captured.err.count("\n") == 1 and captured.out == ""

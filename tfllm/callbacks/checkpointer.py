@@ -15,7 +15,7 @@ import signal
 import keras
 import tensorflow as tf
 
-from tfllm.errors import TrainingInterrupted
+from tfllm.errors import TrainingInterrupted, UserError
 
 LATEST_DIR = "latest"
 BEST_DIR = "best"
@@ -185,17 +185,36 @@ def training_checkpoint(model, extra=None, fingerprint=""):
     )
 
 
+# What TensorFlow raises for a checkpoint that is truncated, corrupt, or holds tensors of other
+# shapes or another structure than the model built from the run's config.yaml.
+_CHECKPOINT_MISMATCH = (tf.errors.OpError, RuntimeError, IndexError, ValueError, AssertionError)
+
+
+def _damaged(path, error):
+    reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+    return UserError(
+        f"checkpoint {path} is damaged or does not fit the run's config.yaml ({reason}); "
+        "restore the run dir from a copy or train it again"
+    )
+
+
 def restore_training_state(model, path, extra=None):
     """Restore everything `training_checkpoint` saved; returns the stored fingerprint."""
     checkpoint = training_checkpoint(model, extra)
-    checkpoint.restore(path).assert_existing_objects_matched()
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except _CHECKPOINT_MISMATCH as e:
+        raise _damaged(path, e) from None
     return checkpoint.run.fingerprint.numpy().decode("utf-8")
 
 
 def restore_weights(model, path):
     """Load the model weights of a training checkpoint; every model weight must be found."""
-    status = tf.train.Checkpoint(model=variables_in_order(model.weights)).restore(path)
-    status.expect_partial().assert_existing_objects_matched()
+    try:
+        status = tf.train.Checkpoint(model=variables_in_order(model.weights)).restore(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except _CHECKPOINT_MISMATCH as e:
+        raise _damaged(path, e) from None
     return model
 
 

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence, Union
 
 from tfllm.data.builtin import is_builtin
 from tfllm.data.builtin_examples import builtin_examples
-from tfllm.data.readers import resolve_files
+from tfllm.data.readers import describe_json_error, resolve_files
 from tfllm.errors import UserError
 
 LABELS_FILENAME = "labels.json"
@@ -221,7 +221,7 @@ def _records(path: str, keys: tuple) -> Iterator[tuple]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise _invalid_json(source, f"{e.msg} at column {e.colno}", keys) from None
+                raise _invalid_json(source, describe_json_error(e), keys) from None
             except ValueError:
                 # Python refuses integers of more than 4300 digits with a plain ValueError.
                 raise _invalid_json(source, "a number too long to read", keys) from None

@@ -104,7 +104,7 @@ def _iter_jsonl(f: BinaryIO, path: str) -> Iterator[Document]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _invalid_json(where, f"{e.msg} at column {e.colno}") from None
+            raise _invalid_json(where, describe_json_error(e)) from None
         except ValueError:
             # Python refuses integers of more than 4300 digits, and json says so with a plain ValueError.
             raise _invalid_json(where, "a number too long to read") from None
@@ -126,6 +126,17 @@ def _iter_jsonl(f: BinaryIO, path: str) -> Iterator[Document]:
                 "which is not valid Unicode. Fix the record or drop it."
             ) from None
         yield Document(text=text, source=where)
+
+
+def describe_json_error(error: json.JSONDecodeError) -> str:
+    """What is wrong and where on the line: `Expecting value at column 3`.
+
+    Some of json's messages already end in "at" (`Invalid control character at`). The column
+    counts from the start of the parsed line, and a line cut short is reported just after its
+    last character: json's own `colno` restarts after the line's newline, at column 1.
+    """
+    column = min(error.pos, len(error.doc.rstrip("\r\n"))) + 1
+    return f"{error.msg.removesuffix(' at')} at column {column}"
 
 
 def _invalid_json(where: str, problem: str) -> UserError:

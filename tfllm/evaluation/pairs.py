@@ -2,6 +2,7 @@
 
 import json
 
+from tfllm.data.readers import describe_json_error
 from tfllm.errors import UserError
 
 FIELDS = ("prompt", "reference")
@@ -18,7 +19,7 @@ def _records(path):
                     yield line_number, json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(
-                        f"{path}:{line_number} is not valid JSON ({e.msg} at column {e.colno}); "
+                        f"{path}:{line_number} is not valid JSON ({describe_json_error(e)}); "
                         'each line must be one object with "prompt" and "reference" strings'
                     ) from None
     except UnicodeDecodeError as e:

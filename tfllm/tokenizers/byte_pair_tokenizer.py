@@ -12,6 +12,7 @@ from tfllm.tokenizers.tokenizer import NUM_SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
+from tfllm.tokenizers.tokenizer import load_json
 from tfllm.tokenizers.tokenizer import read_training_texts
 
 VOCABULARY_FILENAME = "vocab.json"
@@ -163,8 +164,7 @@ class BytePairTokenizer(Tokenizer):
 
     @classmethod
     def from_directory(cls, directory, config):
-        with open(os.path.join(directory, VOCABULARY_FILENAME), encoding="utf-8") as file:
-            vocabulary = json.load(file)
+        vocabulary = load_json(os.path.join(directory, VOCABULARY_FILENAME))
         with open(os.path.join(directory, MERGES_FILENAME), encoding="utf-8") as file:
             merges = [line.rstrip("\n") for line in file if not line.startswith("#version")]
         return cls(vocabulary=vocabulary, merges=merges)

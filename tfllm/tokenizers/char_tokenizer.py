@@ -12,6 +12,7 @@ from tfllm.tokenizers.tokenizer import SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import UNK_ID
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
+from tfllm.tokenizers.tokenizer import load_json
 from tfllm.tokenizers.tokenizer import read_training_texts
 
 CODE_POINTS_FILENAME = "code_points.json"
@@ -77,8 +78,7 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_directory(cls, directory, config):
-        with open(os.path.join(directory, CODE_POINTS_FILENAME), encoding="utf-8") as file:
-            return cls(code_points=json.load(file))
+        return cls(code_points=load_json(os.path.join(directory, CODE_POINTS_FILENAME)))
 
     def id_to_token(self, id):
         self._check_id(id)

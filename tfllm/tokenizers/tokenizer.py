@@ -48,6 +48,19 @@ def take_chars(texts: Iterable[str], max_chars: int) -> Iterator[str]:
             return
 
 
+def load_json(path: str):
+    """The JSON value of the file `path`; a `ValueError` naming the file when it is not JSON.
+
+    `load_tokenizer` turns it into a `UserError` that says which file of a saved tokenizer is
+    damaged.
+    """
+    with open(path, encoding="utf-8") as file:
+        try:
+            return json.load(file)
+        except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError while reading
+            raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
 def read_training_texts(kind: str, texts: Iterable[str], max_chars: int) -> list[str]:
     """The first `max_chars` characters of `texts` as a list of documents.
 

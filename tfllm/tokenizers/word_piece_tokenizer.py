@@ -13,6 +13,7 @@ from tfllm.tokenizers.tokenizer import SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import UNK_ID
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
+from tfllm.tokenizers.tokenizer import load_json
 from tfllm.tokenizers.tokenizer import read_training_texts
 
 VOCABULARY_FILENAME = "vocabulary.json"
@@ -105,8 +106,7 @@ class WordPieceTokenizer(Tokenizer):
 
     @classmethod
     def from_directory(cls, directory, config):
-        with open(os.path.join(directory, VOCABULARY_FILENAME), encoding="utf-8") as file:
-            return cls(vocabulary=json.load(file))
+        return cls(vocabulary=load_json(os.path.join(directory, VOCABULARY_FILENAME)))
 
     def id_to_token(self, id):
         self._check_id(id)
