@@ -16,17 +16,17 @@ from tfllm.generator import Generator
 from tfllm.samplers import get_sampler
 from trainers import init_from
 from trainers.common import (
-    compile_model, count_batches, fit, prepare_data, save_config, skip_consumed, start_session,
+    compile_model, count_batches, fit, prepare_data, save_config, start_session, training_data,
 )
 
 
-def make_datasets(config, stats, tokenizer, strategy, dataset_fn=lm_dataset, start_step=0, **options):
+def make_datasets(config, stats, tokenizer, strategy, dataset_fn=lm_dataset, **options):
     """Training and validation datasets, each worker reading its own shard of documents.
 
     `train.batch_size` is the global batch per optimizer step; each replica's pipeline batches
     its share, so shapes are static (as TPUs need). `dataset_fn` builds one pipeline
-    (`lm_dataset`, or `masked_lm_dataset` with its `options`); a run resumed at `start_step`
-    skips the training batches the steps before it consumed.
+    (`lm_dataset`, or `masked_lm_dataset` with its `options`). Returns `(train_at, val_ds,
+    val_batches)`: `train_at(step)` is the training data from optimizer step `step` on.
     """
     m, t = config.model, config.train
     options = {"pack": config.data.pack, **options}
@@ -46,9 +46,7 @@ def make_datasets(config, stats, tokenizer, strategy, dataset_fn=lm_dataset, sta
             f"the validation split has fewer than train.batch_size x (model.seq_len + 1) = "
             f"{t.batch_size * (m.seq_len + 1)} tokens; raise data.val_fraction or set data.val_path"
         )
-    train_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: skip_consumed(pipeline(stats.train_files, True, True, ctx), start_step, ctx)
-    )
+    train_at = training_data(strategy, lambda ctx: pipeline(stats.train_files, True, True, ctx))
     # The same blocks at every validation: Keras keeps one iterator across evaluations, so the
     # fixed set of `val_batches` steps (one batch per local replica each) repeats.
     val_ds = strategy.distribute_datasets_from_function(
@@ -56,7 +54,7 @@ def make_datasets(config, stats, tokenizer, strategy, dataset_fn=lm_dataset, sta
         .take(val_batches * ctx.num_replicas_in_sync // ctx.num_input_pipelines)
         .repeat()
     )
-    return train_ds, val_ds, val_batches
+    return train_at, val_ds, val_batches
 
 
 def train(config, run_dir):
@@ -67,15 +65,13 @@ def train(config, run_dir):
         init_from.copy_tokenizer(config, session.paths)
     stats, tokenizer = prepare_data(config, session.paths)
     save_config(session)
-    train_ds, val_ds, val_batches = make_datasets(
-        config, stats, tokenizer, session.strategy, start_step=session.start_step
-    )
+    train_at, val_ds, val_batches = make_datasets(config, stats, tokenizer, session.strategy)
     with session.strategy.scope():
         model = runs.build_model(config, tokenizer.vocabulary_size)
         if pretrained:
             init_from.load_backbone(model, config)
         compile_model(session, model)
-    fit(session, model, train_ds, val_ds, val_batches, tokenizer.vocabulary_size)
+    fit(session, model, train_at, val_ds, val_batches, tokenizer.vocabulary_size)
     return model, tokenizer
 
 

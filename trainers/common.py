@@ -299,14 +299,21 @@ def truncate_metrics(path, step):
     os.replace(path + ".tmp", path)
 
 
-def skip_consumed(dataset, start_step, ctx):
-    """Skip the batches an input pipeline already fed to the steps before a resume.
+def training_data(strategy, pipeline_fn):
+    """`step -> distributed dataset`: the training batches from optimizer step `step` on.
 
-    Each optimizer step takes one batch per replica and the pipelines are deterministic, so
-    after `start_step` steps a pipeline has produced `start_step x its replicas` batches.
+    `pipeline_fn(ctx)` builds one input pipeline, a deterministic function of its position, so
+    the batches a run gets after a resume at `step` are the ones an uninterrupted run got: each
+    optimizer step takes one batch per replica, so a pipeline skips `step x its replicas`.
     """
-    replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    return dataset.skip(start_step * replicas_per_pipeline) if start_step else dataset
+    def at(step):
+        def pipeline(ctx):
+            replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            return pipeline_fn(ctx).skip(step * replicas_per_pipeline)
+
+        return strategy.distribute_datasets_from_function(pipeline)
+
+    return at
 
 
 def peak_flops_of(session):
@@ -321,9 +328,13 @@ def peak_flops_of(session):
     return peak * devices, source
 
 
-def fit(session, model, train_ds, val_ds, val_batches, vocabulary_size, tokens_per_example=None):
+def fit(session, model, train_at, val_ds, val_batches, vocabulary_size, tokens_per_example=None):
     """Run `model.fit` up to `train.steps` optimizer steps, validating every `train.eval_every`;
-    a resumed run continues from `session.start_step` exactly as if it had never stopped."""
+    a resumed run continues from `session.start_step` exactly as if it had never stopped.
+
+    `train_at(step)` is the training data from `step` on (see `training_data`): every `fit`
+    call starts a new iterator, so each call gets the data from the step it starts at.
+    """
     config = session.config
     t, m = config.train, config.model
     tokens_per_example = tokens_per_example or m.seq_len
@@ -356,12 +367,13 @@ def fit(session, model, train_ds, val_ds, val_batches, vocabulary_size, tokens_p
     try:
         if step % eval_every:
             # Resumed inside an epoch: finish it first, so validations fall on the same steps.
-            model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1,
+            model.fit(train_at(step), initial_epoch=epoch, epochs=epoch + 1,
                       steps_per_epoch=eval_every - step % eval_every, **fit_args)
             epoch += 1
             if int(model.optimizer.iterations.numpy()) >= t.steps or stopped_early(callbacks):
                 return model
-        model.fit(train_ds, initial_epoch=epoch, epochs=epochs, steps_per_epoch=eval_every, **fit_args)
+        model.fit(train_at(epoch * eval_every), initial_epoch=epoch, epochs=epochs, steps_per_epoch=eval_every,
+                  **fit_args)
     finally:
         if checkpointer is not None:
             checkpointer.release_signals()

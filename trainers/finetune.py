@@ -19,7 +19,7 @@ from tfllm.data.finetune_pipeline import classify_dataset, sft_dataset
 from tfllm.data.labeled import LabelMap, balanced_class_weights, read_classification, read_prompt_completion
 from tfllm.errors import UserError
 from trainers import init_from
-from trainers.common import compile_model, fit, prepare_tokenizer, save_config, skip_consumed, start_session
+from trainers.common import compile_model, fit, prepare_tokenizer, save_config, start_session, training_data
 
 
 def split_examples(config):
@@ -64,8 +64,8 @@ def train(config, run_dir):
     if session.chief:
         init_from.write_backbone_info(config, p, causal)
     save_config(session)
-    train_ds, val_ds, val_batches = make_datasets(
-        config, session.strategy, tokenizer, train_examples, val_examples, label_map, causal, session.start_step
+    train_at, val_ds, val_batches = make_datasets(
+        config, session.strategy, tokenizer, train_examples, val_examples, label_map, causal
     )
     with session.strategy.scope():
         num_classes = len(label_map.labels) if label_map else None
@@ -73,12 +73,13 @@ def train(config, run_dir):
         if pretrained:
             init_from.load_backbone(model, config)
         compile_model(session, model)
-    fit(session, model, train_ds, val_ds, val_batches, tokenizer.vocabulary_size)
+    fit(session, model, train_at, val_ds, val_batches, tokenizer.vocabulary_size)
     return model, tokenizer
 
 
-def make_datasets(config, strategy, tokenizer, train_examples, val_examples, label_map, causal, start_step=0):
-    """Distributed training and validation datasets; each input pipeline reads its own share."""
+def make_datasets(config, strategy, tokenizer, train_examples, val_examples, label_map, causal):
+    """`(train_at, val_ds, val_batches)`: distributed training data from any step on (see
+    `common.training_data`) and validation data; each input pipeline reads its own share."""
     t, m = config.train, config.model
     task = m.task
     if task == "classify":
@@ -127,5 +128,4 @@ def make_datasets(config, strategy, tokenizer, train_examples, val_examples, lab
     # as for pretraining, repeats the same batches at every evaluation.
     val_batches = min(t.eval_batches, math.ceil(len(val_examples) / t.batch_size))
     val_ds = strategy.distribute_datasets_from_function(lambda ctx: val_fn(ctx).repeat())
-    train_ds = strategy.distribute_datasets_from_function(lambda ctx: skip_consumed(train_fn(ctx), start_step, ctx))
-    return train_ds, val_ds, val_batches
+    return training_data(strategy, train_fn), val_ds, val_batches

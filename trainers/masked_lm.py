@@ -23,14 +23,14 @@ def train(config, run_dir):
     stats, tokenizer = prepare_data(config, session.paths)
     save_config(session)
     d = config.data
-    train_ds, val_ds, val_batches = make_datasets(
+    train_at, val_ds, val_batches = make_datasets(
         config, stats, tokenizer, session.strategy, dataset_fn=masked_lm_dataset,
-        start_step=session.start_step, mask_rate=d.mask_rate, whole_word=d.whole_word_masking,
+        mask_rate=d.mask_rate, whole_word=d.whole_word_masking,
     )
     with session.strategy.scope():
         model = runs.build_model(config, tokenizer.vocabulary_size)
         if pretrained:
             init_from.load_backbone(model, config)
         compile_model(session, model)
-    fit(session, model, train_ds, val_ds, val_batches, tokenizer.vocabulary_size)
+    fit(session, model, train_at, val_ds, val_batches, tokenizer.vocabulary_size)
     return model, tokenizer

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restore_training_state, restore_weights
-from tfllm.errors import TrainingInterrupted
+from tfllm.errors import TrainingInterrupted, UserError
 
 
 class ScriptedValLoss(keras.callbacks.Callback):
@@ -67,8 +67,9 @@ def test_missing_weight_is_an_error(tmp_path):
     data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), "float32"), np.ones(8, "float32"))).batch(4)
     model.fit(data, epochs=1, callbacks=[Checkpointer(str(tmp_path))], verbose=0)
     bigger = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1), keras.layers.Dense(1)])
-    with pytest.raises(AssertionError):
-        restore_weights(bigger, latest_checkpoint(str(tmp_path)))
+    path = latest_checkpoint(str(tmp_path))
+    with pytest.raises(UserError, match=f"checkpoint {path} is damaged or does not fit the run's config.yaml"):
+        restore_weights(bigger, path)
 
 
 class SignalAt(keras.callbacks.Callback):

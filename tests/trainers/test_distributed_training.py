@@ -7,10 +7,6 @@ import contextlib
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
@@ -24,7 +20,8 @@ from tfllm.callbacks.checkpointer import latest_checkpoint, restore_weights
 from tfllm.data.pipeline import lm_dataset
 from tfllm.flops import training_flops_per_token
 from tfllm.tokenizers import load_tokenizer
-from tests.trainers.tiny_runs import PEAK_FLOPS, REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.tiny_runs import PEAK_FLOPS, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.workers import WorkerJob
 from trainers import causal_lm, common
 
 
@@ -98,83 +95,12 @@ def test_training_and_validation_batches_have_static_shapes(mirrored_run, reques
     strategy = request.getfixturevalue(strategy_fixture)
     config = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
     stats, tokenizer = common.prepare_data(config, runs.paths(run_dir))
-    train_ds, val_ds, _ = causal_lm.make_datasets(config, stats, tokenizer, strategy)
-    for dataset in (train_ds, val_ds):
+    train_at, val_ds, _ = causal_lm.make_datasets(config, stats, tokenizer, strategy)
+    for dataset in (train_at(0), val_ds):
         specs = tf.nest.flatten(dataset.element_spec, expand_composites=True)
         assert len(specs) == 2 * replicas  # (x, y) per replica
         assert all(spec.shape.is_fully_defined() for spec in specs)
         assert {tuple(spec.shape) for spec in specs} == {(8 // replicas, 16)}
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-# `tfllm train` with the model's final weights saved to argv[1] (worker 1 writes no checkpoint).
-WORKER = """
-import sys
-import numpy as np
-from tfllm import cli
-from trainers import causal_lm
-
-train = causal_lm.train
-
-def train_and_save(config, run_dir):
-    model, tokenizer = train(config, run_dir)
-    np.savez(sys.argv[1], *[w.numpy() for w in model.weights])
-    return model, tokenizer
-
-causal_lm.train = train_and_save
-sys.exit(cli.main(sys.argv[2:]))
-"""
-
-
-def start_workers(tmp_path, overrides, timeout=300):
-    """Run `tfllm train` in 2 worker processes; returns each one's final weights."""
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    processes, logs = [], []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        ))
-        command = [sys.executable, "-c", WORKER, str(tmp_path / f"weights{index}.npz"),
-                   "train", "--run-dir", str(tmp_path / f"worker{index}"), *overrides]
-        # Output goes to files: a full pipe would block a worker and, with it, the collectives.
-        logs.append(open(tmp_path / f"worker{index}.log", "w+"))
-        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
-    deadline, timed_out = time.monotonic() + timeout, False
-    try:
-        for process in processes:
-            process.wait(timeout=max(deadline - time.monotonic(), 1))
-            if process.returncode:
-                break  # the other worker would wait for it until the deadline
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    outputs = []
-    for index, log in enumerate(logs):
-        log.seek(0)
-        outputs.append(f"--- worker {index}, exit code {processes[index].returncode}:\n{log.read()[-3000:]}")
-        log.close()
-    assert [process.returncode for process in processes] == [0, 0], (
-        f"timed out after {timeout}s\n" * timed_out + "\n".join(outputs)
-    )
-    return [load_weights(tmp_path / f"weights{index}.npz") for index in range(2)]
-
-
-def load_weights(path):
-    arrays = np.load(path)
-    return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
 
 def single_process_reference(run_dir):
@@ -209,8 +135,8 @@ def single_process_reference(run_dir):
 
 @pytest.mark.slow
 def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(corpus, tmp_path):
-    weights = start_workers(tmp_path, tiny(corpus, distribute__strategy="multi_worker"))
     chief, worker = tmp_path / "worker0", tmp_path / "worker1"
+    _, weights = WorkerJob(tmp_path, [chief, worker], tiny(corpus, distribute__strategy="multi_worker")).finish()
 
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)

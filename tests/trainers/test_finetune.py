@@ -16,14 +16,15 @@ import pytest
 import tensorflow as tf
 
 from tfllm import cli, config as config_lib, runs
+from tfllm.tokenizers import load_tokenizer
 from trainers import common, finetune, init_from
 
 SMALL = ["model.num_layers=2", "model.num_heads=2", "model.hidden_dim=64", "model.intermediate_dim=128",
          "model.seq_len=64", "train.log_every=10", "train.warmup_steps=10"]
 BERT = ["--config", "configs/bert-tiny.yaml", "data.vocab_size=512", *SMALL, "train.steps=60",
         "train.eval_every=30", "train.eval_batches=2", "train.learning_rate=3e-3"]
-CLASSIFY = ["--config", "configs/classify-tiny.yaml", "data.vocab_size=512", *SMALL, "train.steps=100",
-            "train.eval_every=50", "train.eval_batches=10", "train.learning_rate=3e-3",
+CLASSIFY = ["--config", "configs/classify-tiny.yaml", "data.vocab_size=512", *SMALL, "train.steps=240",
+            "train.eval_every=80", "train.eval_batches=10", "train.learning_rate=3e-3",
             "train.min_learning_rate=3e-4", "train.early_stopping_patience=0"]
 GPT = ["data.tokenizer=char", "data.vocab_size=128", *SMALL, "train.steps=60", "train.eval_every=30",
        "train.eval_batches=2", "train.learning_rate=1e-2", "train.samples=1", "train.sample_tokens=4"]
@@ -96,7 +97,8 @@ def test_classifier_from_pretrained_encoder_beats_the_majority_class(classify_ru
 @pytest.mark.slow
 def test_init_from_copies_every_backbone_tensor_exactly(bert_run, classify_run):
     config = config_lib.load_config(os.path.join(classify_run, "config.yaml"))
-    model = runs.build_model(config, 512, num_classes=5, backbone_causal=False)
+    vocabulary_size = load_tokenizer(os.path.join(classify_run, "tokenizer")).vocabulary_size
+    model = runs.build_model(config, vocabulary_size, num_classes=5, backbone_causal=False)
     checkpoint = init_from.load_backbone(model, config)
     reader = tf.train.load_checkpoint(checkpoint)
     backbone = model.backbone.weights
@@ -149,7 +151,7 @@ def write_jsonl(path, records):
 
 
 @pytest.mark.parametrize("train_records, val_records, expected", [
-    ([{"text": "a b c"}], None, 'train.jsonl:1: missing "label"'),
+    ([{"text": "a b c"}], None, 'train.jsonl:1: no "label" key'),
     ([{"text": "a", "label": "x"}, {"text": "b", "label": 1}], None, "labels mix str and int: "),
     ([{"text": "a", "label": "x"}] * 4, [{"text": "b", "label": "x"}, {"text": "c", "label": "y"}],
      "label 'y' at "),

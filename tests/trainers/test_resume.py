@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.workers import WorkerJob
 from tfllm import cli, distribute
 
 STEPS = 30
@@ -116,6 +117,43 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(scenario, corpus,
             assert (key in a) == (key in b)
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a, b, resume_step)
+
+
+@pytest.mark.slow
+def test_a_multi_worker_job_with_a_killed_worker_resumes_from_the_last_checkpoint(corpus, tmp_path):  # noqa: F811
+    # Both workers get the same --run-dir, as on a shared file system: only the chief writes it,
+    # and the other worker reads the chief's checkpoints to resume.
+    run_dir = tmp_path / "run"
+    latest = os.path.join(run_dir, "checkpoints", "latest")
+    settings = dict(distribute__strategy="multi_worker", train__eval_every=10, train__log_every=5,
+                    train__checkpoint_every=5, train__keep_checkpoints=3)
+    # A job long enough to be killed in the middle.
+    job = WorkerJob(tmp_path, [run_dir] * 2, tiny(corpus, train__steps=100_000, **settings), name="killed")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and all(p.poll() is None for p in job.processes):
+        saved = tf.train.latest_checkpoint(latest)
+        if saved and int(saved.rsplit("-", 1)[1]) >= 10:
+            break
+        time.sleep(0.05)
+    job.processes[1].send_signal(signal.SIGKILL)  # worker 1 dies mid-run
+    time.sleep(1.0)
+    job.kill()  # the chief waits for it in a collective: the scheduler restarts the whole job
+    outputs = job.outputs()
+    assert job.processes[1].returncode == -signal.SIGKILL, "\n".join(outputs)
+    saved = tf.train.latest_checkpoint(latest)
+    assert saved, "\n".join(outputs)
+    step = int(saved.rsplit("-", 1)[1])
+
+    # The restarted job (with a reachable end) continues from the last checkpoint on both workers.
+    outputs, weights = WorkerJob(tmp_path, [run_dir] * 2, tiny(corpus, train__steps=step + 10, **settings),
+                                 name="restarted").finish()
+    for output in outputs:
+        assert f"Resuming from {saved} (step {step})" in output, output
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    assert tf.train.latest_checkpoint(latest).endswith(f"ckpt-{step + 10}")
+    steps = [r["step"] for r in read_metrics(str(run_dir)) if "loss" in r]
+    assert steps == list(range(5, step + 11, 5))
 
 
 def test_resume_refuses_a_changed_config_naming_the_keys(corpus, one_device_strategy, tmp_path, capsys):  # noqa: F811

@@ -1,0 +1,70 @@
+"""A diverging run stops with a usable checkpoint; a run that cannot write its checkpoints
+does not start."""
+
+import collections
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from tests.trainers.tiny_runs import corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tfllm import cli
+from trainers import common
+
+
+def train(run_dir, overrides, capsys):
+    code = cli.main(["train", "--run-dir", run_dir, *overrides])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def steps_logged(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r["step"] for r in map(json.loads, f)]
+
+
+def test_a_diverging_run_stops_at_the_step_and_resumes_from_the_last_good_checkpoint(corpus, tmp_path, capsys):  # noqa: F811
+    run_dir = str(tmp_path / "run")
+    settings = dict(train__eval_every=5, train__checkpoint_every=5)
+    assert train(run_dir, tiny(corpus, train__steps=10, **settings), capsys)[0] == 0
+    good = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
+    assert good.endswith("ckpt-10")
+
+    # A learning rate of 1e30 overflows the weights at the first update (step 11): the loss the
+    # next step computes from them is NaN.
+    code, _, err = train(run_dir, tiny(corpus, train__steps=20, train__learning_rate=1e30, **settings), capsys)
+    assert code == 2 and "\n" not in err, err
+    assert "the training loss became nan at step 12" in err
+    assert f"the last good checkpoint is {good}" in err and "lower train.learning_rate" in err
+    assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest")) == good
+    assert steps_logged(run_dir) == [5, 10]
+
+    # The run dir stays resumable: the same run with a sane learning rate continues from step 10.
+    code, out, _ = train(run_dir, tiny(corpus, train__steps=20, **settings), capsys)
+    assert code == 0 and f"Resuming from {good} (step 10)" in out
+    assert steps_logged(run_dir) == [5, 10, 15, 20]
+
+
+def test_too_little_free_disk_for_the_kept_checkpoints_is_refused(corpus, tmp_path, monkeypatch, capsys):  # noqa: F811
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(common.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**10, 2**10))
+    run_dir = str(tmp_path / "run")
+    code, _, err = train(run_dir, tiny(corpus, train__keep_checkpoints=4), capsys)
+    assert code == 2 and "\n" not in err, err
+    assert f"{run_dir} has 0 MiB free, the 6 checkpoints" in err and "lower train.keep_checkpoints" in err
+    assert not os.path.exists(os.path.join(run_dir, "checkpoints", "latest", "checkpoint"))
+
+
+def test_a_run_dir_that_cannot_be_written_is_refused(corpus, tmp_path, monkeypatch, capsys):  # noqa: F811
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = train(str(blocker / "run"), tiny(corpus), capsys)
+    assert code == 2 and "\n" not in err, err
+    assert f"cannot create run dir {blocker / 'run'}" in err and "choose a writable --run-dir" in err
+    assert blocker.read_text() == "not a directory"
+
+    # Permission bits do not bind root; what os.access answers is what the trainer checks.
+    monkeypatch.setattr(common.os, "access", lambda path, mode: False)
+    code, _, err = train(str(tmp_path / "locked"), tiny(corpus), capsys)
+    assert code == 2 and f"run dir {tmp_path / 'locked'} is not writable" in err, err

@@ -1,0 +1,105 @@
+"""Local multi-worker jobs for the trainer tests: `tfllm train` in 2 worker processes on
+localhost ports, each writing its final weights to a `.npz` file."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tests.trainers.tiny_runs import REPO
+
+# `tfllm train` with the model's final weights saved to argv[1].
+WORKER = """
+import sys
+import numpy as np
+from tfllm import cli
+from trainers import causal_lm
+
+train = causal_lm.train
+
+def train_and_save(config, run_dir):
+    model, tokenizer = train(config, run_dir)
+    np.savez(sys.argv[1], *[w.numpy() for w in model.weights])
+    return model, tokenizer
+
+causal_lm.train = train_and_save
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class WorkerJob:
+    """Two `tfllm train` worker processes; `run_dirs[i]` is worker i's --run-dir."""
+
+    def __init__(self, tmp_path, run_dirs, overrides, name="job"):
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+        self.weights = [tmp_path / f"{name}-weights{index}.npz" for index in range(2)]
+        self.processes, self.logs = [], []
+        for index in range(2):
+            env = dict(os.environ, TF_CONFIG=json.dumps(
+                {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+            ))
+            command = [sys.executable, "-c", WORKER, str(self.weights[index]),
+                       "train", "--run-dir", str(run_dirs[index]), *overrides]
+            # Output goes to files: a full pipe would block a worker and, with it, the collectives.
+            self.logs.append(open(tmp_path / f"{name}-worker{index}.log", "w+"))
+            self.processes.append(
+                subprocess.Popen(command, cwd=REPO, env=env, stdout=self.logs[-1], stderr=subprocess.STDOUT)
+            )
+
+    def wait(self, timeout):
+        """Wait for both workers (stopping early when one fails); returns whether time ran out."""
+        deadline = time.monotonic() + timeout
+        try:
+            for process in self.processes:
+                process.wait(timeout=max(deadline - time.monotonic(), 1))
+                if process.returncode:
+                    break  # the other worker would wait for it until the deadline
+        except subprocess.TimeoutExpired:
+            return True
+        finally:
+            self.kill()
+        return False
+
+    def kill(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def outputs(self):
+        """Each worker's console output (its last 3,000 characters), labelled."""
+        texts = []
+        for index, log in enumerate(self.logs):
+            log.seek(0)
+            texts.append(f"--- worker {index}, exit code {self.processes[index].returncode}:\n{log.read()[-3000:]}")
+        return texts
+
+    def finish(self, timeout=300):
+        """Wait for a job that must succeed; returns each worker's final weights."""
+        timed_out = self.wait(timeout)
+        outputs = self.outputs()
+        for log in self.logs:
+            log.close()
+        assert [process.returncode for process in self.processes] == [0, 0], (
+            f"timed out after {timeout}s\n" * timed_out + "\n".join(outputs)
+        )
+        return outputs, [load_weights(path) for path in self.weights]
+
+
+def load_weights(path):
+    arrays = np.load(path)
+    return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
