@@ -85,12 +85,13 @@ def add_decoding_arguments(p):
 
 
 def add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="evaluate a run on text or prompt/reference data",
+    p = sub.add_parser("evaluate", help="evaluate a run on text, prompt/reference or labeled data",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run-dir", required=True, help="a run directory written by `tfllm train`")
     p.add_argument("--data", required=True,
-                   help=".txt/.jsonl with 'text' (loss, perplexity, bits per byte) or .jsonl with "
-                        "'prompt' and 'reference' (BLEU, ROUGE)")
+                   help=".txt/.jsonl with 'text' (loss, perplexity, bits per byte), .jsonl with "
+                        "'prompt' and 'reference' (BLEU, ROUGE) or, for a classify run, .jsonl with 'text' "
+                        "and 'label' (accuracy, macro-F1)")
     p.add_argument("--metrics", nargs="+", default=None,
                    help="metrics to report (default: all that fit the data): loss perplexity "
                         "bits_per_byte bleu rouge accuracy macro_f1")
@@ -100,7 +101,8 @@ def add_evaluate(sub):
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="write a SavedModel that takes strings and returns generated strings",
+    p = sub.add_parser("export", help="write a SavedModel that takes strings and returns generated strings "
+                                      "(or labels, for a classify run)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run-dir", required=True, help="a run directory written by `tfllm train`")
     p.add_argument("--out", required=True, help="export base directory (TF Serving layout: OUT/VERSION/)")

@@ -59,6 +59,11 @@ def train(config, run_dir):
     label_map = None
     if task == "classify":
         label_map = LabelMap.from_labels([label for _, label in train_examples])
+        if label_map.num_classes < 2:
+            raise UserError(
+                f"{config.data.path}: every training example has the label {label_map.labels[0]!r}; "
+                "a classifier needs at least 2 labels"
+            )
         if session.chief:
             label_map.save(p["labels"])
     if session.chief:

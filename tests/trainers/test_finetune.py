@@ -153,8 +153,9 @@ def write_jsonl(path, records):
 @pytest.mark.parametrize("train_records, val_records, expected", [
     ([{"text": "a b c"}], None, 'train.jsonl:1: no "label" key'),
     ([{"text": "a", "label": "x"}, {"text": "b", "label": 1}], None, "labels mix str and int: "),
-    ([{"text": "a", "label": "x"}] * 4, [{"text": "b", "label": "x"}, {"text": "c", "label": "y"}],
-     "label 'y' at "),
+    ([{"text": "a", "label": "x"}, {"text": "d", "label": "z"}] * 2,
+     [{"text": "b", "label": "x"}, {"text": "c", "label": "y"}], "label 'y' at "),
+    ([{"text": "a", "label": "x"}] * 4, None, "every training example has the label 'x'; a classifier needs at least 2"),
 ])
 def test_bad_labels_name_file_and_line(train_records, val_records, expected, tmp_path, capsys):
     overrides = ["model.task=classify", f"data.path={write_jsonl(tmp_path / 'train.jsonl', train_records)}",

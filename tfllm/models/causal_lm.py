@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from tfllm.train_step import DistributedTrainStep
+from tfllm.models.task_model import TaskModel
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class CausalLM(DistributedTrainStep, keras.Model):
+class CausalLM(TaskModel):
     """A language model: backbone hidden states to float32 next-token logits.
 
     The head is the backbone's token embedding, transposed (weight tying).
@@ -74,54 +74,6 @@ class CausalLM(DistributedTrainStep, keras.Model):
         )
         return self.backbone.token_embedding.logits(hidden)
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        weighted_metrics="auto",
-        **kwargs,
-    ):
-        """Configures training; `"auto"` picks the defaults below.
-
-        optimizer: AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95,
-            global_clipnorm=1.0), biases and LayerNorm parameters excluded
-            from weight decay (GPT-2 / nanoGPT practice).
-        loss: SparseCategoricalCrossentropy(from_logits=True) averaged over
-            the weighted positions only (`"mean_with_sample_weight"`), so the
-            loss of a half-padded batch is still a per-token loss.
-        weighted_metrics: [SparseCategoricalAccuracy("accuracy")], weighted by
-            `sample_weight` so padding does not count.
-        Other keyword arguments (`jit_compile`, `steps_per_execution`, ...) go
-        to `keras.Model.compile` unchanged.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=3e-4,
-                weight_decay=0.1,
-                beta_1=0.9,
-                beta_2=0.95,
-                global_clipnorm=1.0,
-            )
-            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"
-            )
-        if weighted_metrics == "auto":
-            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
-        super().compile(
-            optimizer=optimizer,
-            loss=loss,
-            weighted_metrics=weighted_metrics,
-            **kwargs,
-        )
-
-    def compile_from_config(self, config):
-        # Keras skips restoring the compile state of models that override
-        # `compile`; this one accepts the objects `compile` was given.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
-
     def build_cache(self, batch_size, max_length):
         """A zero cache of shape `(batch, num_layers, 2, max_length, num_heads, head_dim)`."""
         backbone = self.backbone
@@ -157,16 +109,3 @@ class CausalLM(DistributedTrainStep, keras.Model):
         hidden, cache = self.backbone.call_with_cache(token_ids, cache, cache_index)
         logits = self.backbone.token_embedding.logits(hidden)
         return logits, hidden, cache
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -4,13 +4,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfllm.train_step import DistributedTrainStep
+from tfllm.models.task_model import TaskModel, accuracy, default_optimizer
 
 POOLING_KINDS = ("auto", "first", "last")
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class Classifier(DistributedTrainStep, keras.Model):
+class Classifier(TaskModel):
     """One label per sequence: a pooled hidden state to float32 class logits.
 
     The hidden state of one token stands for the sequence: the first one for
@@ -120,38 +120,17 @@ class Classifier(DistributedTrainStep, keras.Model):
         to `keras.Model.compile` unchanged.
         """
         if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=3e-4,
-                weight_decay=0.1,
-                beta_1=0.9,
-                beta_2=0.95,
-                global_clipnorm=1.0,
-            )
-            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+            optimizer = default_optimizer()
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
+            metrics = accuracy()
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips restoring the compile state of models that override
-        # `compile`; this one accepts the objects `compile` was given.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            **super().get_config(),
             "num_classes": self.num_classes,
             "pooling": self.pooling,
             "dropout": self.dropout,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tfllm.train_step import DistributedTrainStep
+from tfllm.models.task_model import TaskModel
 
 
 class _MaskedLMHead(keras.layers.Layer):
@@ -61,7 +61,7 @@ class _MaskedLMHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class MaskedLM(DistributedTrainStep, keras.Model):
+class MaskedLM(TaskModel):
     """A masked language model: encoder hidden states to float32 token logits.
 
     The head transforms each hidden state (`Dense` -> GELU -> LayerNorm) and
@@ -138,64 +138,3 @@ class MaskedLM(DistributedTrainStep, keras.Model):
             training=training,
         )
         return self.head(hidden)
-
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        weighted_metrics="auto",
-        **kwargs,
-    ):
-        """Configures training; `"auto"` picks the defaults below.
-
-        optimizer: AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95,
-            global_clipnorm=1.0), biases and LayerNorm parameters excluded
-            from weight decay, as `CausalLM`.
-        loss: SparseCategoricalCrossentropy(from_logits=True) averaged over
-            the weighted (masked) positions only (`"mean_with_sample_weight"`).
-        weighted_metrics: [SparseCategoricalAccuracy("accuracy")], weighted by
-            `sample_weight`: the accuracy on masked tokens.
-        Other keyword arguments (`jit_compile`, `grad_accum_steps`, ...) go
-        to `keras.Model.compile` unchanged.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=3e-4,
-                weight_decay=0.1,
-                beta_1=0.9,
-                beta_2=0.95,
-                global_clipnorm=1.0,
-            )
-            # "output_bias" ends in "bias": the head's token bias is not decayed either.
-            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"
-            )
-        if weighted_metrics == "auto":
-            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
-        super().compile(
-            optimizer=optimizer,
-            loss=loss,
-            weighted_metrics=weighted_metrics,
-            **kwargs,
-        )
-
-    def compile_from_config(self, config):
-        # Keras skips restoring the compile state of models that override
-        # `compile`; this one accepts the objects `compile` was given.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -1,0 +1,89 @@
+"""The base of the task models: a backbone under a head, with the training defaults they share."""
+
+import keras
+
+from tfllm.train_step import DistributedTrainStep
+
+
+def default_optimizer():
+    """AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95, global_clipnorm=1.0).
+
+    Biases (the masked-LM head's `output_bias` included) and LayerNorm parameters are not
+    decayed (GPT-2 / nanoGPT practice).
+    """
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=3e-4,
+        weight_decay=0.1,
+        beta_1=0.9,
+        beta_2=0.95,
+        global_clipnorm=1.0,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def accuracy():
+    return [keras.metrics.SparseCategoricalAccuracy("accuracy")]
+
+
+class TaskModel(DistributedTrainStep, keras.Model):
+    """A model made of `self.backbone` and a head, trained on token-level targets.
+
+    `compile()` defaults suit per-token targets with a `sample_weight` that marks which
+    positions count (`CausalLM`, `MaskedLM`); subclasses with other targets override it.
+    `get_config()` holds the backbone; subclasses add their own arguments.
+    """
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        weighted_metrics="auto",
+        **kwargs,
+    ):
+        """Configures training; `"auto"` picks the defaults below.
+
+        optimizer: `default_optimizer()`: AdamW(learning_rate=3e-4, weight_decay=0.1,
+            beta_2=0.95, global_clipnorm=1.0), biases and LayerNorm parameters excluded
+            from weight decay.
+        loss: SparseCategoricalCrossentropy(from_logits=True) averaged over
+            the weighted positions only (`"mean_with_sample_weight"`), so the
+            loss of a half-padded batch is still a per-token loss.
+        weighted_metrics: [SparseCategoricalAccuracy("accuracy")], weighted by
+            `sample_weight` so positions of weight 0 do not count.
+        Other keyword arguments (`jit_compile`, `steps_per_execution`, ...) go
+        to `keras.Model.compile` unchanged.
+        """
+        if optimizer == "auto":
+            optimizer = default_optimizer()
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            )
+        if weighted_metrics == "auto":
+            weighted_metrics = accuracy()
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            weighted_metrics=weighted_metrics,
+            **kwargs,
+        )
+
+    def compile_from_config(self, config):
+        # Keras skips restoring the compile state of models that override
+        # `compile`; theirs accept the objects `compile` was given.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
