@@ -21,8 +21,10 @@ import tensorflow as tf
 from tfllm import config as config_lib
 from tfllm import distribute
 from tfllm import runs
-from tfllm.callbacks import Checkpointer, MetricsLogger, StopOnNonFiniteLoss
-from tfllm.callbacks.checkpointer import LATEST_DIR, checkpoint_step, restore_training_state
+from tfllm.callbacks import (
+    Checkpointer, MetricsLogger, ResumableEarlyStopping, StopOnNonFiniteLoss, early_stopping_state,
+)
+from tfllm.callbacks.checkpointer import BEST_DIR, LATEST_DIR, checkpoint_step, restore_training_state
 from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus import iter_texts, prepare_corpus
 from tfllm.data.corpus_stats import CorpusStats
@@ -221,8 +223,9 @@ def monitored_metric(config):
 
 
 def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
-    """(callbacks, logger, checkpointer): the chief writes metrics, TensorBoard logs and
-    checkpoints; every worker logs nothing, stops on time and on a non-finite loss."""
+    """(callbacks, state, checkpointer): the chief writes metrics, TensorBoard logs and
+    checkpoints; every worker logs nothing, stops on time, on a non-finite loss and early.
+    `state` maps names to the callbacks' own trackables, which every training checkpoint holds."""
     config, p = session.config, session.paths
     t = config.train
     monitor, mode = monitored_metric(config)
@@ -231,23 +234,34 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
         p["metrics"] if chief else None, p["logs"] if chief else None, tokens_per_step, t.log_every, t.steps,
         flops_per_token=flops_per_token if chief else 0.0, peak_flops=peak_flops,
     )
-    # Callbacks run in list order: the logger sums the step's loss before a checkpoint saves
-    # that sum, and a non-finite loss stops the run before anything is saved from it.
+    state = {"logger": logger.state, "early_stopping": early_stopping_state()}
+    # Callbacks run in list order: the logger sums the step's loss and early stopping counts
+    # the evaluation before a checkpoint saves them, and a non-finite loss stops the run
+    # before anything is saved from it.
     resume_hint = f" (e.g. tfllm train --run-dir {session.run_dir} train.learning_rate={t.learning_rate / 3:.3g})"
     callbacks = [logger, StopOnNonFiniteLoss(p["checkpoints"], resume_hint)]
+    if t.early_stopping_patience:
+        # Every worker stops at the same evaluation: they all see the same validation numbers.
+        callbacks.append(ResumableEarlyStopping(
+            state["early_stopping"], t.steps, lambda: resumed_best_checkpoint(session),
+            monitor=monitor, mode=mode, patience=t.early_stopping_patience,
+        ))
     checkpointer = None
     if chief:
         checkpointer = Checkpointer(
             p["checkpoints"], keep=t.keep_checkpoints, monitor=monitor, mode=mode, every=t.checkpoint_every,
-            extra={"logger": logger.state}, fingerprint=run_fingerprint(config, p), handle_signals=True,
+            extra=state, fingerprint=run_fingerprint(config, p), handle_signals=True,
         )
         callbacks.append(checkpointer)
-    if t.early_stopping_patience:
-        # Every worker stops at the same evaluation: they all see the same validation numbers.
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=t.early_stopping_patience, restore_best_weights=True,
-        ))
-    return callbacks, logger, checkpointer
+    return callbacks, state, checkpointer
+
+
+def resumed_best_checkpoint(session):
+    """The best checkpoint of the run a session resumed (every worker reads the chief's)."""
+    if not session.resume_from:
+        return None
+    checkpoints = os.path.dirname(os.path.dirname(session.resume_from))
+    return tf.train.latest_checkpoint(os.path.join(checkpoints, BEST_DIR))
 
 
 def run_fingerprint(config, p):
@@ -276,9 +290,9 @@ def check_free_disk(session, model):
         )
 
 
-def restore_for_resume(session, model, logger):
+def restore_for_resume(session, model, state):
     """Continue the run: restore the training state and drop the metrics logged after it."""
-    fingerprint = restore_training_state(model, session.resume_from, extra={"logger": logger.state})
+    fingerprint = restore_training_state(model, session.resume_from, extra=state)
     if session.chief and fingerprint != run_fingerprint(session.config, session.paths):
         raise UserError(
             f"{session.resume_from} was saved with another config or tokenizer; choose a new --run-dir"
@@ -352,9 +366,9 @@ def fit(session, model, train_at, val_ds, val_batches, vocabulary_size, tokens_p
     with session.strategy.scope():
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    callbacks, logger, checkpointer = make_callbacks(session, t.batch_size * tokens_per_example, flops_per_token, peak)
+    callbacks, state, checkpointer = make_callbacks(session, t.batch_size * tokens_per_example, flops_per_token, peak)
     if session.resume_from:
-        restore_for_resume(session, model, logger)
+        restore_for_resume(session, model, state)
     step = session.start_step
     if step >= t.steps:
         print(f"The run is already at step {step} of train.steps={t.steps}; raise train.steps to train longer")
