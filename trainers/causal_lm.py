@@ -57,15 +57,18 @@ def make_datasets(config, stats, tokenizer, strategy, dataset_fn=lm_dataset, **o
     return train_at, val_ds, val_batches
 
 
-def train(config, run_dir):
-    """Train `config` into `run_dir`; returns the trained model and tokenizer."""
+def train(config, run_dir, dataset_fn=lm_dataset, **options):
+    """Train `config` into `run_dir`; returns the trained model and tokenizer. A masked LM
+    trains here too, with its `dataset_fn` and `options` (see `make_datasets`)."""
     session = start_session(config, run_dir)
     pretrained = init_from.check(config)
     if pretrained:
         init_from.copy_tokenizer(config, session.paths)
     stats, tokenizer = prepare_data(config, session.paths)
     save_config(session)
-    train_at, val_ds, val_batches = make_datasets(config, stats, tokenizer, session.strategy)
+    train_at, val_ds, val_batches = make_datasets(
+        config, stats, tokenizer, session.strategy, dataset_fn=dataset_fn, **options
+    )
     with session.strategy.scope():
         model = runs.build_model(config, tokenizer.vocabulary_size)
         if pretrained:

@@ -17,6 +17,7 @@ import typing
 
 import keras
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from tfllm import config as config_lib
 from tfllm import distribute
@@ -299,6 +300,7 @@ def restore_for_resume(session, model, state):
         )
     if session.chief:
         truncate_metrics(session.paths["metrics"], session.start_step)
+        truncate_event_files(session.paths["logs"], session.start_step)
 
 
 def truncate_metrics(path, step):
@@ -311,6 +313,35 @@ def truncate_metrics(path, step):
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(kept)
     os.replace(path + ".tmp", path)
+
+
+def truncate_event_files(log_dir, step):
+    """Rewrite the TensorBoard event files under `log_dir` without the events after `step`.
+
+    TensorBoard drops such orphaned events only after a `SessionLog.START` event, which TF2's
+    summary writers cannot write; without this a resumed run would show two curves from the
+    resume point on. Event files are TFRecord files of `Event` protos.
+    """
+    if not os.path.isdir(log_dir):
+        return
+    for root, _, names in os.walk(log_dir):
+        for name in names:
+            if ".tfevents." not in name or name.endswith(".tmp"):
+                continue
+            path = os.path.join(root, name)
+            records, cut_short = [], False
+            try:
+                for record in tf.data.TFRecordDataset(path):
+                    records.append(record.numpy())
+            except tf.errors.DataLossError:
+                cut_short = True  # the last record was cut by the kill; the ones before it stand
+            kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+            if len(kept) == len(records) and not cut_short:
+                continue
+            with tf.io.TFRecordWriter(path + ".tmp") as writer:
+                for record in kept:
+                    writer.write(record)
+            os.replace(path + ".tmp", path)
 
 
 def training_data(strategy, pipeline_fn):

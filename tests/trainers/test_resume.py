@@ -5,6 +5,7 @@ reference and the resumed run train in this process, on the session's strategies
 """
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -17,10 +18,12 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tests.trainers.workers import WorkerJob
 from tfllm import cli, distribute
+from trainers import common
 
 STEPS = 30
 RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
@@ -77,6 +80,16 @@ def kill_at_a_random_step(run_dir, overrides, rng):
     return kill_after
 
 
+def logged_steps(run_dir, tag="train/loss"):
+    """The steps of every `tag` event in the run's TensorBoard files, in order, repeats included."""
+    steps = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "logs", "**", "*.tfevents.*"), recursive=True)):
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
 def checkpoint_tensors(run_dir):
     path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
     reader = tf.train.load_checkpoint(path)
@@ -109,7 +122,9 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(scenario, corpus,
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, rtol=0,
                                    err_msg=f"{name} (killed after step {kill_after}, resumed at {resume_step})")
-    # The same records, losses included, before and after the resume point.
+    # The same records, losses included, before and after the resume point, and TensorBoard
+    # holds each step once.
+    assert sorted(logged_steps(resumed)) == logged_steps(reference) == list(range(5, STEPS + 1, 5))
     before, after = read_metrics(reference), read_metrics(resumed)
     assert [r["step"] for r in after] == [r["step"] for r in before] == list(range(5, STEPS + 1, 5))
     for a, b in zip(after, before):
@@ -188,3 +203,26 @@ def test_deterministic_turns_on_op_determinism(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["false", "False", "true", "True"], out.stderr[-2000:]
+
+
+def test_resuming_drops_the_orphaned_metrics_and_tensorboard_events(tmp_path):
+    """What the killed run logged after its last checkpoint goes; a record cut by the kill too."""
+    logs = tmp_path / "logs"
+    writer = tf.summary.create_file_writer(str(logs))
+    with writer.as_default():
+        for step in range(1, 11):
+            tf.summary.scalar("train/loss", 10.0 - step, step=step)
+    writer.close()
+    (path,) = glob.glob(str(logs / "*.tfevents.*"))
+    with open(path, "ab") as f:
+        f.write(b"\x20\x00\x00\x00\x00\x00\x00\x00\x01\x02")  # a record cut short by SIGKILL
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in range(2, 11, 2)))
+
+    common.truncate_event_files(str(logs), 6)
+    common.truncate_metrics(str(metrics), 6)
+    assert logged_steps(str(tmp_path)) == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [2, 4, 6]
+    values = [float(tf.make_ndarray(v.tensor)) for r in tf.data.TFRecordDataset(path)
+              for v in event_pb2.Event.FromString(r.numpy()).summary.value]
+    assert values == [9.0, 8.0, 7.0, 6.0, 5.0, 4.0]
