@@ -19,7 +19,8 @@ from tfllm.data.finetune_pipeline import classify_dataset, sft_dataset
 from tfllm.data.labeled import LabelMap, balanced_class_weights, read_classification, read_prompt_completion
 from tfllm.errors import UserError
 from trainers import init_from
-from trainers.common import compile_model, fit, prepare_tokenizer, save_config, start_session, training_data
+from trainers.common import compile_model, fit, prepare_tokenizer, save_config, start_session
+from trainers.resume import training_data
 
 
 def split_examples(config):
@@ -84,7 +85,7 @@ def train(config, run_dir):
 
 def make_datasets(config, strategy, tokenizer, train_examples, val_examples, label_map, causal):
     """`(train_at, val_ds, val_batches)`: distributed training data from any step on (see
-    `common.training_data`) and validation data; each input pipeline reads its own share."""
+    `trainers.resume.training_data`) and validation data; each input pipeline reads its own share."""
     t, m = config.train, config.model
     task = m.task
     if task == "classify":

@@ -23,7 +23,7 @@ from tensorflow.core.util import event_pb2
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tests.trainers.workers import WorkerJob
 from tfllm import cli, distribute
-from trainers import common
+from trainers import resume
 
 STEPS = 30
 RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
@@ -219,8 +219,8 @@ def test_resuming_drops_the_orphaned_metrics_and_tensorboard_events(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in range(2, 11, 2)))
 
-    common.truncate_event_files(str(logs), 6)
-    common.truncate_metrics(str(metrics), 6)
+    resume.truncate_event_files(str(logs), 6)
+    resume.truncate_metrics(str(metrics), 6)
     assert logged_steps(str(tmp_path)) == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [2, 4, 6]
     values = [float(tf.make_ndarray(v.tensor)) for r in tf.data.TFRecordDataset(path)
