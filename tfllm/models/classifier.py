@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfllm.models.task_model import TaskModel, accuracy, default_optimizer
+from tfllm.models.task_model import TaskModel, accuracy
 
 POOLING_KINDS = ("auto", "first", "last")
 
@@ -108,24 +108,13 @@ class Classifier(TaskModel):
             pooled = self.output_dropout(pooled, training=training)
         return self.output_dense(pooled)
 
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
-        """Configures training; `"auto"` picks the defaults below.
+    def default_loss(self):
+        """One label per sequence: plain cross-entropy on the class logits."""
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-        optimizer: AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95,
-            global_clipnorm=1.0), biases and LayerNorm parameters excluded
-            from weight decay, as `CausalLM`.
-        loss: SparseCategoricalCrossentropy(from_logits=True).
-        metrics: [SparseCategoricalAccuracy("accuracy")].
-        Other keyword arguments (`jit_compile`, `grad_accum_steps`, ...) go
-        to `keras.Model.compile` unchanged.
-        """
-        if optimizer == "auto":
-            optimizer = default_optimizer()
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = accuracy()
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+    def default_metrics(self):
+        # Class weights (`sample_weight`) shape the loss; accuracy counts every sequence once.
+        return accuracy(), None
 
     def get_config(self):
         return {

@@ -30,7 +30,8 @@ class TaskModel(DistributedTrainStep, keras.Model):
     """A model made of `self.backbone` and a head, trained on token-level targets.
 
     `compile()` defaults suit per-token targets with a `sample_weight` that marks which
-    positions count (`CausalLM`, `MaskedLM`); subclasses with other targets override it.
+    positions count (`CausalLM`, `MaskedLM`); subclasses with other targets override
+    `default_loss()` and `default_metrics()`.
     `get_config()` holds the backbone; subclasses add their own arguments.
     """
 
@@ -38,6 +39,7 @@ class TaskModel(DistributedTrainStep, keras.Model):
         self,
         optimizer="auto",
         loss="auto",
+        metrics="auto",
         weighted_metrics="auto",
         **kwargs,
     ):
@@ -46,28 +48,29 @@ class TaskModel(DistributedTrainStep, keras.Model):
         optimizer: `default_optimizer()`: AdamW(learning_rate=3e-4, weight_decay=0.1,
             beta_2=0.95, global_clipnorm=1.0), biases and LayerNorm parameters excluded
             from weight decay.
-        loss: SparseCategoricalCrossentropy(from_logits=True) averaged over
-            the weighted positions only (`"mean_with_sample_weight"`), so the
-            loss of a half-padded batch is still a per-token loss.
-        weighted_metrics: [SparseCategoricalAccuracy("accuracy")], weighted by
-            `sample_weight` so positions of weight 0 do not count.
-        Other keyword arguments (`jit_compile`, `steps_per_execution`, ...) go
-        to `keras.Model.compile` unchanged.
+        loss: `self.default_loss()`.
+        metrics, weighted_metrics: `self.default_metrics()`.
+        Other keyword arguments (`jit_compile`, `steps_per_execution`,
+        `grad_accum_steps`, ...) go to `keras.Model.compile` unchanged.
         """
-        if optimizer == "auto":
-            optimizer = default_optimizer()
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"
-            )
-        if weighted_metrics == "auto":
-            weighted_metrics = accuracy()
+        default_metrics, default_weighted_metrics = self.default_metrics()
         super().compile(
-            optimizer=optimizer,
-            loss=loss,
-            weighted_metrics=weighted_metrics,
+            optimizer=default_optimizer() if optimizer == "auto" else optimizer,
+            loss=self.default_loss() if loss == "auto" else loss,
+            metrics=default_metrics if metrics == "auto" else metrics,
+            weighted_metrics=default_weighted_metrics if weighted_metrics == "auto" else weighted_metrics,
             **kwargs,
         )
+
+    def default_loss(self):
+        """Cross-entropy on logits averaged over the weighted positions only
+        (`"mean_with_sample_weight"`), so the loss of a half-padded batch is still a per-token loss."""
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+
+    def default_metrics(self):
+        """`(metrics, weighted_metrics)`: token accuracy, weighted by `sample_weight` so
+        positions of weight 0 (padding, unmasked tokens, prompts) do not count."""
+        return None, accuracy()
 
     def compile_from_config(self, config):
         # Keras skips restoring the compile state of models that override
