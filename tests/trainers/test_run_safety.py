@@ -1,14 +1,19 @@
-"""A diverging run stops with a usable checkpoint; a run that cannot write its checkpoints
-does not start."""
+"""A diverging or signalled run stops with a usable checkpoint; a run that cannot write its
+checkpoints does not start."""
 
 import collections
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import tensorflow as tf
 
-from tests.trainers.tiny_runs import corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tfllm import cli
 from trainers import common
 
@@ -68,3 +73,36 @@ def test_a_run_dir_that_cannot_be_written_is_refused(corpus, tmp_path, monkeypat
     monkeypatch.setattr(common.os, "access", lambda path, mode: False)
     code, _, err = train(str(tmp_path / "locked"), tiny(corpus), capsys)
     assert code == 2 and f"run dir {tmp_path / 'locked'} is not writable" in err, err
+
+
+def test_sigterm_saves_the_step_exits_130_and_the_same_command_resumes(corpus, tmp_path, capsys):  # noqa: F811
+    # SIGINT takes the same path (tests/callbacks/test_checkpointer.py sends both).
+    signal_number = signal.SIGTERM
+    run_dir = str(tmp_path / "run")
+    overrides = tiny(corpus, train__steps=2000, train__eval_every=1000, train__log_every=5)
+    process = subprocess.Popen([sys.executable, "-m", "tfllm.cli", "train", "--run-dir", run_dir, *overrides],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = os.path.join(run_dir, "metrics.jsonl")
+        while time.monotonic() < deadline and not (os.path.exists(metrics) and steps_logged(run_dir)):
+            time.sleep(0.05)
+        process.send_signal(signal_number)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    last = err.strip().splitlines()[-1]
+    assert process.returncode == 130, err[-2000:]
+    name = signal.Signals(signal_number).name
+    match = re.fullmatch(rf"tfllm train: stopped by {name} at step (\d+); the newest checkpoint is (\S+); "
+                         "run the same command again to resume", last)
+    assert match, last
+    step, saved = int(match[1]), match[2]
+    assert saved == tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
+    assert saved.endswith(f"ckpt-{step}") and step >= 5
+
+    # The same command (with a reachable end) continues from that step.
+    code, out, _ = train(run_dir, tiny(corpus, train__steps=step + 5, train__eval_every=1000, train__log_every=5),
+                         capsys)
+    assert code == 0 and f"Resuming from {saved} (step {step})" in out
