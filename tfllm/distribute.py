@@ -111,6 +111,26 @@ def is_chief(strategy):
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
 
 
+def same_on_every_worker(strategy, value):
+    """Whether the integer `value` is the same in every worker of a multi-worker strategy (a
+    collective every worker must call); always true on one machine.
+
+    Replicas all-reduce `value` and its square: the values are all equal exactly when their
+    variance, n * sum(v^2) - sum(v)^2, is zero. (ReduceOp has SUM and MEAN, not MIN/MAX.)
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    v = tf.constant(value, tf.float64)
+
+    @tf.function  # eager collectives are slow and warn about it
+    def sums():
+        both = strategy.run(lambda: tf.stack([v, v * v]))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, both, axis=None)
+
+    total, squares = sums().numpy()
+    return strategy.num_replicas_in_sync * squares == total * total
+
+
 def split_batch(global_batch, num_replicas, grad_accum_steps):
     """Per-replica micro-batch size; the global batch must divide evenly."""
     parts = num_replicas * grad_accum_steps

@@ -79,6 +79,11 @@ def start_session(config, run_dir):
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(t.seed)
     start_step = checkpoint_step(resume_from) if resume_from else 0
+    if not distribute.same_on_every_worker(strategy, start_step):
+        raise UserError(
+            f"the workers found different checkpoints to resume in --run-dir {shared_run_dir} (this one: "
+            f"{resume_from or 'none'}); give every worker the same run dir on a file system they all read"
+        )
     if resume_from:
         print(f"Resuming from {resume_from} (step {start_step})")
     return Session(config, run_dir, p, strategy, chief, precision, xla, micro_batch, resume_from, start_step)

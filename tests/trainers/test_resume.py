@@ -170,6 +170,20 @@ def test_a_multi_worker_job_with_a_killed_worker_resumes_from_the_last_checkpoin
     steps = [r["step"] for r in read_metrics(str(run_dir)) if "loss" in r]
     assert steps == list(range(5, step + 11, 5))
 
+    # A worker that cannot see the chief's checkpoints would start over while the chief resumes:
+    # every worker refuses instead of training different steps.
+    job = WorkerJob(tmp_path, [run_dir, tmp_path / "elsewhere"], tiny(corpus, train__steps=step + 20, **settings),
+                    name="unshared")
+    try:
+        for process in job.processes:
+            process.wait(timeout=120)
+    finally:
+        job.kill()
+    outputs = job.outputs()
+    assert [p.returncode for p in job.processes] == [2, 2], "\n".join(outputs)
+    for output in outputs:
+        assert "tfllm train: error: the workers found different checkpoints to resume" in output, output
+
 
 def test_resume_refuses_a_changed_config_naming_the_keys(corpus, one_device_strategy, tmp_path, capsys):  # noqa: F811
     run_dir = str(tmp_path / "run")
