@@ -21,7 +21,8 @@ from tfllm import config as config_lib
 from tfllm import distribute
 from tfllm import runs
 from tfllm.callbacks import (
-    Checkpointer, MetricsLogger, ResumableEarlyStopping, StopOnNonFiniteLoss, early_stopping_state,
+    Checkpointer, MetricsLogger, ResumableEarlyStopping, StopOnNonFiniteLoss, StopTogetherOnSignal,
+    early_stopping_state,
 )
 from tfllm.callbacks.checkpointer import checkpoint_step
 from tfllm.data.cleaning import Cleaner
@@ -211,12 +212,17 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
             state["early_stopping"], t.steps, lambda: resumed_best_checkpoint(session),
             monitor=monitor, mode=mode, patience=t.early_stopping_patience,
         ))
+    # Several workers must stop after the same step when any one of them gets a signal.
+    multi_worker = isinstance(session.strategy, tf.distribute.MultiWorkerMirroredStrategy)
     checkpointer = None
     if chief:
         checkpointer = Checkpointer(
             p["checkpoints"], keep=t.keep_checkpoints, monitor=monitor, mode=mode, every=t.checkpoint_every,
-            extra=state, fingerprint=run_fingerprint(config, p), handle_signals=True,
+            extra=state, fingerprint=run_fingerprint(config, p), handle_signals=not multi_worker,
         )
+    if multi_worker:
+        callbacks.append(StopTogetherOnSignal(session.strategy, checkpointer))
+    if checkpointer is not None:
         callbacks.append(checkpointer)
     return callbacks, state, checkpointer
 
@@ -272,7 +278,7 @@ def fit(session, model, train_at, val_ds, val_batches, vocabulary_size, tokens_p
     with session.strategy.scope():
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    callbacks, state, checkpointer = make_callbacks(session, t.batch_size * tokens_per_example, flops_per_token, peak)
+    callbacks, state, _ = make_callbacks(session, t.batch_size * tokens_per_example, flops_per_token, peak)
     if session.resume_from:
         restore_for_resume(session, model, state)
     step = session.start_step
@@ -295,8 +301,10 @@ def fit(session, model, train_at, val_ds, val_batches, vocabulary_size, tokens_p
         model.fit(train_at(epoch * eval_every), initial_epoch=epoch, epochs=epochs, steps_per_epoch=eval_every,
                   **fit_args)
     finally:
-        if checkpointer is not None:
-            checkpointer.release_signals()
+        # Keras skips `on_train_end` when an exception ends `fit`.
+        for callback in callbacks:
+            if hasattr(callback, "release_signals"):
+                callback.release_signals()
     return model
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -240,3 +241,28 @@ def test_resuming_drops_the_orphaned_metrics_and_tensorboard_events(tmp_path):
     values = [float(tf.make_ndarray(v.tensor)) for r in tf.data.TFRecordDataset(path)
               for v in event_pb2.Event.FromString(r.numpy()).summary.value]
     assert values == [9.0, 8.0, 7.0, 6.0, 5.0, 4.0]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_every_worker_after_the_same_saved_step(corpus, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    latest = os.path.join(run_dir, "checkpoints", "latest")
+    overrides = tiny(corpus, distribute__strategy="multi_worker", train__steps=100_000, train__eval_every=50_000,
+                     train__checkpoint_every=5)
+    job = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="preempted")
+    try:
+        deadline = time.monotonic() + 240
+        while tf.train.latest_checkpoint(latest) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.processes[1].send_signal(signal.SIGTERM)  # a preemption notice to worker 1 only
+        for process in job.processes:
+            process.wait(timeout=120)
+    finally:
+        job.kill()
+    chief, worker = job.outputs()
+    assert [p.returncode for p in job.processes] == [130, 130], chief + worker
+    match = re.search(r"tfllm train: stopped by SIGTERM at step (\d+); the newest checkpoint is (\S+);", chief)
+    assert match, chief
+    step, saved = int(match[1]), match[2]
+    assert saved == tf.train.latest_checkpoint(latest) and saved.endswith(f"ckpt-{step}")
+    assert f"tfllm train: stopped by SIGTERM at step {step}; the chief saved this step" in worker, worker

@@ -2,3 +2,4 @@ from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restor
 from tfllm.callbacks.divergence import StopOnNonFiniteLoss
 from tfllm.callbacks.early_stopping import ResumableEarlyStopping, early_stopping_state
 from tfllm.callbacks.metrics_logger import MetricsLogger
+from tfllm.callbacks.worker_signals import StopTogetherOnSignal

@@ -87,6 +87,11 @@ class Checkpointer(keras.callbacks.Callback):
         # Only a flag: saving inside a signal handler could interrupt a running TensorFlow call.
         self._signal = number
 
+    def stop_after_this_step(self, number):
+        """Save at the end of the current step and raise `TrainingInterrupted` naming signal
+        `number`, as if this process had received it (see `StopTogetherOnSignal`)."""
+        self._signal = number
+
     def on_train_end(self, logs=None):
         self.release_signals()
 

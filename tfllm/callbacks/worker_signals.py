@@ -1,0 +1,72 @@
+"""Multi-worker training: a signal to any one worker stops every worker after the same step."""
+
+import signal
+
+import keras
+import tensorflow as tf
+
+from tfllm.errors import TrainingInterrupted
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopTogetherOnSignal(keras.callbacks.Callback):
+    """Stops all workers of a multi-worker job at the same step when any one gets SIGTERM/SIGINT.
+
+    A preemption notice often reaches one machine only. Stopping that worker alone would leave
+    the others waiting for it in the next collective. Every worker flags a signal it receives,
+    and after every step the workers sum their flags (one scalar all-reduce), so all of them see
+    it after the same step. The chief's `Checkpointer` (placed after this callback) then saves
+    that step and raises `TrainingInterrupted`; every other worker raises it too.
+
+    Args:
+        strategy: the job's `tf.distribute` strategy.
+        checkpointer: the chief's `Checkpointer` (its own signal handling off), or None on the
+            other workers.
+    """
+
+    def __init__(self, strategy, checkpointer=None):
+        super().__init__()
+        self.strategy = strategy
+        self.checkpointer = checkpointer
+        self._signal = None
+        self._previous_handlers = {}
+
+        @tf.function
+        def flagged_workers(flag):
+            per_replica = strategy.run(lambda: flag)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        self._flagged_workers = flagged_workers
+
+    def on_train_begin(self, logs=None):
+        self._signal = None
+        for number in SIGNALS:
+            self._previous_handlers[number] = signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number, frame):
+        self._signal = number  # acted on after the step, by every worker together
+
+    def on_train_end(self, logs=None):
+        self.release_signals()
+
+    def release_signals(self):
+        """Put back the handlers of before training (also after an exception ends `fit`)."""
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+        self._previous_handlers = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        flag = tf.constant(0 if self._signal is None else 1, tf.int32)
+        if int(self._flagged_workers(flag).numpy()) == 0:
+            return
+        number = self._signal or signal.SIGTERM
+        self.release_signals()
+        if self.checkpointer is not None:
+            self.checkpointer.stop_after_this_step(number)  # it saves, then raises
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        who = f"{signal.Signals(self._signal).name}" if self._signal else "a signal to another worker"
+        raise TrainingInterrupted(
+            f"stopped by {who} at step {step}; the chief saved this step; run the same command again to resume"
+        )
