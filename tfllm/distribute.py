@@ -124,11 +124,18 @@ def same_on_every_worker(strategy, value):
 
     @tf.function  # eager collectives are slow and warn about it
     def sums():
-        both = strategy.run(lambda: tf.stack([v, v * v]))
+        both = strategy.run(lambda: per_replica(tf.stack([v, v * v])))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, both, axis=None)
 
     total, squares = sums().numpy()
     return strategy.num_replicas_in_sync * squares == total * total
+
+
+def per_replica(tensor):
+    """`tensor` as each replica's own value, inside `strategy.run`: a value captured from outside
+    would come back as one tensor, which `strategy.reduce` refuses to reduce."""
+    replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+    return tensor + tf.cast(replica_id, tensor.dtype) * 0
 
 
 def split_batch(global_batch, num_replicas, grad_accum_steps):

@@ -5,6 +5,7 @@ import signal
 import keras
 import tensorflow as tf
 
+from tfllm import distribute
 from tfllm.errors import TrainingInterrupted
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -34,8 +35,8 @@ class StopTogetherOnSignal(keras.callbacks.Callback):
 
         @tf.function
         def flagged_workers(flag):
-            per_replica = strategy.run(lambda: flag)
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            flags = strategy.run(lambda: distribute.per_replica(flag))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
 
         self._flagged_workers = flagged_workers
 
