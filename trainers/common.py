@@ -189,7 +189,7 @@ def monitored_metric(config):
 
 
 def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
-    """(callbacks, state, checkpointer): the chief writes metrics, TensorBoard logs and
+    """(callbacks, state): the chief writes metrics, TensorBoard logs and
     checkpoints; every worker logs nothing, stops on time, on a non-finite loss and early.
     `state` maps names to the callbacks' own trackables, which every training checkpoint holds."""
     config, p = session.config, session.paths
@@ -224,7 +224,7 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
         callbacks.append(StopTogetherOnSignal(session.strategy, checkpointer))
     if checkpointer is not None:
         callbacks.append(checkpointer)
-    return callbacks, state, checkpointer
+    return callbacks, state
 
 
 def check_free_disk(session, model):
@@ -278,7 +278,7 @@ def fit(session, model, train_at, val_ds, val_batches, vocabulary_size, tokens_p
     with session.strategy.scope():
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    callbacks, state, _ = make_callbacks(session, t.batch_size * tokens_per_example, flops_per_token, peak)
+    callbacks, state = make_callbacks(session, t.batch_size * tokens_per_example, flops_per_token, peak)
     if session.resume_from:
         restore_for_resume(session, model, state)
     step = session.start_step

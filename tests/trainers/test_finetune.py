@@ -191,7 +191,7 @@ def test_early_stopping_on_the_monitored_metric_restores_the_best_weights(tmp_pa
                                            "train.steps=100"])
     session = types.SimpleNamespace(config=config, paths={"metrics": None, "logs": None, "checkpoints": None},
                                     chief=False, run_dir=str(tmp_path), strategy=tf.distribute.get_strategy())
-    callbacks, _, _ = common.make_callbacks(session, tokens_per_step=1, flops_per_token=0, peak_flops=0)
+    callbacks, _ = common.make_callbacks(session, tokens_per_step=1, flops_per_token=0, peak_flops=0)
     scripted = ScriptedAccuracy([0.5, 0.9, 0.6, 0.4, 0.95, 0.99])
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     model.compile(optimizer=keras.optimizers.SGD(0.1),

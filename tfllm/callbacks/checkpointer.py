@@ -15,6 +15,7 @@ import signal
 import keras
 import tensorflow as tf
 
+from tfllm.callbacks.signal_flag import SignalFlag
 from tfllm.errors import TrainingInterrupted, UserError
 
 LATEST_DIR = "latest"
@@ -59,8 +60,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.handle_signals = handle_signals
         self.best_value = read_best(directory, monitor, mode)
         self.interrupted_at = None
-        self._signal = None
-        self._previous_handlers = {}
+        self._signals = SignalFlag()
 
     def _improved(self, value):
         return value < self.best_value if self.mode == "min" else value > self.best_value
@@ -78,19 +78,14 @@ class Checkpointer(keras.callbacks.Callback):
         self._best = tf.train.CheckpointManager(
             self._checkpoint, os.path.join(self.directory, BEST_DIR), max_to_keep=1
         )
-        self._signal = None
+        self._signals.number = None
         if self.handle_signals:
-            for number in (signal.SIGTERM, signal.SIGINT):
-                self._previous_handlers[number] = signal.signal(number, self._on_signal)
-
-    def _on_signal(self, number, frame):
-        # Only a flag: saving inside a signal handler could interrupt a running TensorFlow call.
-        self._signal = number
+            self._signals.install()
 
     def stop_after_this_step(self, number):
         """Save at the end of the current step and raise `TrainingInterrupted` naming signal
         `number`, as if this process had received it (see `StopTogetherOnSignal`)."""
-        self._signal = number
+        self._signals.number = number
 
     def on_train_end(self, logs=None):
         self.release_signals()
@@ -98,16 +93,14 @@ class Checkpointer(keras.callbacks.Callback):
     def release_signals(self):
         """Put back the signal handlers of before training. Keras skips `on_train_end` when an
         exception ends `fit`, so whoever catches one calls this too."""
-        for number, handler in self._previous_handlers.items():
-            signal.signal(number, handler)
-        self._previous_handlers = {}
+        self._signals.release()
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
-        if self._signal is not None:
+        if self._signals.number is not None:
             self.interrupted_at = step
             saved = self.save_latest(step) if _finite(logs) else self._latest.latest_checkpoint
-            name = signal.Signals(self._signal).name
+            name = signal.Signals(self._signals.number).name
             self.release_signals()
             # Raised, not `stop_training`: Keras would still run a validation before stopping.
             raise TrainingInterrupted(

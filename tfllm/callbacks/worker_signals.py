@@ -6,9 +6,8 @@ import keras
 import tensorflow as tf
 
 from tfllm import distribute
+from tfllm.callbacks.signal_flag import SignalFlag
 from tfllm.errors import TrainingInterrupted
-
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopTogetherOnSignal(keras.callbacks.Callback):
@@ -30,8 +29,7 @@ class StopTogetherOnSignal(keras.callbacks.Callback):
         super().__init__()
         self.strategy = strategy
         self.checkpointer = checkpointer
-        self._signal = None
-        self._previous_handlers = {}
+        self._signals = SignalFlag()
 
         @tf.function
         def flagged_workers(flag):
@@ -41,33 +39,27 @@ class StopTogetherOnSignal(keras.callbacks.Callback):
         self._flagged_workers = flagged_workers
 
     def on_train_begin(self, logs=None):
-        self._signal = None
-        for number in SIGNALS:
-            self._previous_handlers[number] = signal.signal(number, self._on_signal)
-
-    def _on_signal(self, number, frame):
-        self._signal = number  # acted on after the step, by every worker together
+        self._signals.install()  # acted on after each step, by every worker together
 
     def on_train_end(self, logs=None):
         self.release_signals()
 
     def release_signals(self):
         """Put back the handlers of before training (also after an exception ends `fit`)."""
-        for number, handler in self._previous_handlers.items():
-            signal.signal(number, handler)
-        self._previous_handlers = {}
+        self._signals.release()
 
     def on_train_batch_end(self, batch, logs=None):
-        flag = tf.constant(0 if self._signal is None else 1, tf.int32)
+        received = self._signals.number
+        flag = tf.constant(0 if received is None else 1, tf.int32)
         if int(self._flagged_workers(flag).numpy()) == 0:
             return
-        number = self._signal or signal.SIGTERM
+        number = received or signal.SIGTERM
         self.release_signals()
         if self.checkpointer is not None:
             self.checkpointer.stop_after_this_step(number)  # it saves, then raises
             return
         step = int(self.model.optimizer.iterations.numpy())
-        who = f"{signal.Signals(self._signal).name}" if self._signal else "a signal to another worker"
+        who = signal.Signals(received).name if received else "a signal to another worker"
         raise TrainingInterrupted(
             f"stopped by {who} at step {step}; the chief saved this step; run the same command again to resume"
         )
