@@ -4,7 +4,11 @@ setup(
     name="tfllm",
     version="0.1.0",
     description="Train, evaluate and serve language models with TensorFlow and Keras.",
-    packages=find_packages(include=["tfllm", "tfllm.*", "trainers", "trainers.*", "export", "export.*"]),
+    # The programs live in the repository's top-level trainers/ and export/ folders but install
+    # as tfllm.trainers and tfllm.export: a top-level `export` package in site-packages would
+    # collide with any other project's.
+    packages=find_packages(include=["tfllm", "tfllm.*"]) + ["tfllm.trainers", "tfllm.export"],
+    package_dir={"tfllm.trainers": "trainers", "tfllm.export": "export"},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow==2.21.0",

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from export.controlled_sampler import ControlledSampler
+from tfllm.export.controlled_sampler import ControlledSampler
 from tfllm.tokenizers import EOS_ID
 
 # Buffers are bucketed as `tfllm.generator.Generator` buckets them (powers of two from 16), so

@@ -26,7 +26,7 @@ import threading
 import tensorflow as tf
 from werkzeug.wrappers import Request, Response
 
-from export.json_tensors import JsonTensorError, arrays_from_inputs, arrays_from_instances, columns_of, rows_of
+from tfllm.export.json_tensors import JsonTensorError, arrays_from_inputs, arrays_from_instances, columns_of, rows_of
 
 DEFAULT_SIGNATURE = "serving_default"
 # An oversized body is read and dropped up to this size before the 413 answer, so that the

@@ -24,9 +24,9 @@ import tempfile
 import tensorflow as tf
 import tensorflow_text
 
-from export.classify_module import ClassifyModule
-from export.generation_module import GenerationModule
-from export.manifest import read_manifest, write_manifest
+from tfllm.export.classify_module import ClassifyModule
+from tfllm.export.generation_module import GenerationModule
+from tfllm.export.manifest import read_manifest, write_manifest
 from tfllm import runs
 from tfllm.data.labeled import LabelMap
 from tfllm.errors import UserError

@@ -29,8 +29,8 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 from werkzeug.serving import make_server
 
-from export.manifest import MANIFEST_FILENAME, read_manifest, verify_manifest
-from export.rest_api import RestApi
+from tfllm.export.manifest import MANIFEST_FILENAME, read_manifest, verify_manifest
+from tfllm.export.rest_api import RestApi
 from tfllm.errors import UserError
 
 SHUTDOWN_GRACE_SECONDS = 30.0

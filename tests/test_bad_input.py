@@ -20,8 +20,8 @@ import sys
 import pytest
 from werkzeug.test import Client
 
-from export.rest_api import RestApi
-from export.server import load_servable
+from tfllm.export.rest_api import RestApi
+from tfllm.export.server import load_servable
 from tests.trainers.tiny_runs import corpus, tiny  # noqa: F401  `corpus` is a fixture used below
 from tfllm import cli
 

@@ -69,7 +69,7 @@ def add_generate(sub):
     prompts.add_argument("--prompts-file", help="a .txt file with one prompt per line, or .jsonl with 'prompt'")
     add_decoding_arguments(p)
     p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
-    p.set_defaults(run=lazy("trainers.generate"))
+    p.set_defaults(run=lazy("tfllm.trainers.generate"))
 
 
 def add_decoding_arguments(p):
@@ -97,7 +97,7 @@ def add_evaluate(sub):
                         "bits_per_byte bleu rouge accuracy macro_f1")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per evaluation batch")
     add_decoding_arguments(p)
-    p.set_defaults(run=lazy("trainers.evaluate"), strategy="greedy")
+    p.set_defaults(run=lazy("tfllm.trainers.evaluate"), strategy="greedy")
 
 
 def add_export(sub):
@@ -108,7 +108,7 @@ def add_export(sub):
     p.add_argument("--out", required=True, help="export base directory (TF Serving layout: OUT/VERSION/)")
     p.add_argument("--version", type=int, default=None, help="version number (default: newest + 1)")
     p.add_argument("--force", action="store_true", help="overwrite an existing version")
-    p.set_defaults(run=lazy("export.saved_model"))
+    p.set_defaults(run=lazy("tfllm.export.saved_model"))
 
 
 def add_serve(sub):
@@ -121,7 +121,7 @@ def add_serve(sub):
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted")
     p.add_argument("--max-batch-size", type=int, default=32, help="most instances per request")
     p.add_argument("--max-new-tokens", type=int, default=256, help="largest max_new_tokens accepted")
-    p.set_defaults(run=lazy("export.server"))
+    p.set_defaults(run=lazy("tfllm.export.server"))
 
 
 def lazy(module_name):
@@ -141,7 +141,7 @@ def run_train(args):
     path = resolve_config_path(args.config)
     config = load_config(path, args.overrides)
     # Imported once the config is valid: a config error answers before TensorFlow starts.
-    from trainers import causal_lm, train
+    from tfllm.trainers import causal_lm, train
 
     name = os.path.splitext(os.path.basename(path))[0]
     run_dir = args.run_dir or os.path.join("runs", name)

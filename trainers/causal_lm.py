@@ -14,9 +14,9 @@ from tfllm.data.pipeline import lm_dataset
 from tfllm.errors import UserError
 from tfllm.generator import Generator
 from tfllm.samplers import get_sampler
-from trainers import init_from
-from trainers.common import compile_model, count_batches, fit, prepare_data, save_config, start_session
-from trainers.resume import training_data
+from tfllm.trainers import init_from
+from tfllm.trainers.common import compile_model, count_batches, fit, prepare_data, save_config, start_session
+from tfllm.trainers.resume import training_data
 
 
 def make_datasets(config, stats, tokenizer, strategy, dataset_fn=lm_dataset, **options):

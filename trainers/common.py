@@ -33,7 +33,7 @@ from tfllm.flops import device_peak_flops, training_flops_per_token
 from tfllm.precision import resolve_precision
 from tfllm.schedules import WarmupCosineDecay
 from tfllm.tokenizers import load_tokenizer, train_tokenizer
-from trainers.resume import find_resume_checkpoint, restore_for_resume, resumed_best_checkpoint, run_fingerprint
+from tfllm.trainers.resume import find_resume_checkpoint, restore_for_resume, resumed_best_checkpoint, run_fingerprint
 
 # Norm scales and biases are not decayed (as in GPT-2 and nanoGPT).
 NO_DECAY = ["bias", "gamma", "beta"]

@@ -33,7 +33,7 @@ from tfllm.data.readers import iter_documents
 from tfllm.errors import UserError
 from tfllm.evaluation import TextScorer, bleu_score, is_pairs_file, label_scores, read_pairs, rouge_scores
 from tfllm.generator import Generator
-from trainers.generate import check_max_new_tokens, make_sampler
+from tfllm.trainers.generate import check_max_new_tokens, make_sampler
 
 TEXT_METRICS = ("loss", "perplexity", "bits_per_byte")
 GENERATION_METRICS = ("bleu", "rouge", "accuracy", "macro_f1")

@@ -18,9 +18,9 @@ from tfllm import runs
 from tfllm.data.finetune_pipeline import classify_dataset, sft_dataset
 from tfllm.data.labeled import LabelMap, balanced_class_weights, read_classification, read_prompt_completion
 from tfllm.errors import UserError
-from trainers import init_from
-from trainers.common import compile_model, fit, prepare_tokenizer, save_config, start_session
-from trainers.resume import training_data
+from tfllm.trainers import init_from
+from tfllm.trainers.common import compile_model, fit, prepare_tokenizer, save_config, start_session
+from tfllm.trainers.resume import training_data
 
 
 def split_examples(config):

@@ -8,7 +8,7 @@ count masked positions only.
 """
 
 from tfllm.data.masking import masked_lm_dataset
-from trainers import causal_lm
+from tfllm.trainers import causal_lm
 
 
 def train(config, run_dir):

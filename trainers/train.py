@@ -4,10 +4,10 @@ import importlib
 
 # model.task -> the module whose `train(config, run_dir)` trains it.
 PROGRAMS = {
-    "causal_lm": "trainers.causal_lm",
-    "masked_lm": "trainers.masked_lm",
-    "classify": "trainers.finetune",
-    "sft": "trainers.finetune",
+    "causal_lm": "tfllm.trainers.causal_lm",
+    "masked_lm": "tfllm.trainers.masked_lm",
+    "classify": "tfllm.trainers.finetune",
+    "sft": "tfllm.trainers.finetune",
 }
 
 

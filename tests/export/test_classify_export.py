@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.manifest import read_manifest, verify_manifest
-from export.server import ModelServer, load_servable
+from tfllm.export.manifest import read_manifest, verify_manifest
+from tfllm.export.server import ModelServer, load_servable
 from tests.export.test_server import request
 from tests.trainers.test_evaluate import labeled_records, masked_lm_run, train_classifier, write_jsonl
 from tfllm import cli, runs

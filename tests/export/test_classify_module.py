@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.classify_module import ClassifyModule
+from tfllm.export.classify_module import ClassifyModule
 from tfllm.data.finetune_pipeline import classify_dataset, encode_classification
 from tfllm.models.classifier import Classifier
 from tfllm.models.gpt_backbone import GPTBackbone

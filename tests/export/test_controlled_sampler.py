@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.controlled_sampler import ControlledSampler
+from tfllm.export.controlled_sampler import ControlledSampler
 from tfllm.samplers import GreedySampler, RandomSampler, TopPSampler
 
 VOCAB = 12

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.generation_module import GenerationModule
+from tfllm.export.generation_module import GenerationModule
 from tfllm.tokenizers import CharTokenizer
 
 CHARS = "abcdef"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.json_tensors import (
+from tfllm.export.json_tensors import (
     JsonTensorError,
     arrays_from_inputs,
     arrays_from_instances,

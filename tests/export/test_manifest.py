@@ -4,7 +4,7 @@ import hashlib
 import json
 import os
 
-from export.manifest import MANIFEST_FILENAME, file_digests, read_manifest, verify_manifest, write_manifest
+from tfllm.export.manifest import MANIFEST_FILENAME, file_digests, read_manifest, verify_manifest, write_manifest
 
 
 def make_version(directory):

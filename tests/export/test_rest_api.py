@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from werkzeug.test import Client
 
-from export.rest_api import RestApi
-from export.server import Servable, signature_defs_json
+from tfllm.export.rest_api import RestApi
+from tfllm.export.server import Servable, signature_defs_json
 
 
 class Toy(tf.Module):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.manifest import read_manifest, verify_manifest
-from export.saved_model import next_version, training_step
+from tfllm.export.manifest import read_manifest, verify_manifest
+from tfllm.export.saved_model import next_version, training_step
 from tests.export.export_testing import MAX_LENGTH, PROMPTS
 from tfllm import cli
 from tfllm.generator import Generator
@@ -61,7 +61,7 @@ for texts in calls["score"]:
     results["score"].append({key: value.numpy().tolist() for key, value in out.items()})
 results["serving_default"] = generate("serving_default", calls["generate"]["greedy_4"])
 # TensorFlow imports keras itself; nothing of tfllm or KerasHub may be needed.
-results["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tfllm", "keras_hub", "export"))
+results["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tfllm", "keras_hub"))
 
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
@@ -101,14 +101,14 @@ results["xla_ops_outside_xla"] = sorted(
 
 sys.path.insert(0, repo_root)
 from werkzeug.test import Client
-from export.rest_api import RestApi
-from export.server import load_servable
+from tfllm.export.rest_api import RestApi
+from tfllm.export.server import load_servable
 app = RestApi(load_servable(os.path.dirname(version_dir)), max_body_bytes=1 << 20, max_batch_size=8,
               max_new_tokens=16)
 response = Client(app).post(f"/v1/models/{os.path.basename(os.path.dirname(version_dir))}:predict",
                             json={"signature_name": "generate", "inputs": calls["generate"]["greedy_4"]})
 results["served"] = response.get_json()
-results["server_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tfllm", "keras_hub", "export"))
+results["server_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tfllm", "keras_hub"))
 print(json.dumps(results))
 """
 
@@ -209,8 +209,8 @@ def test_score_equals_a_numpy_reference_at_two_batch_sizes(fresh, trained, batch
 @pytest.mark.slow
 def test_the_fresh_process_needs_no_tfllm_or_keras_hub_and_the_server_no_model_code(fresh):
     assert fresh["modules"] == []
-    assert fresh["server_modules"] == ["export", "export.json_tensors", "export.manifest", "export.rest_api",
-                                       "export.server", "tfllm", "tfllm.errors"]
+    assert fresh["server_modules"] == ["tfllm", "tfllm.errors", "tfllm.export", "tfllm.export.json_tensors",
+                                       "tfllm.export.manifest", "tfllm.export.rest_api", "tfllm.export.server"]
     assert fresh["served"] == {"outputs": fresh["generate"]["greedy_4"]}
 
 

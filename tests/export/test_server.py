@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import tensorflow as tf
 
-from export.server import ModelServer, Servable, load_servable
+from tfllm.export.server import ModelServer, Servable, load_servable
 from tests.export.export_testing import PROMPTS
 from tfllm import cli
 

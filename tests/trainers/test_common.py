@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tfllm import cli
-from trainers import common
+from tfllm.trainers import common
 
 
 def train(run_dir, overrides, capsys):

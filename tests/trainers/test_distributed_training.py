@@ -22,7 +22,7 @@ from tfllm.flops import training_flops_per_token
 from tfllm.tokenizers import load_tokenizer
 from tests.trainers.tiny_runs import PEAK_FLOPS, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tests.trainers.workers import WorkerJob
-from trainers import causal_lm, common
+from tfllm.trainers import causal_lm, common
 
 
 def train_in_process(corpus, strategy, run_dir, **changes):

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfllm import cli, config as config_lib, runs
 from tfllm.tokenizers import load_tokenizer
-from trainers import common, finetune, init_from
+from tfllm.trainers import common, finetune, init_from
 
 SMALL = ["model.num_layers=2", "model.num_heads=2", "model.hidden_dim=64", "model.intermediate_dim=128",
          "model.seq_len=64", "train.log_every=10", "train.warmup_steps=10"]

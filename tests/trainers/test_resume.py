@@ -24,7 +24,7 @@ from tensorflow.core.util import event_pb2
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tests.trainers.workers import WorkerJob
 from tfllm import cli, distribute
-from trainers import resume
+from tfllm.trainers import resume
 
 STEPS = 30
 RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
@@ -210,7 +210,7 @@ def test_deterministic_turns_on_op_determinism(tmp_path):
         # TensorFlow exports a setter but no getter; the getter lives beside it.
         "from tensorflow.python.framework.config import is_op_determinism_enabled\n"
         "from tfllm import config\n"
-        "from trainers import common\n"
+        "from tfllm.trainers import common\n"
         "for value in ('false', 'true'):\n"
         "    c = config.load_config(None, ['train.deterministic=' + value])\n"
         f"    common.start_session(c, {str(tmp_path / 'run')!r} + value)\n"

@@ -17,7 +17,7 @@ WORKER = """
 import sys
 import numpy as np
 from tfllm import cli
-from trainers import causal_lm
+from tfllm.trainers import causal_lm
 
 train = causal_lm.train
 
