@@ -39,9 +39,10 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfllm import cli, runs  # noqa: E402
-from tfllm.callbacks.checkpointer import latest_checkpoint  # noqa: E402
+from tfllm import cli  # noqa: E402
+from tfllm.run import Checkpoints  # noqa: E402
 from tfllm.generator import Generator  # noqa: E402
+from tfllm.run import Run  # noqa: E402
 from tfllm.samplers import GreedySampler  # noqa: E402
 from bench_common import write_atomically  # noqa: E402
 
@@ -60,7 +61,7 @@ def prepare(run_dir):
     """A trained run (trained here when `run_dir` is None) and its export; returns both paths."""
     if run_dir is None:
         run_dir = os.path.join(OUT_DIR, "serve_run")
-        if latest_checkpoint(runs.paths(run_dir)["checkpoints"]) is None:
+        if Run(run_dir).checkpoints.preferred() is None:
             assert cli.main(["train", "--run-dir", run_dir, *TRAIN_OVERRIDES]) == 0
     export_dir = os.path.join(OUT_DIR, "serve_export")
     assert cli.main(["export", "--run-dir", run_dir, "--out", export_dir, "--version", "1", "--force"]) == 0
@@ -68,7 +69,9 @@ def prepare(run_dir):
 
 
 def exported_vs_in_process(run_dir, export_dir, batch_sizes, max_new_tokens, rounds):
-    config, tokenizer, model, _ = runs.load_run(run_dir)
+    run = Run.open(run_dir)
+    config, tokenizer = run.config, run.tokenizer
+    model, _ = run.load_model()
     generators = {
         "in_process": Generator(model, tokenizer, max_length=config.max_seq_len),
         "in_process_xla": Generator(model, tokenizer, max_length=config.max_seq_len, jit_compile=True),

@@ -48,8 +48,8 @@ import numpy as np  # noqa: E402
 
 from bench_common import write_atomically  # noqa: E402
 from tests.export.export_testing import TINY  # noqa: E402
-from tfllm import cli, runs  # noqa: E402
-from tfllm.callbacks.checkpointer import latest_checkpoint  # noqa: E402
+from tfllm import cli  # noqa: E402
+from tfllm.run import Run  # noqa: E402
 
 OUT_DIR = os.path.join(REPO_ROOT, "bench", "out")
 NAME = "soak"
@@ -250,7 +250,7 @@ def prepare(run_dir):
     """The export of `run_dir` (of the tiny run every test of export/ uses when None)."""
     if run_dir is None:
         run_dir = os.path.join(OUT_DIR, "soak_run")
-        if latest_checkpoint(runs.paths(run_dir)["checkpoints"]) is None:
+        if Run(run_dir).checkpoints.preferred() is None:
             assert cli.main(["train", "--run-dir", run_dir, *TINY]) == 0
     export_dir = os.path.join(OUT_DIR, "soak_export")
     assert cli.main(["export", "--run-dir", run_dir, "--out", export_dir, "--version", "1", "--force"]) == 0

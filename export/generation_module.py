@@ -2,12 +2,10 @@
 
 import tensorflow as tf
 
+from tfllm import decoding
 from tfllm.export.controlled_sampler import ControlledSampler
-from tfllm.tokenizers import EOS_ID
-
-# Buffers are bucketed as `tfllm.generator.Generator` buckets them (powers of two from 16), so
-# that both decode the same shapes and agree token for token.
-MIN_BUCKET = 16
+from tfllm.prompt_packer import PromptPacker
+from tfllm.samplers.validation import request_check
 
 GENERATE_SIGNATURE = (
     tf.TensorSpec([None], tf.string, name="prompts"),
@@ -40,13 +38,14 @@ class GenerationModule(tf.Module):
 
     Both functions run entirely in the graph (tokenize, decode, detokenize) with ops of stock
     TensorFlow and tensorflow-text, so the saved module runs in TensorFlow Serving or in a
-    process that imports only `tensorflow` and `tensorflow_text`. Generation follows
-    `tfllm.generator.Generator`: each prompt gets the end-of-text id in front, is cut from the
-    left to leave room for `max_new_tokens` in the context, and is right-padded into a buffer
-    of the longest prompt rounded up to a power of two (at least 16) plus `max_new_tokens`
-    rounded up likewise, at most the context; one pass over the prompt columns fills the KV
-    cache and a `ControlledSampler` decodes until every row has written the end-of-text id or
-    `longest prompt + max_new_tokens` is reached. With `jit_compile` that decoding (cache fill
+    process that imports only `tensorflow` and `tensorflow_text`. Generation runs the code of
+    `tfllm.generator.Generator`, traced: `tfllm.prompt_packer.PromptPacker` puts the end-of-text
+    id in front of each prompt, cuts it from the left to leave room for `max_new_tokens` in the
+    context and pads it into a bucketed buffer; `tfllm.decoding.decode` fills the KV cache in
+    one pass over the prompt columns and a `ControlledSampler` decodes until every row has
+    written the end-of-text id or `longest prompt + max_new_tokens` is reached. The request's
+    settings are checked against `tfllm.samplers.validation.SETTINGS`, whose request rules
+    word the errors. With `jit_compile` that decoding (cache fill
     and sampling loop, no string op) is compiled with XLA, once per batch size and buffer
     shape: on CPU it decodes several times faster than graph mode once compiled. TensorFlow
     Serving runs XLA only when started with `--xla_cpu_compilation_enabled=true`. Seeded draws
@@ -83,8 +82,7 @@ class GenerationModule(tf.Module):
 
     def __init__(self, model, tokenizer, max_length, jit_compile=True):
         super().__init__(name="generation_module")
-        if not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length must be an integer >= 2. Received: max_length={max_length!r}")
+        self.packer = PromptPacker(max_length)
         if not isinstance(jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}")
         self.max_length = max_length
@@ -98,11 +96,6 @@ class GenerationModule(tf.Module):
         self._call_model = model.__call__
         self._call_with_cache = model.call_with_cache
         self._build_cache = model.build_cache
-        # Powers of two from MIN_BUCKET up to the first that holds the whole context.
-        buckets = [MIN_BUCKET]
-        while buckets[-1] < max_length:
-            buckets.append(2 * buckets[-1])
-        self._buckets = tf.constant(buckets, tf.int32)
 
     def signatures(self):
         """The signature map to save: `generate` (also `serving_default`) and `score`."""
@@ -125,23 +118,17 @@ class GenerationModule(tf.Module):
     # convert; skipping it halves the tracing time of an export.
     @tf.function(input_signature=GENERATE_SIGNATURE, autograph=False)
     def generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
-        checks = self._check_generate_inputs(prompts, max_new_tokens, temperature, top_k, top_p)
+        checks = self._check_generate_inputs(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                             top_k=top_k, top_p=top_p, seed=seed)
         prompts, max_new_tokens, temperature, top_k, top_p = _after(
             checks, prompts, max_new_tokens, temperature, top_k, top_p
         )
-        token_ids = self._encode(prompts, keep_last=self.max_length - max_new_tokens)
-        lengths = tf.cast(token_ids.row_lengths(), tf.int32)
-        longest = tf.reduce_max(lengths)
-        prompt_length = tf.minimum(self._bucket(longest), self.max_length)
-        buffer_length = tf.minimum(prompt_length + self._bucket(max_new_tokens), self.max_length)
-        buffer = token_ids.to_tensor(0, shape=tf.stack([tf.size(lengths), buffer_length]))
-        mask = tf.sequence_mask(lengths, buffer_length)
+        packed = self.pack(prompts, max_new_tokens)
         # Built inside the trace, so the compiled loop is a nested function of this one and not
         # a separate object of the SavedModel. Its inputs carry every shape XLA needs.
         decode = tf.function(self._decode, jit_compile=self.jit_compile, autograph=False)
-        tokens = decode(buffer[:, :prompt_length], buffer, mask, tf.reduce_min(lengths), longest + max_new_tokens,
-                        temperature, top_k, top_p, seed)
-        completions = self._completions(tokens, lengths, max_new_tokens)
+        tokens = decode(packed, temperature, top_k, top_p, seed)
+        completions = decoding.completions(tokens, packed.lengths, max_new_tokens)
         text = self.tokenizer.detokenize(completions)
         # Byte-level tokens can end inside a character; the answer must stay valid UTF-8.
         text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
@@ -150,7 +137,7 @@ class GenerationModule(tf.Module):
     @tf.function(input_signature=SCORE_SIGNATURE, autograph=False)
     def score(self, texts):
         (texts,) = _after([_check(tf.size(texts) > 0, "texts must hold at least one text")], texts)
-        token_ids = self._encode(texts)[:, : self.max_length]
+        token_ids = self.packer.add_start_id(self.tokenizer.tokenize(texts))[:, : self.max_length]
         lengths = tf.cast(token_ids.row_lengths(), tf.int32)
         dense = token_ids.to_tensor(0)  # (batch, longest)
         mask = tf.sequence_mask(lengths, tf.shape(dense)[1])
@@ -164,67 +151,21 @@ class GenerationModule(tf.Module):
         mean = tf.math.divide_no_nan(log_probability, tf.cast(num_tokens, tf.float32))
         return {"log_probability": log_probability, "num_tokens": num_tokens, "perplexity": tf.exp(-mean)}
 
-    def _check_generate_inputs(self, prompts, max_new_tokens, temperature, top_k, top_p):
-        """The assertion ops of the `generate` inputs."""
-        limit = self.max_length - 1
-        in_range = tf.logical_and(max_new_tokens >= 1, max_new_tokens <= limit)
-        return [
-            _check(tf.size(prompts) > 0, "prompts must hold at least one prompt"),
-            _check(in_range, f"max_new_tokens must be between 1 and {limit} for a {self.max_length}-token "
-                             "context. Received: max_new_tokens =", max_new_tokens),
-            _check(tf.logical_and(temperature >= 0.0, tf.math.is_finite(temperature)),
-                   "temperature must be a finite number >= 0 (0 is greedy). Received: temperature =", temperature),
-            _check(top_k >= 0, "top_k must be >= 0 (0 turns it off). Received: top_k =", top_k),
-            _check(tf.logical_and(top_p > 0.0, top_p <= 1.0),
-                   "top_p must be > 0 and <= 1 (1 turns it off). Received: top_p =", top_p),
-        ]
+    def pack(self, prompts, max_new_tokens):
+        """The `PackedPrompts` that `generate` decodes: string (batch,) and an int32 scalar."""
+        return self.packer(self.tokenizer.tokenize(prompts), max_new_tokens)
 
-    def _encode(self, texts, keep_last=None):
-        """int32 ragged (batch, None): the end-of-text id, then the text's ids; at most `keep_last`."""
-        token_ids = self.tokenizer.tokenize(texts)
-        eos = tf.fill(tf.stack([tf.size(texts), 1]), tf.constant(EOS_ID, token_ids.dtype))  # (batch, 1)
-        eos = tf.RaggedTensor.from_tensor(eos, row_splits_dtype=token_ids.row_splits.dtype)
-        token_ids = tf.concat([eos, token_ids], axis=1)
-        if keep_last is None:
-            return token_ids
-        # The most recent tokens are kept: indices into the flat values, row by row.
-        lengths = token_ids.row_lengths()
-        dropped = tf.maximum(lengths - tf.cast(keep_last, lengths.dtype), 0)
-        indices = tf.ragged.range(token_ids.row_starts() + dropped, token_ids.row_limits())
-        return tf.gather(token_ids.flat_values, indices)
+    def _check_generate_inputs(self, prompts, **settings):
+        """The assertion ops of the `generate` inputs, worded by the settings' request rules."""
+        checks = [_check(tf.size(prompts) > 0, "prompts must hold at least one prompt")]
+        for name, value in settings.items():
+            check = request_check(name, value, max_length=self.max_length)
+            if check is not None:
+                condition, message = check
+                checks.append(_check(condition, message, value))
+        return checks
 
-    def _bucket(self, length):
-        """The smallest power of two, at least MIN_BUCKET, that holds `length` (a scalar tensor)."""
-        return tf.reduce_min(tf.boolean_mask(self._buckets, self._buckets >= length))
-
-    def _decode(self, prompt_part, buffer, mask, index, end_index, temperature, top_k, top_p, seed):
-        """Fills `buffer` (batch, length) from `index` to `end_index` with the KV cache.
-
-        `prompt_part` is the buffer's first columns, enough to hold every prompt: one pass over
-        them fills the cache; positions past a shorter prompt hold padding then and are rewritten
-        by `next` before any later position reads them.
-        """
-        cache = self._build_cache(tf.shape(buffer)[0], tf.shape(buffer)[1])
-        _, _, cache = self._call_with_cache(prompt_part, cache, 0)
+    def _decode(self, packed, temperature, top_k, top_p, seed):
+        """The buffer of `packed` (a `PackedPrompts`) decoded with the request's settings."""
         sampler = ControlledSampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-
-        def next(prompt, cache, index):
-            token = tf.gather(prompt, index - 1, axis=1)[:, None]  # (batch, 1)
-            logits, hidden, cache = self._call_with_cache(token, cache, index - 1)
-            return logits[:, 0, :], hidden, cache
-
-        return sampler(
-            next, buffer, cache=cache, index=index, mask=mask, stop_token_ids=(EOS_ID,), end_index=end_index
-        )
-
-    @staticmethod
-    def _completions(tokens, lengths, max_new_tokens):
-        """int32 ragged (batch, None): each row's new tokens, up to its first end-of-text id."""
-        positions = tf.range(tf.shape(tokens)[1])[None, :]  # (1, length)
-        start = lengths[:, None]  # (batch, 1)
-        stop = start + max_new_tokens
-        generated = tf.logical_and(positions >= start, positions < stop)
-        is_stop = tf.logical_and(generated, tf.equal(tokens, EOS_ID))
-        first_stop = tf.reduce_min(tf.where(is_stop, positions, stop), axis=1, keepdims=True)
-        kept = tf.logical_and(positions >= start, positions < first_stop)
-        return tf.ragged.boolean_mask(tokens, kept)
+        return decoding.decode(self._build_cache, self._call_with_cache, sampler, packed)

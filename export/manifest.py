@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 
+from tfllm.files import write_atomically
+
 MANIFEST_FILENAME = "manifest.json"
 FORMAT_VERSION = 1
 _CHUNK_BYTES = 1 << 20
@@ -41,16 +43,11 @@ def file_digests(directory):
 def write_manifest(directory, description):
     """Writes `description` plus `format_version` and `files` as `directory/manifest.json`.
 
-    The file is written under a temporary name and renamed, so a reader never sees half of it.
-    Returns the manifest written.
+    The file is written atomically, so a reader never sees half of it. Returns the manifest written.
     """
     manifest = {"format_version": FORMAT_VERSION, **description, "files": file_digests(directory)}
-    path = os.path.join(directory, MANIFEST_FILENAME)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(manifest, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_atomically(os.path.join(directory, MANIFEST_FILENAME), text)
     return manifest
 
 

@@ -15,32 +15,29 @@ Serving, which polls `OUT`, never loads half a version.
 """
 
 import datetime
-import json
 import os
-import re
-import shutil
-import tempfile
 
 import tensorflow as tf
 import tensorflow_text
 
+from tfllm.callbacks.checkpointer import checkpoint_step
+from tfllm.errors import UserError
 from tfllm.export.classify_module import ClassifyModule
 from tfllm.export.generation_module import GenerationModule
 from tfllm.export.manifest import read_manifest, write_manifest
-from tfllm import runs
-from tfllm.data.labeled import LabelMap
-from tfllm.errors import UserError
-from tfllm.files import replace_directory
-from tfllm.tokenizers.tokenizer import CONFIG_FILENAME as TOKENIZER_CONFIG
+from tfllm.files import staging_directory
+from tfllm.run import Run
 
 
 def run(args):
     target = export(args.run_dir, args.out, version=args.version, force=args.force)
-    if read_manifest(target)["task"] == "classify":
-        signatures, serving = "classify = serving_default", ""
-    else:
-        signatures, serving = "generate = serving_default, score", " (TF Serving: --xla_cpu_compilation_enabled=true)"
-    print(f"Exported {args.run_dir} to {target} (signatures: {signatures}); "
+    manifest = read_manifest(target)
+    signatures = manifest["signatures"]
+    # The signature the default serves first: "generate = serving_default, score".
+    default = [key for key in signatures if key not in ("serving_default", "score")] + ["serving_default"]
+    names = " = ".join(default) + (", score" if "score" in signatures else "")
+    serving = " (TF Serving: --xla_cpu_compilation_enabled=true)" if manifest.get("jit_compile") else ""
+    print(f"Exported {args.run_dir} to {target} (signatures: {names}); "
           f"serve it with: tfllm serve --model {args.out}{serving}")
 
 
@@ -53,35 +50,36 @@ def export(run_dir, out, version=None, force=False, jit_compile=True):
     if version is not None and version < 1:
         raise UserError(f"--version={version} is invalid: versions are integers >= 1")
     # Checked before anything is written: a run that cannot be exported leaves no directory.
-    if runs.check_run_dir(run_dir).model.task == "masked_lm":
-        raise UserError(f"{run_dir} is a masked_lm run, and masked_lm runs cannot be exported yet; "
-                        "fine-tune them with model.task=classify (train.init_from=RUN) and export that run")
+    run = Run.open(run_dir)
+    task = run.task
+    if task.export is None:
+        raise UserError(f"{run_dir} is a {task.name} run, and {task.name} runs cannot be exported yet; "
+                        f"try: {task.next_step.format(run_dir=run_dir)}, and export that run")
     out = os.path.abspath(out)
     prepare_export_dir(out)
     version = next_version(out) if version is None else version
     target = os.path.join(out, str(version))
     if os.path.exists(target) and not force:
         raise UserError(f"{target} already exists; pass --force to replace it, or another --version")
-    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
-    module = make_module(run_dir, config, tokenizer, model, jit_compile)
-    staging = make_staging_dir(out, version)
+    model, checkpoint = run.load_model()
+    module = make_module(run, model, jit_compile)
     try:
-        module.save(staging)
-        write_manifest(staging, describe(run_dir, config, checkpoint, version, module))
-        replace_directory(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # A name TF Serving skips: it only loads directories named by an integer.
+        with staging_directory(target, prefix=f".tmp-{version}-") as staging:
+            module.save(staging)
+            write_manifest(staging, describe(run, checkpoint, version, module))
+    except OSError as error:
+        raise UserError(f"cannot write in export dir {out}: {error.strerror}; pass a writable --out") from None
     return target
 
 
-def make_module(run_dir, config, tokenizer, model, jit_compile):
-    """The servable module of the run's task: `ClassifyModule` or `GenerationModule`."""
-    if config.model.task != "classify":
-        return GenerationModule(model, tokenizer, max_length=config.max_seq_len, jit_compile=jit_compile)
-    labels = LabelMap.load(runs.paths(run_dir)["labels"]).labels
-    # Where training put the end-of-text id: first for a bidirectional backbone, last for a causal one.
-    pooling = "last" if runs.read_backbone_causal(run_dir, config) else "first"
-    return ClassifyModule(model, tokenizer, labels, seq_len=config.model.seq_len, pooling=pooling)
+def make_module(run, model, jit_compile):
+    """The servable module of the run's task (`Task.export`)."""
+    config = run.config
+    if run.task.export == "classify":
+        return ClassifyModule(model, run.tokenizer, run.labels.labels, seq_len=config.model.seq_len,
+                              pooling=model.pooled_position)
+    return GenerationModule(model, run.tokenizer, max_length=config.max_seq_len, jit_compile=jit_compile)
 
 
 def prepare_export_dir(out):
@@ -100,23 +98,6 @@ def next_version(out):
     return max(versions, default=0) + 1
 
 
-def make_staging_dir(out, version):
-    # A name TF Serving skips: it only loads directories named by an integer.
-    try:
-        staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out)
-    except OSError as error:
-        raise UserError(f"cannot write in export dir {out}: {error.strerror}; pass a writable --out") from None
-    # mkdtemp makes it private; a server running as another user must be able to read it.
-    os.chmod(staging, 0o755)
-    return staging
-
-
-def training_step(checkpoint):
-    """The step a checkpoint path like `.../ckpt-120` was written at, or None."""
-    match = re.search(r"ckpt-(\d+)$", checkpoint)
-    return int(match.group(1)) if match else None
-
-
 def describe_signatures(signatures):
     """`{key: {"inputs": {name: {dtype, shape}}, "outputs": ...}}`; None in a shape is any size."""
 
@@ -132,11 +113,8 @@ def describe_signatures(signatures):
     }
 
 
-def describe(run_dir, config, checkpoint, version, module):
+def describe(run, checkpoint, version, module):
     """What the manifest records besides the file digests."""
-    tokenizer_path = os.path.join(runs.paths(run_dir)["tokenizer"], TOKENIZER_CONFIG)
-    with open(tokenizer_path, encoding="utf-8") as file:
-        tokenizer = json.load(file)
     if isinstance(module, ClassifyModule):
         task_fields = {"labels": module.labels, "seq_len": module.seq_len, "pooling": module.pooling}
     else:
@@ -144,13 +122,13 @@ def describe(run_dir, config, checkpoint, version, module):
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "version": version,
-        "run_dir": os.path.abspath(run_dir),
+        "run_dir": os.path.abspath(run.path),
         "checkpoint": os.path.abspath(checkpoint),
-        "training_step": training_step(checkpoint),
-        "task": config.model.task,
-        "max_length": config.max_seq_len,
-        "config": config.to_dict(),
-        "tokenizer": tokenizer,
+        "training_step": checkpoint_step(checkpoint),
+        "task": run.task.name,
+        "max_length": run.config.max_seq_len,
+        "config": run.config.to_dict(),
+        "tokenizer": run.tokenizer_description,
         "signatures": describe_signatures(module.signatures()),
         **task_fields,
         "tensorflow_version": tf.__version__,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.generator import Generator, buffer_lengths, cut_at_stop_strings
+from tfllm.generator import Generator, cut_at_stop_strings
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.gpt_backbone import GPTBackbone
 from tfllm.samplers import BeamSampler, GreedySampler, RandomSampler, TopKSampler, TopPSampler
@@ -72,14 +72,6 @@ def reference_greedy(model, tokens, steps):
     for _ in range(steps):
         tokens.append(int(np.argmax(full_logits(model, tokens)[-1])))
     return tokens[-steps:]
-
-
-@pytest.mark.parametrize(
-    "longest, new, limit, expected",
-    [(5, 10, 512, (16, 32)), (17, 256, 512, (32, 288)), (100, 200, 512, (128, 384)), (20, 3, 24, (24, 24))],
-)
-def test_buffer_lengths_bucket_the_prompt_and_the_new_tokens_separately(longest, new, limit, expected):
-    assert buffer_lengths(longest, new, limit) == expected
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
@@ -192,14 +184,20 @@ def test_new_prompt_lengths_and_batch_sizes_reuse_one_trace(model, tokenizer):
 
 
 def test_long_prompt_keeps_its_last_tokens_with_a_warning(generator, tokenizer, caplog):
-    prompt = TEXT  # 48 characters, more than the 32-token context
+    prompt = TEXT  # 47 characters, more than the 32-token context
     with caplog.at_level(logging.WARNING, logger="tfllm.generator"):
-        encoded = generator.encode_prompts([prompt], max_new_tokens=8)
+        packed = generator.pack([prompt], max_new_tokens=8)
+    encoded = [packed.buffer.numpy()[0, : packed.lengths.numpy()[0]].tolist()]
     assert encoded == [prompt_ids(tokenizer, prompt)[-24:]]
-    assert "keeping its last 24" in caplog.text
+    given = len(prompt_ids(tokenizer, prompt))
+    assert f"has {given} tokens; keeping its last 24 to leave room for 8 new tokens in the 32-token context" in caplog.text
     row = generator.generate_ids([prompt], 8, GreedySampler(), ())[0]
     assert len(row) == 8
     assert row == generator.generate_from_ids(encoded, 8, GreedySampler(), ())[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfllm.generator"):
+        assert generator.generate_from_ids([prompt_ids(tokenizer, prompt)], 8, GreedySampler(), ()) == [row]
+    assert f"prompt 0 has {given} tokens; keeping its last 24" in caplog.text
 
 
 def test_a_stop_token_ends_the_row_before_it(generator):

@@ -136,21 +136,15 @@ def lazy(module_name):
 
 
 def run_train(args):
-    from tfllm.config import load_config
+    from tfllm.config import load_config, written_keys
 
     path = resolve_config_path(args.config)
     config = load_config(path, args.overrides)
     # Imported once the config is valid: a config error answers before TensorFlow starts.
-    from tfllm.trainers import causal_lm, train
+    from tfllm.trainers import train
 
     name = os.path.splitext(os.path.basename(path))[0]
-    run_dir = args.run_dir or os.path.join("runs", name)
-    model, tokenizer = train.train(config, run_dir)
-    if config.model.task == "causal_lm":
-        causal_lm.print_samples(config, model, tokenizer)
-        print(f"Run written to {run_dir}; try: tfllm generate --run-dir {run_dir} --prompt 'The '")
-    else:
-        print(f"Run written to {run_dir}; try: tfllm evaluate --run-dir {run_dir} --data FILE")
+    train.main(config, args.run_dir or os.path.join("runs", name), written_keys(path, args.overrides))
 
 
 def build_parser():

@@ -9,13 +9,12 @@ and, for a typo, the closest valid key.
 import dataclasses
 import difflib
 import math
-import os
-import tempfile
 import typing
 
 import yaml
 
 from tfllm.errors import UserError
+from tfllm.files import write_atomically
 
 POSITIONS = ("learned", "rope")
 TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece")
@@ -79,7 +78,7 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "How many recent checkpoints to keep (the best is kept apart).")
     checkpoint_every: int = _field(0, "Write a resumable checkpoint every this many steps; 0 means at each eval.")
     deterministic: bool = _field(False, "TensorFlow op determinism: bit-identical reruns, somewhat slower.")
-    precision: str = _field("float32", "float32, mixed_bfloat16, mixed_float16 or auto.")
+    precision: str = _field("auto", "float32, mixed_bfloat16, mixed_float16 or auto.")
     jit_compile: typing.Union[bool, str] = _field("auto", "XLA compilation: auto, true or false.")
     steps_per_execution: int = _field(1, "Training steps run per call into the compiled graph.")
     grad_accum_steps: int = _field(1, "Micro-batches per optimizer step; batch_size stays the global batch.")
@@ -113,6 +112,20 @@ class Config:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def flat(self):
+        """`{"section.key": value}` of every key."""
+        return {f"{section}.{key}": value for section, values in self.to_dict().items() for key, value in values.items()}
+
+    def replace(self, values):
+        """A copy with the dotted keys of `values` (`{"model.seq_len": 64}`) replaced, unchecked."""
+        sections = {}
+        for key, value in values.items():
+            section, name = key.split(".")
+            sections.setdefault(section, {})[name] = value
+        return dataclasses.replace(self, **{
+            section: dataclasses.replace(getattr(self, section), **changes) for section, changes in sections.items()
+        })
 
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
@@ -258,6 +271,14 @@ def from_dict(tree, source="config", check=True):
     return config
 
 
+def written_keys(path=None, overrides=()):
+    """The dotted keys that the YAML file at `path` or an override sets; every other key of a
+    config loaded from them keeps its default."""
+    tree = _read_yaml(path) if path else {}
+    keys = {f"{section}.{key}" for section, values in tree.items() if isinstance(values, dict) for key in values}
+    return frozenset(keys | {_parse_override(text)[0] for text in overrides})
+
+
 def load_config(path=None, overrides=()):
     """Load a YAML file (or the defaults) and apply `section.key=value` overrides."""
     tree = _read_yaml(path) if path else {}
@@ -335,8 +356,4 @@ def validate(config, source):
 
 def save_config(config, path):
     """Write the resolved config as YAML, atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
+    write_atomically(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,8 +1,58 @@
-"""Writing directories so that a crash never leaves one half-written."""
+"""Durable writes: a crash never leaves a file or directory half-written.
 
+Every file a run, an evaluation or an export writes goes through `write_atomically` (one file)
+or `staging_directory` (a directory built whole beside its target, then renamed into place).
+"""
+
+import contextlib
 import os
 import shutil
 import tempfile
+
+
+def write_atomically(path, content, mode=None):
+    """Write `content` (str as UTF-8, or bytes) to `path` through a temporary sibling and a rename.
+
+    Readers see the old file or the new one, never part of either. `mode` sets the new file's
+    permission bits (default: what a plain `open` would create).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content.encode("utf-8") if isinstance(content, str) else content)
+        # mkstemp creates the file private (0600); give it the permissions `open` would have.
+        os.chmod(temporary, _default_file_mode() if mode is None else mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _default_file_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def staging_directory(target, prefix=None):
+    """Yield a new empty directory beside `target`; on success it replaces `target` whole.
+
+    On an exception the staging directory is removed and `target` is left as it was. `prefix`
+    names the staging directory (default `.NAME.`): a name starting with a dot, or one that is
+    not a number, is skipped by readers that poll the parent (TF Serving loads only numbers).
+    """
+    parent = os.path.dirname(os.path.abspath(target))
+    staging = tempfile.mkdtemp(prefix=prefix or f".{os.path.basename(target)}.", dir=parent)
+    # mkdtemp makes it private; a reader running as another user (a server) must see the result.
+    os.chmod(staging, 0o755)
+    try:
+        yield staging
+        replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def replace_directory(source, target):

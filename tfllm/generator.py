@@ -6,51 +6,33 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from tfllm import decoding
+from tfllm.prompt_packer import PackedPrompts, PromptPacker
 from tfllm.samplers import BeamSampler, Sampler
+from tfllm.samplers.validation import check_setting
 from tfllm.tokenizers import EOS_ID
 
 logger = logging.getLogger(__name__)
 
-MIN_BUCKET = 16
 # Logit of every token but the stop token once the host has ended a streamed row; finite, as
 # the samplers' own masks, so that a softmax over it never gives NaN.
 _EXCLUDED = -1e9
 
 
-def bucket_length(length):
-    """The smallest power of two, at least `MIN_BUCKET`, that holds `length`."""
-    bucket = MIN_BUCKET
-    while bucket < length:
-        bucket *= 2
-    return bucket
-
-
-def buffer_lengths(longest_prompt, max_new_tokens, max_length):
-    """`(prompt_length, buffer_length)` of a batch, both bucketed.
-
-    The cache is filled over the first `prompt_length` columns (the longest prompt rounded up to
-    a power of two) and decoding runs in a buffer of `prompt_length` plus `max_new_tokens`
-    rounded up to a power of two, at most `max_length`. Bucketing the two parts separately
-    keeps the number of distinct shapes small while the buffer, whose length every decoding
-    step pays for in attention and cache traffic, stays close to what the batch needs.
-    """
-    prompt_length = min(bucket_length(longest_prompt), max_length)
-    return prompt_length, min(prompt_length + bucket_length(max_new_tokens), max_length)
-
-
 class Generator:
     """Generates completions of text prompts with a `CausalLM` and a sampler.
 
-    Every prompt starts with the end-of-text id, the context a document has in training, so an
-    empty prompt generates a document from scratch. A prompt that leaves no room for
-    `max_new_tokens` inside the model's context is cut from the left (its most recent tokens
-    are kept, the leading end-of-text id first), with a logged warning.
+    Prompts are packed by `tfllm.prompt_packer.PromptPacker`: every prompt starts with the
+    end-of-text id, the context a document has in training, so an empty prompt generates a
+    document from scratch, and a prompt that leaves no room for `max_new_tokens` inside the
+    model's context is cut from the left (its most recent tokens are kept), with a logged
+    warning. The exported serving graph packs and decodes with the same code.
 
-    Decoding is one compiled `tf.function`: one pass over the prompt columns fills the KV
-    cache, then the sampler's `tf.while_loop` calls `next`, which runs the model on one token
-    per row against the cache. The function takes shape-free inputs, so it is traced once per
-    sampler configuration whatever the prompt lengths and batch sizes (`traces` counts the
-    traces); buffers are bucketed (`buffer_lengths`) so that XLA, which compiles per shape,
+    Decoding (`tfllm.decoding.decode`) is one compiled `tf.function`: one pass over the prompt
+    columns fills the KV cache, then the sampler's `tf.while_loop` calls `next`, which runs the
+    model on one token per row against the cache. The function takes shape-free inputs, so it
+    is traced once per sampler configuration whatever the prompt lengths and batch sizes
+    (`traces` counts the traces); buffers are bucketed so that XLA, which compiles per shape,
     sees few shapes too. The loop stops when every row has written a stop token or
     `max_new_tokens` tokens past the longest prompt.
 
@@ -78,8 +60,7 @@ class Generator:
     """
 
     def __init__(self, model, tokenizer, max_length, jit_compile="auto"):
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-            raise ValueError(f"max_length must be an integer >= 2. Received: max_length={max_length!r}")
+        self.packer = PromptPacker(max_length)
         if jit_compile not in (True, False, "auto"):
             raise ValueError(f"jit_compile must be True, False or 'auto'. Received: jit_compile={jit_compile!r}")
         self.model = model
@@ -95,78 +76,66 @@ class Generator:
 
     def build_cache(self, prompt_ids, cache_length):
         """A cache of `cache_length` positions filled by one pass over `prompt_ids` (batch, len)."""
-        cache = self.model.build_cache(tf.shape(prompt_ids)[0], cache_length)
-        _, _, cache = self.model.call_with_cache(prompt_ids, cache, 0)
-        return cache
+        return decoding.fill_cache(self.model.build_cache, self.model.call_with_cache, prompt_ids, cache_length)
 
     def next(self, prompt, cache, index):
         """The sampler callback: the logits of position `index`, from the token at `index - 1`.
 
         Writes the cache at `index - 1` and returns `(logits (batch, vocab), hidden, cache)`.
         """
-        token = tf.gather(prompt, index - 1, axis=1)[:, None]  # (batch, 1)
-        logits, hidden, cache = self.model.call_with_cache(token, cache, index - 1)
-        return logits[:, 0, :], hidden[:, 0, :], cache
+        return decoding.cached_next(self.model.call_with_cache)(prompt, cache, index)
 
-    def _streaming_next(self, stop_token_ids):
-        def next(prompt, cache, index):
-            written = tf.gather(prompt, index - 1, axis=1)  # (batch,), the last step's tokens
-            ended = tf.py_function(self._report, [written, index - 1], Tout=tf.bool)
-            ended = tf.ensure_shape(ended, written.shape)
-            logits, hidden, cache = self.next(prompt, cache, index)
-            if stop_token_ids:
-                only_stop = tf.one_hot(stop_token_ids[0], tf.shape(logits)[-1], on_value=0.0, off_value=_EXCLUDED)
-                logits = tf.where(ended[:, None], only_stop[None, :], logits)
-            return logits, hidden, cache
+    def _streaming(self, stop_token_ids):
+        """Wraps `next` to report each step's tokens to the host and end the rows it stopped."""
 
-        return next
+        def wrap(next):
+            def streaming_next(prompt, cache, index):
+                written = tf.gather(prompt, index - 1, axis=1)  # (batch,), the last step's tokens
+                ended = tf.py_function(self._report, [written, index - 1], Tout=tf.bool)
+                ended = tf.ensure_shape(ended, written.shape)
+                logits, hidden, cache = next(prompt, cache, index)
+                if stop_token_ids:
+                    only_stop = tf.one_hot(stop_token_ids[0], tf.shape(logits)[-1], on_value=0.0,
+                                           off_value=_EXCLUDED)
+                    logits = tf.where(ended[:, None], only_stop[None, :], logits)
+                return logits, hidden, cache
+
+            return streaming_next
+
+        return wrap
 
     def _decode_fn(self, sampler, stop_token_ids, streaming):
         key = (type(sampler).__name__, json.dumps(sampler.get_config(), sort_keys=True), stop_token_ids, streaming)
         if key not in self._compiled:
-            next = self._streaming_next(stop_token_ids) if streaming else self.next
+            wrap_next = self._streaming(stop_token_ids) if streaming else None
 
-            def decode(prompt_part, buffer, mask, index, end_index):
+            def decode(packed):
                 self.traces += 1
-                cache = self.build_cache(prompt_part, tf.shape(buffer)[1])
-                return sampler(next, buffer, cache=cache, index=index, mask=mask,
-                               stop_token_ids=stop_token_ids or None, end_index=end_index)
+                return decoding.decode(self.model.build_cache, self.model.call_with_cache, sampler, packed,
+                                       stop_token_ids, wrap_next)
 
-            ids = tf.TensorSpec([None, None], tf.int32)
-            signature = [ids, ids, tf.TensorSpec([None, None], tf.bool), tf.TensorSpec([], tf.int32),
-                         tf.TensorSpec([], tf.int32)]
             jit = self.uses_xla and not streaming
-            self._compiled[key] = tf.function(decode, input_signature=signature, jit_compile=jit)
+            self._compiled[key] = tf.function(decode, input_signature=[PackedPrompts.signature()], jit_compile=jit)
         return self._compiled[key]
 
-    def encode_prompts(self, prompts, max_new_tokens):
-        """Token ids of each prompt, with EOS in front, cut to leave room for the new tokens."""
-        if not prompts:
-            return []
-        rows = self.tokenizer.tokenize(tf.constant(list(prompts), tf.string)).to_list()
-        return self._fit_prompts([[EOS_ID] + row for row in rows], max_new_tokens, prompts)
+    def pack(self, prompts, max_new_tokens):
+        """The `PackedPrompts` of a list of prompt strings; logs a warning for each prompt cut."""
+        token_ids = self.tokenizer.tokenize(tf.constant(list(prompts), tf.string))
+        return self._pack(token_ids, max_new_tokens, add_start_id=True, texts=prompts)
 
-    def _fit_prompts(self, rows, max_new_tokens, texts=None):
-        room = self.max_length - max_new_tokens
-        fitted = []
-        for i, row in enumerate(rows):
-            row = [int(token) for token in row]
-            if len(row) > room:
-                shown = repr(texts[i][:40]) if texts is not None else f"{i}"
-                logger.warning(
-                    "prompt %s has %d tokens; keeping its last %d to leave room for %d new tokens "
-                    "in the %d-token context", shown, len(row), room, max_new_tokens, self.max_length,
-                )
-                row = row[len(row) - room :]
-            fitted.append(row)
-        return fitted
+    def _pack(self, token_ids, max_new_tokens, add_start_id, texts=None):
+        packed = self.packer(token_ids, max_new_tokens, add_start_id=add_start_id)
+        kept, dropped = packed.lengths.numpy(), packed.dropped.numpy()
+        for i in np.flatnonzero(dropped):
+            shown = repr(texts[i][:40]) if texts is not None else f"{i}"
+            logger.warning(
+                "prompt %s has %d tokens; keeping its last %d to leave room for %d new tokens "
+                "in the %d-token context", shown, kept[i] + dropped[i], kept[i], max_new_tokens, self.max_length,
+            )
+        return packed
 
     def _check(self, max_new_tokens, sampler, streaming):
-        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < self.max_length:
-            raise ValueError(
-                f"max_new_tokens must be an integer in [1, {self.max_length - 1}] for a {self.max_length}-token "
-                f"context. Received: max_new_tokens={max_new_tokens!r}"
-            )
+        check_setting("max_new_tokens", max_new_tokens, max_length=self.max_length)
         if not isinstance(sampler, Sampler):
             raise ValueError(f"sampler must be a tfllm.samplers.Sampler. Received: sampler={sampler!r}")
         if isinstance(sampler, BeamSampler) and (sampler.return_all_beams or streaming):
@@ -183,14 +152,18 @@ class Generator:
         self._check(max_new_tokens, sampler, streaming=False)
         if any(len(row) == 0 for row in prompt_ids):
             raise ValueError("every prompt needs at least one token id; start it with the end-of-text id")
-        return self._decode(self._fit_prompts(prompt_ids, max_new_tokens), max_new_tokens, sampler,
+        if not prompt_ids:
+            return []
+        token_ids = tf.ragged.constant([[int(token) for token in row] for row in prompt_ids], tf.int32)
+        return self._decode(self._pack(token_ids, max_new_tokens, add_start_id=False), max_new_tokens, sampler,
                             tuple(stop_token_ids or ()))
 
     def generate_ids(self, prompts, max_new_tokens, sampler, stop_token_ids=(EOS_ID,)):
         """Generated token ids of each prompt string (without the prompt), cut at the first stop id."""
         self._check(max_new_tokens, sampler, streaming=False)
-        return self._decode(self.encode_prompts(prompts, max_new_tokens), max_new_tokens, sampler,
-                            tuple(stop_token_ids or ()))
+        if not prompts:
+            return []
+        return self._decode(self.pack(prompts, max_new_tokens), max_new_tokens, sampler, tuple(stop_token_ids or ()))
 
     def generate(self, prompts, max_new_tokens, sampler, stop_token_ids=(EOS_ID,), stop_strings=(), on_text=None):
         """Completions (the text after each prompt) of a list of prompt strings.
@@ -205,15 +178,17 @@ class Generator:
         """
         stop_token_ids = tuple(stop_token_ids or ())
         self._check(max_new_tokens, sampler, streaming=on_text is not None)
-        encoded = self.encode_prompts(prompts, max_new_tokens)
+        if not prompts:
+            return []
+        packed = self.pack(prompts, max_new_tokens)
         if on_text is None:
-            ids = self._decode(encoded, max_new_tokens, sampler, stop_token_ids)
+            ids = self._decode(packed, max_new_tokens, sampler, stop_token_ids)
             return [cut_at_stop_strings(text, stop_strings) for text in self.detokenize(ids)]
         streams = [_TextStream(self, stop_strings, lambda piece, row=row: on_text(row, piece))
-                   for row in range(len(encoded))]
-        self._stream = _BatchStream(streams, [len(row) for row in encoded], max_new_tokens, stop_token_ids)
+                   for row in range(len(prompts))]
+        self._stream = _BatchStream(streams, packed.lengths.numpy().tolist(), max_new_tokens, stop_token_ids)
         try:
-            ids = self._decode(encoded, max_new_tokens, sampler, stop_token_ids, streaming=True)
+            ids = self._decode(packed, max_new_tokens, sampler, stop_token_ids, streaming=True)
             for stream, row in zip(streams, ids):
                 stream.finish(row)
         finally:
@@ -227,28 +202,9 @@ class Generator:
         ragged = tf.ragged.constant(ids, dtype=tf.int32)
         return [t.decode("utf-8", errors="replace") for t in self.tokenizer.detokenize(ragged).numpy()]
 
-    def _decode(self, encoded, max_new_tokens, sampler, stop_token_ids, streaming=False):
-        if not encoded:
-            return []
-        longest = max(len(row) for row in encoded)
-        prompt_length, length = buffer_lengths(longest, max_new_tokens, self.max_length)
-        buffer = np.zeros((len(encoded), length), np.int32)
-        mask = np.zeros((len(encoded), length), bool)
-        for i, row in enumerate(encoded):
-            buffer[i, : len(row)] = row
-            mask[i, : len(row)] = True
-        decode = self._decode_fn(sampler, stop_token_ids, streaming)
-        index = min(len(row) for row in encoded)
-        out = decode(buffer[:, :prompt_length], buffer, mask, np.int32(index), np.int32(longest + max_new_tokens))
-        results = []
-        for row, tokens in zip(encoded, out.numpy().tolist()):
-            new = tokens[len(row) : len(row) + max_new_tokens]
-            for i, token in enumerate(new):
-                if token in stop_token_ids:
-                    new = new[:i]
-                    break
-            results.append(new)
-        return results
+    def _decode(self, packed, max_new_tokens, sampler, stop_token_ids, streaming=False):
+        tokens = self._decode_fn(sampler, stop_token_ids, streaming)(packed)
+        return decoding.completions(tokens, packed.lengths, max_new_tokens, stop_token_ids).to_list()
 
     def _report(self, tokens, position):
         return self._stream.report(tokens.numpy(), int(position))

@@ -26,13 +26,15 @@ import re
 
 import tensorflow as tf
 
-from tfllm import runs
+from tfllm import tasks
+from tfllm.callbacks.checkpointer import checkpoint_step
 from tfllm.data.finetune_pipeline import classify_dataset
-from tfllm.data.labeled import LabelMap, read_classification
+from tfllm.data.labeled import read_classification
 from tfllm.data.readers import iter_documents
 from tfllm.errors import UserError
 from tfllm.evaluation import TextScorer, bleu_score, is_pairs_file, label_scores, read_pairs, rouge_scores
 from tfllm.generator import Generator
+from tfllm.run import Run
 from tfllm.trainers.generate import check_max_new_tokens, make_sampler
 
 TEXT_METRICS = ("loss", "perplexity", "bits_per_byte")
@@ -54,20 +56,25 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
     decoding = dict(decoding or {"strategy": "greedy", "max_new_tokens": 64})
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} is invalid: use 1 or more")
-    task = runs.check_run_dir(run_dir).model.task
-    if task == "masked_lm":
-        raise UserError(f"{run_dir} is a masked_lm run, which tfllm evaluate does not support; it evaluates "
-                        "causal_lm and sft runs (text or prompt/reference data) and classify runs (labeled "
-                        "data): fine-tune this one with model.task=classify and evaluate that")
-    if task == "classify":
-        return evaluate_classifier(run_dir, data, metrics, batch_size)
+    run = Run.open(run_dir)
+    task = run.task
+    if not task.evaluates:
+        raise UserError(
+            f"{run_dir} is a {task.name} run, which tfllm evaluate does not support; it evaluates "
+            f"{' and '.join(tasks.names_of(lambda t: t.generates))} runs (text or prompt/reference data) and "
+            f"{' and '.join(tasks.names_of(lambda t: t.labeled))} runs (labeled data): try: "
+            f"{task.next_step.format(run_dir=run_dir)}"
+        )
+    if task.labeled:
+        return evaluate_classifier(run, data, metrics, batch_size)
     kind = "generation" if is_pairs_file(data) else "text"
     metrics = check_metrics(metrics, kind, data)
     if kind == "generation":
         check_max_new_tokens(decoding["max_new_tokens"])
         sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
         prompts, references = read_pairs(data)
-    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
+    config, tokenizer = run.config, run.tokenizer
+    model, checkpoint = run.load_model()
     report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind}
     predictions = None
     if kind == "text":
@@ -82,7 +89,7 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
         report.update({"examples": len(prompts), "decoding": decoding})
         predictions = [{"prompt": p, "reference": r, "completion": c}
                        for p, r, c in zip(prompts, references, completions)]
-    write_report(run_dir, report_name(data), report, predictions)
+    write_report(run, report_name(data), report, predictions)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return report
 
@@ -103,25 +110,22 @@ def check_metrics(metrics, kind, data):
     return tuple(dict.fromkeys(metrics))
 
 
-def evaluate_classifier(run_dir, data, metrics, batch_size):
-    """Accuracy and macro-F1 of a classify run on the labeled .jsonl `data`; returns the report."""
-    metrics = check_classify_metrics(metrics, run_dir)
+def evaluate_classifier(run, data, metrics, batch_size):
+    """Accuracy and macro-F1 of a classify `Run` on the labeled .jsonl `data`; returns the report."""
+    metrics = check_classify_metrics(metrics, run.path)
     examples = read_classification(data)
-    label_map = LabelMap.load(runs.paths(run_dir)["labels"])
     # Checked before the model loads: a label the classifier has no class for names its line.
-    true_ids = label_map.encode([label for _, label in examples], [example.source for example in examples])
-    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
+    true_ids = run.labels.encode([label for _, label in examples], [example.source for example in examples])
+    model, checkpoint = run.load_model()
     texts = [text for text, _ in examples]
-    # The end-of-text id goes where training put it: first for a bidirectional backbone, last for a causal one.
-    pooling = "last" if runs.read_backbone_causal(run_dir, config) else "first"
-    predicted_ids = predict_classes(model, tokenizer, texts, config.model.seq_len, pooling, batch_size)
+    predicted_ids = predict_classes(model, run.tokenizer, texts, run.config.model.seq_len, batch_size)
     # Scored as class ids, so two labels that differ only in surrounding spaces stay two classes.
     scores = label_scores([str(i) for i in predicted_ids], [str(i) for i in true_ids])
     report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": "classify",
               "metrics": {name: scores[name] for name in metrics}, "examples": len(examples)}
     predictions = [{"text": text, "label": label, "predicted": predicted}
-                   for (text, label), predicted in zip(examples, label_map.decode(predicted_ids))]
-    write_report(run_dir, report_name(data), report, predictions)
+                   for (text, label), predicted in zip(examples, run.labels.decode(predicted_ids))]
+    write_report(run, report_name(data), report, predictions)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return report
 
@@ -137,10 +141,12 @@ def check_classify_metrics(metrics, run_dir):
     return tuple(dict.fromkeys(metrics))
 
 
-def predict_classes(model, tokenizer, texts, seq_len, pooling, batch_size):
+def predict_classes(model, tokenizer, texts, seq_len, batch_size):
     """The most probable class id of every text, `batch_size` texts at a time."""
+    # The end-of-text id goes where the classifier reads: first for a bidirectional backbone,
+    # last for a causal one.
     dataset = classify_dataset(
-        texts, [0] * len(texts), tokenizer, seq_len=seq_len, batch_size=batch_size, pooling=pooling,
+        texts, [0] * len(texts), tokenizer, seq_len=seq_len, batch_size=batch_size, pooling=model.pooled_position,
         shuffle=False, seed=0, repeat=False, drop_remainder=False,
     )
     # Traced once per batch shape (a short last batch is a second one).
@@ -196,12 +202,6 @@ def generation_metrics(metrics, completions, references):
     return values
 
 
-def checkpoint_step(checkpoint):
-    """The training step in a checkpoint path (`.../ckpt-120` -> 120), or 0."""
-    match = re.search(r"-(\d+)$", checkpoint)
-    return int(match.group(1)) if match else 0
-
-
 def report_name(data):
     """A file name for the report of `data`: its base name without extension, made safe."""
     base = os.path.basename(os.path.normpath(data))
@@ -209,24 +209,12 @@ def report_name(data):
     return re.sub(r"[^\w.-]+", "_", base).strip("._") or "data"
 
 
-def write_report(run_dir, name, report, predictions):
-    """RUN_DIR/eval/NAME.json (+ NAME.predictions.jsonl), each written whole, and TensorBoard."""
-    directory = os.path.join(run_dir, "eval")
-    os.makedirs(directory, exist_ok=True)
-    if predictions is not None:
-        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-        write_atomically(os.path.join(directory, f"{name}.predictions.jsonl"), lines)
-    write_atomically(os.path.join(directory, f"{name}.json"), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    writer = tf.summary.create_file_writer(runs.paths(run_dir)["logs"])
+def write_report(run, name, report, predictions):
+    """The run's eval/NAME.json (+ NAME.predictions.jsonl), and TensorBoard `eval/NAME/METRIC`."""
+    run.write_eval_report(name, report, predictions)
+    writer = tf.summary.create_file_writer(run.logs_dir)
     with writer.as_default():
         for metric, value in report["metrics"].items():
             if isinstance(value, (int, float)):
                 tf.summary.scalar(f"eval/{name}/{metric}", value, step=report["step"])
     writer.close()
-
-
-def write_atomically(path, text):
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(temporary, path)

@@ -13,34 +13,26 @@ A prompt too long for the context keeps its last tokens (a warning says how many
 
 import json
 
-from tfllm import runs
+from tfllm import tasks
 from tfllm.data.readers import describe_json_error
 from tfllm.errors import UserError
 from tfllm.generator import Generator
+from tfllm.run import Run
 from tfllm.samplers import get_sampler
-from tfllm.samplers.validation import check_num_beams, check_seed, check_temperature, check_top_k, check_top_p
+from tfllm.samplers.validation import flag_error
 
 SEPARATOR = "-" * 40
 
 
 def make_sampler(strategy="sample", temperature=1.0, top_k=None, top_p=None, num_beams=4, seed=None):
     """The sampler of the command-line decoding settings; `UserError` names a bad flag."""
-    checks = (
-        ("--temperature", temperature, check_temperature),
-        ("--top-k", top_k, check_top_k),
-        ("--top-p", top_p, check_top_p),
-        ("--num-beams", num_beams, check_num_beams),
-        ("--seed", seed, check_seed),
-    )
-    for flag, value, check in checks:
-        if value is None:
-            continue
-        try:
-            check(value)
-        except ValueError as e:
-            reason = str(e).split(". Received:")[0]
-            raise UserError(f"{flag} {value} is invalid: {reason}; pass a valid value") from None
-    return get_sampler(strategy, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
+    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "num_beams": num_beams, "seed": seed}
+    for name, value in settings.items():
+        # An unset flag is None: the setting keeps get_sampler's default.
+        message = None if value is None else flag_error(name, value)
+        if message:
+            raise UserError(message)
+    return get_sampler(strategy, **settings)
 
 
 def check_max_new_tokens(max_new_tokens, max_length=None):
@@ -54,17 +46,15 @@ def check_max_new_tokens(max_new_tokens, max_length=None):
         )
 
 
-def check_generation_run(run_dir):
-    """`UserError` unless the run in `run_dir` is a causal_lm or sft run, the ones that generate."""
-    task = runs.check_run_dir(run_dir).model.task
-    if runs.is_causal(task):
-        return
-    if task == "classify":
-        raise UserError(f"{run_dir} is a classify run, which labels texts instead of generating them; "
-                        f"tfllm generate needs a causal_lm or sft run (try: tfllm evaluate --run-dir {run_dir} "
-                        "--data FILE.jsonl)")
-    raise UserError(f"{run_dir} is a {task} run, which fills in masked tokens instead of generating text; "
-                    "tfllm generate needs a causal_lm or sft run (fine-tune this one with model.task=classify)")
+def generation_run(run_dir):
+    """The `Run` in `run_dir`; `UserError` unless its task generates text."""
+    run = Run.open(run_dir)
+    task = run.task
+    if not task.generates:
+        generating = " or ".join(tasks.names_of(lambda t: t.generates))
+        raise UserError(f"{run_dir} is a {task.name} run, which {task.summary} instead of generating text; "
+                        f"tfllm generate needs a {generating} run (try: {task.next_step.format(run_dir=run_dir)})")
+    return run
 
 
 def read_prompts(path):
@@ -114,10 +104,10 @@ def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0
     sampler = make_sampler(strategy, temperature, top_k, top_p, num_beams, seed)
     if stream and strategy == "beam":
         raise UserError("--stream works with --strategy greedy or sample: beam search ranks its beams at the end")
-    check_generation_run(run_dir)
-    config, tokenizer, model, _ = runs.load_run(run_dir)
-    check_max_new_tokens(max_new_tokens, config.max_seq_len)
-    generator = Generator(model, tokenizer, max_length=config.max_seq_len)
+    run = generation_run(run_dir)
+    model, _ = run.load_model()
+    check_max_new_tokens(max_new_tokens, run.config.max_seq_len)
+    generator = Generator(model, run.tokenizer, max_length=run.config.max_seq_len)
     if not stream:
         completions = generator.generate(list(prompts), max_new_tokens, sampler, stop_strings=stop_strings)
         for prompt, completion in zip(prompts, completions):

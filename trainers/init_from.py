@@ -1,91 +1,86 @@
 """`train.init_from: RUN_DIR`: start a run from the tokenizer and backbone of a pretrained run.
 
-The new run must build the very same backbone (the model keys in `runs.BACKBONE_KEYS`, the
-context length with learned positions, the tokenizer) from a task whose attention it shares
-(`runs.INIT_FROM_TASKS`); anything else is refused before training, naming the keys to change.
+As a peer's `from_pretrained` does, the pretrained run fixes what its weights and tokenizer
+need: its model shape (`FIXED_MODEL_KEYS`, and the context with learned positions) and its
+tokenizer keys are taken from it. A key the user set that contradicts it is refused, naming it;
+so is a pretrained task whose backbone attends otherwise (`Task.init_from`).
 """
-
-import json
-import os
-import shutil
-import tempfile
 
 import numpy as np
 
-from tfllm import runs
+from tfllm import config as config_lib
 from tfllm.errors import UserError
-from tfllm.files import replace_directory
+from tfllm.run import Run
+from tfllm.tasks import TASKS
+
+# The model keys that fix the backbone's weights.
+FIXED_MODEL_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "position")
+FIXED_DATA_KEYS = ("tokenizer", "vocab_size")
 
 
-def check(config):
-    """The pretrained run's config when `train.init_from` is set (checked against `config`), else None."""
+def resolve(config, written_keys=None):
+    """`(config, pretrained)`: `config` with the keys the pretrained run fixes taken from it, and
+    that run's `Run`; `(config, None)` without `train.init_from`.
+
+    `written_keys` are the dotted keys the user set (in the YAML file or an override); None
+    takes every key that differs from its default as set.
+    """
     origin = config.train.init_from
     if not origin:
-        return None
+        return config, None
     try:
-        pretrained = runs.check_run_dir(origin)
+        pretrained = Run.open(origin)
+        previous = pretrained.config
     except UserError as e:
         raise UserError(f"train.init_from={origin}: {e}") from None
-    task, pretrained_task = config.model.task, pretrained.model.task
-    if pretrained_task not in runs.INIT_FROM_TASKS[task]:
+    task, pretrained_task = config.model.task, previous.model.task
+    if pretrained_task not in TASKS[task].init_from:
         raise UserError(
             f"train.init_from={origin} is a {pretrained_task} run; a {task} run starts from "
-            f"{' or '.join(runs.INIT_FROM_TASKS[task])} runs only"
+            f"{' or '.join(TASKS[task].init_from)} runs only"
         )
-    differing = [
-        f"model.{key}={getattr(config.model, key)!r} (pretrained: {getattr(pretrained.model, key)!r})"
-        for key in runs.BACKBONE_KEYS if getattr(config.model, key) != getattr(pretrained.model, key)
-    ]
-    if config.model.position == "learned" and config.max_seq_len != pretrained.max_seq_len:
-        differing.append(f"model.max_seq_len={config.max_seq_len} (pretrained: {pretrained.max_seq_len})")
-    for key in ("tokenizer", "vocab_size"):
-        if getattr(config.data, key) != getattr(pretrained.data, key):
-            differing.append(f"data.{key}={getattr(config.data, key)!r} (pretrained: {getattr(pretrained.data, key)!r})")
-    if differing:
+    fixed = {f"model.{key}": getattr(previous.model, key) for key in FIXED_MODEL_KEYS}
+    fixed.update({f"data.{key}": getattr(previous.data, key) for key in FIXED_DATA_KEYS})
+    if previous.model.position == "learned":
+        # Learned position embeddings have one row per position of the pretrained context.
+        fixed["model.max_seq_len"] = previous.max_seq_len
+    current, defaults = config.flat(), config_lib.Config().flat()
+    if written_keys is None:
+        written_keys = {key for key, value in current.items() if value != defaults[key]}
+    clashes = [f"{key}={current[key]!r} (pretrained: {value!r})" for key, value in fixed.items()
+               if key in written_keys and current[key] != value and not _same_context(key, config, value)]
+    if clashes:
         raise UserError(
-            f"train.init_from={origin} has another shape or tokenizer: {'; '.join(differing)}; "
-            "set these keys to the pretrained values"
+            f"train.init_from={origin} has another shape or tokenizer: {'; '.join(clashes)}; remove these keys "
+            "from the config and overrides (the pretrained run's values are taken) or start from another run"
         )
-    return pretrained
+    # The training length follows the pretrained run's unless set: its context suits its weights.
+    inherited = {} if "model.seq_len" in written_keys else {"model.seq_len": previous.model.seq_len}
+    config = config.replace({**fixed, **inherited})
+    config_lib.validate(config, f"train.init_from={origin}")
+    return config, pretrained
 
 
-def copy_tokenizer(config, p):
-    """The pretrained tokenizer becomes this run's (written whole, then renamed into place)."""
-    source = runs.paths(config.train.init_from)["tokenizer"]
-    if os.path.exists(os.path.join(p["tokenizer"], "tokenizer.json")):
-        return
-    if not os.path.exists(os.path.join(source, "tokenizer.json")):
-        raise UserError(f"train.init_from={config.train.init_from} has no tokenizer/; train that run first")
-    staging = tempfile.mkdtemp(prefix=".tokenizer.", dir=os.path.dirname(os.path.abspath(p["tokenizer"])))
-    os.rmdir(staging)
-    shutil.copytree(source, staging)
-    replace_directory(staging, p["tokenizer"])
+def _same_context(key, config, value):
+    """`model.max_seq_len` 0 means the training length: the same context written another way."""
+    return key == "model.max_seq_len" and config.max_seq_len == value
 
 
-def load_backbone(model, config):
-    """Copy the pretrained backbone's trained weights into `model.backbone`, tensor by tensor."""
-    origin = config.train.init_from
-    _, _, pretrained, checkpoint = runs.load_run(origin)
-    source, target = pretrained.backbone.weights, model.backbone.weights
+def load_backbone(model, pretrained):
+    """Copy the trained weights of the pretrained `Run`'s backbone into `model.backbone`."""
+    source_model, checkpoint = pretrained.load_model()
+    source, target = source_model.backbone.weights, model.backbone.weights
     if len(source) != len(target):
         raise UserError(
-            f"train.init_from={origin}: its backbone has {len(source)} weight tensors, this model "
+            f"train.init_from={pretrained.path}: its backbone has {len(source)} weight tensors, this model "
             f"{len(target)}; use a run with the same model keys"
         )
     for src, dst in zip(source, target):
         if tuple(src.shape) != tuple(dst.shape):
             raise UserError(
-                f"train.init_from={origin}: weight {src.path} has shape {tuple(src.shape)}, this model "
+                f"train.init_from={pretrained.path}: weight {src.path} has shape {tuple(src.shape)}, this model "
                 f"needs {tuple(dst.shape)}; use a run with the same model keys"
             )
         dst.assign(np.asarray(src.numpy(), dtype=dst.dtype))
     print(f"Initialized the backbone from {checkpoint}")
     return checkpoint
-
-
-def write_backbone_info(config, p, causal):
-    """backbone.json: where the backbone came from and whether it attends causally."""
-    info = {"init_from": config.train.init_from, "causal": bool(causal)}
-    with open(p["backbone"] + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(info, f)
-    os.replace(p["backbone"] + ".tmp", p["backbone"])

@@ -1,16 +1,66 @@
-"""`tfllm train`: the training program of the config's `model.task`."""
+"""`tfllm train`: train the config's `model.task` into a run directory, resuming it if it exists.
 
-import importlib
+    tfllm train                                    # configs/gpt-tiny.yaml on builtin:python-docs
+    tfllm train --config configs/gpt-tiny.yaml --run-dir runs/my-run train.steps=200
+    tfllm train --config configs/classify-tiny.yaml train.init_from=runs/bert-tiny
+    tensorboard --logdir runs/gpt-tiny/logs
 
-# model.task -> the module whose `train(config, run_dir)` trains it.
-PROGRAMS = {
-    "causal_lm": "tfllm.trainers.causal_lm",
-    "masked_lm": "tfllm.trainers.masked_lm",
-    "classify": "tfllm.trainers.finetune",
-    "sft": "tfllm.trainers.finetune",
-}
+or from Python: `model, tokenizer = train(load_config("configs/gpt-tiny.yaml"), "runs/demo")`.
+Everything that differs between tasks is in the task's record (`tfllm.tasks.TASKS`).
+"""
+
+from tfllm.generator import Generator
+from tfllm.samplers import get_sampler
+from tfllm.tasks import TASKS, build_model
+from tfllm.trainers import init_from
+from tfllm.trainers.fit import compile_model, fit
+from tfllm.trainers.prepare_data import prepare_data
+from tfllm.trainers.session import Session
 
 
-def train(config, run_dir):
-    """Train `config` into `run_dir`; returns (model, tokenizer)."""
-    return importlib.import_module(PROGRAMS[config.model.task]).train(config, run_dir)
+def train(config, run_dir, written_keys=None):
+    """Train `config` into `run_dir`; returns the trained model and tokenizer.
+
+    `written_keys`: the dotted keys the user set (see `init_from.resolve`).
+    """
+    config, pretrained = init_from.resolve(config, written_keys)
+    task = TASKS[config.model.task]
+    session = Session.start(config, run_dir)
+    source, tokenizer = prepare_data(session, task, pretrained)
+    causal = task.attends_causally(pretrained.backbone_causal if pretrained else None)
+    if session.chief and pretrained:
+        session.run.save_backbone_info(pretrained.path, causal)
+    session.save_config()
+    data = task.datasets(config, source, tokenizer, session.strategy, causal)
+    with session.strategy.scope():
+        num_classes = source.label_map.num_classes if task.labeled else None
+        model = build_model(config, tokenizer.vocabulary_size, causal, num_classes)
+        if pretrained:
+            init_from.load_backbone(model, pretrained)
+        compile_model(session, model)
+    fit(session, model, data, tokenizer.vocabulary_size)
+    return model, tokenizer
+
+
+def main(config, run_dir, written_keys=None):
+    """`tfllm train`: train, then show what the run does (samples of a generating task)."""
+    model, tokenizer = train(config, run_dir, written_keys)
+    task = TASKS[config.model.task]
+    if task.generates and task.read_examples is None:
+        print_samples(config, model, tokenizer)
+    print(f"Run written to {run_dir}; try: {task.next_step.format(run_dir=run_dir)}")
+
+
+SAMPLE_PROMPTS = ("The ", "def ", "This module")
+
+
+def print_samples(config, model, tokenizer, prompts=SAMPLE_PROMPTS):
+    """Print a few top-k samples from the trained model."""
+    t, max_length = config.train, model.backbone.max_sequence_length
+    generator = Generator(model, tokenizer, max_length=max_length)
+    sampler = get_sampler("sample", temperature=0.8, top_k=40, seed=t.seed)
+    prompts = [prompts[i % len(prompts)] for i in range(t.samples)]
+    max_new_tokens = min(t.sample_tokens, max_length - 8)
+    print("Samples:")
+    for prompt, completion in zip(prompts, generator.generate(prompts, max_new_tokens, sampler)):
+        print(f"--- {prompt!r}\n{prompt}{completion}")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.callbacks.checkpointer import Checkpointer, latest_checkpoint, restore_training_state, restore_weights
+from tfllm.callbacks.checkpointer import Checkpointer, restore_training_state, restore_weights
 from tfllm.errors import TrainingInterrupted, UserError
+from tfllm.run import Checkpoints
 
 
 class ScriptedValLoss(keras.callbacks.Callback):
@@ -52,18 +53,18 @@ def test_keeps_last_k_and_the_best(tmp_path):
         assert json.load(f) == {"step": 4, "val_loss": 1.0}
 
     restored = small_model()
-    restore_weights(restored, latest_checkpoint(directory))
+    restore_weights(restored, Checkpoints(directory).preferred())
     np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), kernels[4])
-    restore_weights(restored, latest_checkpoint(directory, prefer_best=False))
+    restore_weights(restored, Checkpoints(directory).latest)
     np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), kernels[10])
     # A compiled model (its own optimizer already built) still gets exactly the saved weights.
     restored.optimizer.build(restored.trainable_variables)
-    restore_weights(restored, latest_checkpoint(directory))
+    restore_weights(restored, Checkpoints(directory).preferred())
     np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), kernels[4])
 
 
 def test_no_checkpoint_gives_none(tmp_path):
-    assert latest_checkpoint(str(tmp_path)) is None
+    assert Checkpoints(str(tmp_path)).preferred() is None
 
 
 def test_missing_weight_is_an_error(tmp_path):
@@ -71,7 +72,7 @@ def test_missing_weight_is_an_error(tmp_path):
     data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), "float32"), np.ones(8, "float32"))).batch(4)
     model.fit(data, epochs=1, callbacks=[Checkpointer(str(tmp_path))], verbose=0)
     bigger = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1), keras.layers.Dense(1)])
-    path = latest_checkpoint(str(tmp_path))
+    path = Checkpoints(str(tmp_path)).preferred()
     with pytest.raises(UserError, match=f"checkpoint {path} is damaged or does not fit the run's config.yaml"):
         restore_weights(bigger, path)
 
@@ -103,11 +104,11 @@ def test_signal_saves_the_current_step_and_stops(tmp_path, signal_number):
     callbacks = [SignalAt(7, signal_number), checkpointer]
     with pytest.raises(TrainingInterrupted, match="at step 7.*ckpt-7"):
         model.fit(regression_data(), epochs=3, steps_per_epoch=5, callbacks=callbacks, verbose=0)
-    assert latest_checkpoint(directory, prefer_best=False).endswith("ckpt-7")
+    assert Checkpoints(directory).latest.endswith("ckpt-7")
     assert checkpointer.interrupted_at == 7
     assert signal.getsignal(signal_number) is previous
     restored = small_model()
-    restore_weights(restored, latest_checkpoint(directory, prefer_best=False))
+    restore_weights(restored, Checkpoints(directory).latest)
     np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
 
 
@@ -134,7 +135,7 @@ def test_training_state_round_trips_optimizer_rng_extra_and_fingerprint(tmp_path
     extra.value = tf.Variable(3.5, dtype=tf.float64)
     model.fit(regression_data(), epochs=1, steps_per_epoch=3, verbose=0,
               callbacks=[Checkpointer(str(tmp_path), extra={"extra": extra}, fingerprint="abc")])
-    path = latest_checkpoint(str(tmp_path), prefer_best=False)
+    path = Checkpoints(str(tmp_path)).latest
 
     other = dropout_model()
     other.optimizer.build(other.trainable_variables)
@@ -188,7 +189,7 @@ def test_a_kill_during_saves_leaves_a_complete_latest_checkpoint(tmp_path):
     try:
         assert process.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 120
-        while latest_checkpoint(directory, prefer_best=False) is None and time.monotonic() < deadline:
+        while Checkpoints(directory).latest is None and time.monotonic() < deadline:
             time.sleep(0.05)
         # After a few more saves, kill the saver as soon as one is in flight (its temporary
         # directory exists), or at a random moment if none is seen.
@@ -202,7 +203,7 @@ def test_a_kill_during_saves_leaves_a_complete_latest_checkpoint(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
-    path = latest_checkpoint(directory, prefer_best=False)
+    path = Checkpoints(directory).latest
     step = int(path.rsplit("-", 1)[1])
     assert step >= 2
 

@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.callbacks import Checkpointer, ResumableEarlyStopping, early_stopping_state
-from tfllm.callbacks.checkpointer import latest_checkpoint, restore_training_state
+from tfllm.callbacks.checkpointer import restore_training_state
+from tfllm.run import Checkpoints
 
 # val_accuracy of each epoch: best at epoch 1, then two worse ones stop the run (patience 2).
 SCRIPT = [0.5, 0.9, 0.6, 0.4, 0.95, 0.99]
@@ -57,9 +58,9 @@ def test_a_run_resumed_after_its_best_epoch_stops_at_the_same_epoch_with_the_bes
     # ...and resumed in a new process: a new model and callbacks from the latest checkpoint.
     model, data = model_and_data()
     state = early_stopping_state()
-    restore_training_state(model, latest_checkpoint(directory, prefer_best=False), extra={"early_stopping": state})
+    restore_training_state(model, Checkpoints(directory).latest, extra={"early_stopping": state})
     assert int(state.wait.numpy()) == 1 and float(state.best.numpy()) == 0.9
-    best = latest_checkpoint(directory)  # checkpoints/best: epoch 1
+    best = Checkpoints(directory).preferred()  # checkpoints/best: epoch 1
     assert best.endswith(f"ckpt-{2 * STEPS_PER_EPOCH}")
     second, stopping = callbacks(directory, state, best_checkpoint=lambda: best)
     history = model.fit(data, initial_epoch=3, epochs=len(SCRIPT), steps_per_epoch=STEPS_PER_EPOCH,

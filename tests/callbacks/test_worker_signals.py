@@ -7,8 +7,8 @@ import pytest
 
 from tests.callbacks.test_checkpointer import SignalAt, regression_data, small_model
 from tfllm.callbacks import Checkpointer, StopTogetherOnSignal
-from tfllm.callbacks.checkpointer import latest_checkpoint
 from tfllm.errors import TrainingInterrupted
+from tfllm.run import Checkpoints
 
 
 def test_the_chief_saves_the_signalled_step_and_stops(tmp_path, mirrored_strategy):
@@ -19,7 +19,7 @@ def test_the_chief_saves_the_signalled_step_and_stops(tmp_path, mirrored_strateg
     callbacks = [SignalAt(4, signal.SIGTERM), StopTogetherOnSignal(mirrored_strategy, checkpointer), checkpointer]
     with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at step 4; the newest checkpoint is .*ckpt-4"):
         model.fit(regression_data(), epochs=2, steps_per_epoch=5, callbacks=callbacks, verbose=0)
-    assert latest_checkpoint(str(tmp_path), prefer_best=False).endswith("ckpt-4")
+    assert Checkpoints(str(tmp_path)).latest.endswith("ckpt-4")
     assert signal.getsignal(signal.SIGTERM) is previous
 
 

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from tests.export.export_testing import MAX_LENGTH, TINY
-from tfllm import cli, runs
+from tfllm import cli
+from tfllm.run import Run
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,9 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(run_dir):
     """(config, tokenizer, model) of the run, as `tfllm generate` loads them."""
-    config, tokenizer, model, _ = runs.load_run(run_dir)
+    run = Run.open(run_dir)
+    config, tokenizer = run.config, run.tokenizer
+    model, _ = run.load_model()
     assert config.max_seq_len == MAX_LENGTH
     return config, tokenizer, model
 

@@ -14,8 +14,9 @@ from tfllm.export.manifest import read_manifest, verify_manifest
 from tfllm.export.server import ModelServer, load_servable
 from tests.export.test_server import request
 from tests.trainers.test_evaluate import labeled_records, masked_lm_run, train_classifier, write_jsonl
-from tfllm import cli, runs
+from tfllm import cli
 from tfllm.data.finetune_pipeline import classify_dataset
+from tfllm.run import Run
 
 # Integer labels: the served names must be their strings, in sorted id order.
 LABELS = [3, 10, 7]
@@ -75,9 +76,11 @@ def launched(export_dir):
 @pytest.fixture(scope="module")
 def in_process(classify_run, launched):
     """Class probabilities of each batch from the loaded `Classifier` on the training encoding."""
-    config, tokenizer, model, _ = runs.load_run(classify_run)
+    run = Run.open(classify_run)
+    config, tokenizer = run.config, run.tokenizer
+    model, _ = run.load_model()
     # Trained from scratch, the backbone is causal: training put the end-of-text id last.
-    assert runs.read_backbone_causal(classify_run, config) and model.pooled_position == "last"
+    assert run.backbone_causal and model.pooled_position == "last"
     probabilities = []
     for texts in BATCHES:
         dataset = classify_dataset(texts, [0] * len(texts), tokenizer, seq_len=config.model.seq_len,
@@ -176,5 +179,5 @@ def test_a_masked_lm_run_is_not_exported_and_nothing_is_written(tmp_path, capsys
     assert cli.main(["export", "--run-dir", masked, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"tfllm export: error: {masked} is a masked_lm run, and ")
-    assert "masked_lm runs cannot be exported yet; fine-tune them with model.task=classify" in err
+    assert "masked_lm runs cannot be exported yet; try: tfllm train --config classify-tiny train.init_from=" in err
     assert not out.exists()

@@ -90,11 +90,15 @@ def test_generate_is_reproducible_with_a_seed(run_dir, capsys):
 
 @pytest.mark.slow
 def test_greedy_generate_matches_step_by_step_argmax(run_dir):
-    from tfllm import runs
+    from tfllm.run import Run
     from tfllm.generator import Generator
     from tfllm.samplers import GreedySampler
 
-    config, tokenizer, model, _ = runs.load_run(run_dir)
+    run = Run.open(run_dir)
+
+    config, tokenizer = run.config, run.tokenizer
+
+    model, _ = run.load_model()
     generated = Generator(model, tokenizer, config.max_seq_len).generate_ids(["def f"], 6, GreedySampler(), ())[0]
     tokens = [1] + tokenizer.tokenize(tf.constant(["def f"])).to_list()[0]
     for _ in range(6):

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tfllm import cli
-from tfllm.trainers import common
+from tfllm.trainers import fit
 
 
 def train(run_dir, overrides, capsys):
@@ -53,7 +53,7 @@ def test_a_diverging_run_stops_at_the_step_and_resumes_from_the_last_good_checkp
 
 def test_too_little_free_disk_for_the_kept_checkpoints_is_refused(corpus, tmp_path, monkeypatch, capsys):  # noqa: F811
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(common.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**10, 2**10))
+    monkeypatch.setattr(fit.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**10, 2**10))
     run_dir = str(tmp_path / "run")
     code, _, err = train(run_dir, tiny(corpus, train__keep_checkpoints=4), capsys)
     assert code == 2 and "\n" not in err, err
@@ -70,7 +70,7 @@ def test_a_run_dir_that_cannot_be_written_is_refused(corpus, tmp_path, monkeypat
     assert blocker.read_text() == "not a directory"
 
     # Permission bits do not bind root; what os.access answers is what the trainer checks.
-    monkeypatch.setattr(common.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
     code, _, err = train(str(tmp_path / "locked"), tiny(corpus), capsys)
     assert code == 2 and f"run dir {tmp_path / 'locked'} is not writable" in err, err
 

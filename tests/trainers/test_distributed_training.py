@@ -4,6 +4,7 @@ Every run trains a tiny model on a generated corpus of a few hundred short docum
 """
 
 import contextlib
+import types
 import io
 import json
 import os
@@ -14,15 +15,19 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from tfllm import cli, distribute, runs
+from tfllm import cli, distribute
 from tfllm import config as config_lib
-from tfllm.callbacks.checkpointer import latest_checkpoint, restore_weights
+from tfllm.callbacks.checkpointer import restore_weights
 from tfllm.data.pipeline import lm_dataset
 from tfllm.flops import training_flops_per_token
+from tfllm.data.corpus_stats import CorpusStats
+from tfllm.run import Checkpoints, Run
 from tfllm.tokenizers import load_tokenizer
 from tests.trainers.tiny_runs import PEAK_FLOPS, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tests.trainers.workers import WorkerJob
-from tfllm.trainers import causal_lm, common
+from tfllm.tasks import TASKS
+from tfllm.trainers.fit import compile_model
+from tfllm.trainers.session import jit_compile
 
 
 def train_in_process(corpus, strategy, run_dir, **changes):
@@ -49,7 +54,8 @@ def mirrored_run(corpus, mirrored_strategy, tmp_path_factory):
 
 
 def final_weights_and_losses(run_dir):
-    _, _, model, _ = runs.load_run(run_dir, prefer_best=False)
+    run = Run.open(run_dir)
+    model, _ = run.load_model(prefer_best=False)
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
     return [w.numpy() for w in model.weights], losses
@@ -94,9 +100,9 @@ def test_training_and_validation_batches_have_static_shapes(mirrored_run, reques
     run_dir, _ = mirrored_run
     strategy = request.getfixturevalue(strategy_fixture)
     config = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
-    stats, tokenizer = common.prepare_data(config, runs.paths(run_dir))
-    train_at, val_ds, _ = causal_lm.make_datasets(config, stats, tokenizer, strategy)
-    for dataset in (train_at(0), val_ds):
+    run = Run(run_dir)
+    data = TASKS["causal_lm"].datasets(config, CorpusStats.load(run.corpus_dir), run.tokenizer, strategy, True)
+    for dataset in (data.train_at(0), data.val_ds):
         specs = tf.nest.flatten(dataset.element_spec, expand_composites=True)
         assert len(specs) == 2 * replicas  # (x, y) per replica
         assert all(spec.shape.is_fully_defined() for spec in specs)
@@ -115,7 +121,8 @@ def single_process_reference(run_dir):
     t, m = config.train, config.model
     # The trainer's order: the seed fixes the shuffles (global seed + op seed) and the init.
     keras.utils.set_random_seed(t.seed)
-    stats, tokenizer = common.prepare_data(config, runs.paths(run_dir))
+    run = Run(run_dir)
+    stats, tokenizer = CorpusStats.load(run.corpus_dir), run.tokenizer
     halves = [
         lm_dataset(stats.train_files, tokenizer, seq_len=m.seq_len, batch_size=t.batch_size // 2, shuffle=True,
                    seed=t.seed, repeat=True, shuffle_buffer=config.data.shuffle_buffer, num_shards=2,
@@ -125,9 +132,9 @@ def single_process_reference(run_dir):
     both = tf.data.Dataset.zip(tuple(halves)).map(
         lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0))
     )
-    model = runs.build_causal_lm(m, tokenizer.vocabulary_size, config.max_seq_len)
-    xla = common.jit_compile(t.jit_compile, tf.distribute.get_strategy())
-    model.compile(optimizer=common.make_optimizer(t), jit_compile=xla)
+    model = run.build_model()
+    xla = jit_compile(t.jit_compile, tf.distribute.get_strategy())
+    compile_model(types.SimpleNamespace(config=config, jit_compile=xla), model)
     initial = [w.numpy() for w in model.weights]
     model.fit(both, epochs=1, steps_per_epoch=t.steps, verbose=0, shuffle=False)
     return model, initial, [w.numpy() for w in model.weights]
@@ -145,7 +152,7 @@ def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(c
     for a, b in zip(weights[0], reference):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
-    restore_weights(model, latest_checkpoint(str(chief / "checkpoints"), prefer_best=False))
+    restore_weights(model, Checkpoints(str(chief / "checkpoints")).latest)
     for a, w in zip(weights[0], model.weights):
         np.testing.assert_array_equal(a, w.numpy())
     assert {"config.yaml", "checkpoints", "logs", "metrics.jsonl"} <= set(os.listdir(chief))

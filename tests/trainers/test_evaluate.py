@@ -11,11 +11,12 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tests.trainers.test_generate import make_tiny_run
 
-from tfllm import cli, runs
+from tfllm import cli
 from tfllm.config import load_config, save_config
 from tfllm.data.finetune_pipeline import encode_classification
 from tfllm.data.labeled import LabelMap
 from tfllm.evaluation import TextScorer, rouge_scores
+from tfllm.run import Run
 
 DOCUMENTS = ["the cat sat on the mat.", "a dog ran in the park.", "café ünïcode 0123456789", "the end"]
 PAIRS = [
@@ -41,7 +42,7 @@ def evaluate(run_dir, *args):
 
 def eval_scalars(run_dir):
     accumulator = event_accumulator.EventAccumulator(
-        runs.paths(run_dir)["logs"], size_guidance={event_accumulator.TENSORS: 0}
+        Run(run_dir).logs_dir, size_guidance={event_accumulator.TENSORS: 0}
     ).Reload()
     return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
             for tag in accumulator.Tags()["tensors"]}
@@ -53,7 +54,9 @@ def test_text_report_matches_the_scorer_and_lands_in_json_and_tensorboard(run_di
     printed = json.loads(capsys.readouterr().out)
     with open(os.path.join(run_dir, "eval", "held_out.json"), encoding="utf-8") as f:
         assert json.load(f) == printed
-    config, tokenizer, model, checkpoint = runs.load_run(run_dir)
+    run = Run.open(run_dir)
+    config, tokenizer = run.config, run.tokenizer
+    model, checkpoint = run.load_model()
     expected = TextScorer(model, tokenizer, seq_len=config.model.seq_len, batch_size=5)(DOCUMENTS)
     assert printed["kind"] == "text" and printed["checkpoint"] == checkpoint and printed["step"] == 0
     assert set(printed["metrics"]) == {"loss", "perplexity", "bits_per_byte"}
@@ -166,7 +169,7 @@ def train_classifier(run_dir, data):
 def masked_lm_run(run_dir):
     """A run dir holding only the config of a masked_lm run: enough for the task checks."""
     os.makedirs(run_dir)
-    save_config(load_config(None, ["model.task=masked_lm"]), runs.paths(run_dir)["config"])
+    save_config(load_config(None, ["model.task=masked_lm"]), Run(run_dir).config_path)
     return run_dir
 
 
@@ -198,8 +201,10 @@ def test_classify_report_equals_a_numpy_reference_on_the_models_own_predictions(
     report = json.loads(capsys.readouterr().out)
     with open(os.path.join(classify_run, "eval", "labeled.json"), encoding="utf-8") as f:
         assert json.load(f) == report
-    config, tokenizer, model, checkpoint = runs.load_run(classify_run)
-    labels = LabelMap.load(runs.paths(classify_run)["labels"]).labels
+    run = Run.open(classify_run)
+    config, tokenizer = run.config, run.tokenizer
+    model, checkpoint = run.load_model()
+    labels = run.labels.labels
     assert labels == LABELS
     # Trained from scratch, the backbone is causal: the end-of-text id goes last.
     x = encode_classification(tokenizer, tf.constant([r["text"] for r in records]), config.model.seq_len, "last")
@@ -250,7 +255,7 @@ def test_runs_of_other_tasks_are_one_line_errors_naming_what_is_supported(classi
          f"tfllm evaluate: error: {masked} is a masked_lm run, which tfllm evaluate does not support; it evaluates "
          "causal_lm and sft runs"),
         (["generate", "--run-dir", classify_run, "--prompt", "ab"],
-         f"tfllm generate: error: {classify_run} is a classify run, which labels texts instead of generating them; "
+         f"tfllm generate: error: {classify_run} is a classify run, which labels texts instead of generating text; "
          "tfllm generate needs a causal_lm or sft run"),
         (["generate", "--run-dir", masked, "--prompt", "ab"],
          f"tfllm generate: error: {masked} is a masked_lm run, which fills in masked tokens instead of generating "

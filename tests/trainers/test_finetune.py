@@ -15,9 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm import cli, config as config_lib, runs
+from tfllm import cli, config as config_lib
+from tfllm.run import Run
+from tfllm.tasks import TASKS, build_model
 from tfllm.tokenizers import load_tokenizer
-from tfllm.trainers import common, finetune, init_from
+from tfllm.trainers import init_from
+from tfllm.trainers.callbacks import make_callbacks
+from tfllm.trainers.prepare_data import read_examples
+from tfllm.trainers.resume import Resume
 
 SMALL = ["model.num_layers=2", "model.num_heads=2", "model.hidden_dim=64", "model.intermediate_dim=128",
          "model.seq_len=64", "train.log_every=10", "train.warmup_steps=10"]
@@ -83,7 +88,7 @@ def test_masked_lm_loss_falls_and_reports_masked_accuracy(bert_run):
 @pytest.mark.slow
 def test_classifier_from_pretrained_encoder_beats_the_majority_class(classify_run):
     config = config_lib.load_config(os.path.join(classify_run, "config.yaml"))
-    _, val = finetune.split_examples(config)
+    val = read_examples(config, TASKS[config.model.task]).val
     counts = collections.Counter(label for _, label in val)
     majority = max(counts.values()) / len(val)
     assert len(counts) == 5 and len(val) == 300
@@ -98,8 +103,8 @@ def test_classifier_from_pretrained_encoder_beats_the_majority_class(classify_ru
 def test_init_from_copies_every_backbone_tensor_exactly(bert_run, classify_run):
     config = config_lib.load_config(os.path.join(classify_run, "config.yaml"))
     vocabulary_size = load_tokenizer(os.path.join(classify_run, "tokenizer")).vocabulary_size
-    model = runs.build_model(config, vocabulary_size, num_classes=5, backbone_causal=False)
-    checkpoint = init_from.load_backbone(model, config)
+    model = build_model(config, vocabulary_size, False, num_classes=5)
+    checkpoint = init_from.load_backbone(model, Run.open(bert_run))
     reader = tf.train.load_checkpoint(checkpoint)
     backbone = model.backbone.weights
     assert len(backbone) > 20
@@ -116,7 +121,7 @@ def test_sft_learns_completions_and_evaluates_with_bleu(sft_run, tmp_path, capsy
     records = metrics(sft_run)
     assert records[-1]["loss"] < records[0]["loss"]
     config = config_lib.load_config(os.path.join(sft_run, "config.yaml"))
-    _, val = finetune.split_examples(config)
+    val = read_examples(config, TASKS[config.model.task]).val
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": p, "reference": c}) + "\n" for p, c in val[:4]))
     capsys.readouterr()
@@ -189,9 +194,9 @@ class ScriptedAccuracy(keras.callbacks.Callback):
 def test_early_stopping_on_the_monitored_metric_restores_the_best_weights(tmp_path):
     config = config_lib.load_config(None, ["model.task=classify", "train.early_stopping_patience=2",
                                            "train.steps=100"])
-    session = types.SimpleNamespace(config=config, paths={"metrics": None, "logs": None, "checkpoints": None},
-                                    chief=False, run_dir=str(tmp_path), strategy=tf.distribute.get_strategy())
-    callbacks, _ = common.make_callbacks(session, tokens_per_step=1, flops_per_token=0, peak_flops=0)
+    session = types.SimpleNamespace(config=config, run=Run(str(tmp_path)), chief=False, resume=Resume(),
+                                    strategy=tf.distribute.get_strategy())
+    callbacks, _, _ = make_callbacks(session, tokens_per_step=1, flops_per_token=0, peak_flops=0)
     scripted = ScriptedAccuracy([0.5, 0.9, 0.6, 0.4, 0.95, 0.99])
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     model.compile(optimizer=keras.optimizers.SGD(0.1),

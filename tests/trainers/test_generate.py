@@ -6,12 +6,13 @@ import os
 import keras
 import pytest
 
-from tfllm import cli, runs
+from tfllm import cli
 from tfllm.callbacks.checkpointer import Checkpointer
-from tfllm.config import load_config, save_config
+from tfllm.config import load_config
 from tfllm.generator import Generator
 from tfllm.samplers import GreedySampler
 from tfllm.tokenizers import train_tokenizer
+from tfllm.run import Run
 
 TEXT = "the cat sat on the mat. a dog ran in the park. café ünïcode 0123456789"
 CONTEXT = 24
@@ -23,16 +24,13 @@ OVERRIDES = [
 
 def make_tiny_run(run_dir):
     """A run dir as `tfllm train` leaves it (config, tokenizer, checkpoints), with random weights."""
-    config = load_config(None, OVERRIDES)
-    os.makedirs(run_dir)
-    paths = runs.paths(run_dir)
-    save_config(config, paths["config"])
-    tokenizer = train_tokenizer("char", [TEXT], vocab_size=48)
-    tokenizer.save(paths["tokenizer"])
+    run = Run(run_dir).create()
+    run.save_config(load_config(None, OVERRIDES))
+    train_tokenizer("char", [TEXT], vocab_size=48).save(run.tokenizer_dir)
     keras.utils.set_random_seed(0)
-    model = runs.build_causal_lm(config.model, tokenizer.vocabulary_size, config.max_seq_len)
+    model = run.build_model()
     model.compile(optimizer=keras.optimizers.AdamW())
-    checkpointer = Checkpointer(paths["checkpoints"])
+    checkpointer = Checkpointer(run.checkpoints_dir)
     checkpointer.set_model(model)
     checkpointer.on_train_begin()
     checkpointer.on_epoch_end(0, {"val_loss": 1.0})
@@ -56,7 +54,9 @@ def completions(output):
 def test_prints_each_prompt_with_its_greedy_completion(run_dir, capsys):
     assert generate(run_dir, "--prompt", "the", "--prompt", "a d", "--strategy", "greedy",
                     "--max-new-tokens", "6") == 0
-    config, tokenizer, model, _ = runs.load_run(run_dir)
+    run = Run.open(run_dir)
+    config, tokenizer = run.config, run.tokenizer
+    model, _ = run.load_model()
     expected = Generator(model, tokenizer, CONTEXT).generate(["the", "a d"], 6, GreedySampler())
     assert completions(capsys.readouterr().out) == ["the" + expected[0], "a d" + expected[1]]
 

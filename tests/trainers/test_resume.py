@@ -24,7 +24,7 @@ from tensorflow.core.util import event_pb2
 from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tests.trainers.workers import WorkerJob
 from tfllm import cli, distribute
-from tfllm.trainers import resume
+from tfllm.run import Run
 
 STEPS = 30
 RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
@@ -210,10 +210,10 @@ def test_deterministic_turns_on_op_determinism(tmp_path):
         # TensorFlow exports a setter but no getter; the getter lives beside it.
         "from tensorflow.python.framework.config import is_op_determinism_enabled\n"
         "from tfllm import config\n"
-        "from tfllm.trainers import common\n"
+        "from tfllm.trainers.session import Session\n"
         "for value in ('false', 'true'):\n"
         "    c = config.load_config(None, ['train.deterministic=' + value])\n"
-        f"    common.start_session(c, {str(tmp_path / 'run')!r} + value)\n"
+        f"    Session.start(c, {str(tmp_path / 'run')!r} + value)\n"
         "    print(value, is_op_determinism_enabled())\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -234,8 +234,7 @@ def test_resuming_drops_the_orphaned_metrics_and_tensorboard_events(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in range(2, 11, 2)))
 
-    resume.truncate_event_files(str(logs), 6)
-    resume.truncate_metrics(str(metrics), 6)
+    Run(str(tmp_path)).drop_logs_after(6)
     assert logged_steps(str(tmp_path)) == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [2, 4, 6]
     values = [float(tf.make_ndarray(v.tensor)) for r in tf.data.TFRecordDataset(path)

@@ -21,6 +21,7 @@ def tiny(corpus, **changes):
         "model.seq_len": 16, "train.batch_size": 8, "train.steps": 10, "train.eval_every": 5,
         "train.eval_batches": 2, "train.log_every": 5, "train.warmup_steps": 2, "train.clip_norm": 0.05,
         "train.samples": 1, "train.sample_tokens": 4, "train.peak_flops": PEAK_FLOPS,
+        "train.precision": "float32",
     }
     settings.update({key.replace("__", "."): value for key, value in changes.items()})
     return [f"{key}={value}" for key, value in settings.items()]

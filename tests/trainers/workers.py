@@ -17,16 +17,16 @@ WORKER = """
 import sys
 import numpy as np
 from tfllm import cli
-from tfllm.trainers import causal_lm
+from tfllm.trainers import train as program
 
-train = causal_lm.train
+train = program.train
 
-def train_and_save(config, run_dir):
-    model, tokenizer = train(config, run_dir)
+def train_and_save(config, run_dir, written_keys=None):
+    model, tokenizer = train(config, run_dir, written_keys)
     np.savez(sys.argv[1], *[w.numpy() for w in model.weights])
     return model, tokenizer
 
-causal_lm.train = train_and_save
+program.train = train_and_save
 sys.exit(cli.main(sys.argv[2:]))
 """
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfllm.callbacks.signal_flag import SignalFlag
 from tfllm.errors import TrainingInterrupted, UserError
+from tfllm.files import write_atomically
 
 LATEST_DIR = "latest"
 BEST_DIR = "best"
@@ -129,9 +130,7 @@ class Checkpointer(keras.callbacks.Callback):
             self.best_value = float(value)
             self._best.save(checkpoint_number=step)
             info_path = os.path.join(self.directory, BEST_DIR, "best.json")
-            with open(info_path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump({"step": step, self.monitor: self.best_value}, f)
-            os.replace(info_path + ".tmp", info_path)
+            write_atomically(info_path, json.dumps({"step": step, self.monitor: self.best_value}))
 
 
 def _finite(logs):
@@ -217,15 +216,16 @@ def restore_weights(model, path):
 
 
 def checkpoint_step(path):
-    """The step of a checkpoint path (`.../ckpt-120` -> 120)."""
+    """The step of a checkpoint path (`.../ckpt-120` -> 120): the one parser of checkpoint names
+    (`tf.train.CheckpointManager` names them `ckpt-STEP`, the step passed to `save`)."""
     return int(path.rsplit("-", 1)[1])
 
 
-def latest_checkpoint(directory, prefer_best=True):
-    """Path of the best (or else latest) checkpoint under a run's `checkpoints/`, or None."""
-    order = (BEST_DIR, LATEST_DIR) if prefer_best else (LATEST_DIR, BEST_DIR)
-    for name in order:
-        path = tf.train.latest_checkpoint(os.path.join(directory, name))
-        if path:
-            return path
-    return None
+def checkpoints_in(directory):
+    """Paths of the checkpoints a `CheckpointManager` keeps in `directory`, oldest first; only
+    those whose index file exists (a checkpoint being written has none yet)."""
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in state.all_model_checkpoint_paths]
+    return [p for p in paths if tf.io.gfile.exists(p + ".index")]

@@ -12,6 +12,7 @@ import os
 import sysconfig
 
 from tfllm.data.builtin import PREFIX, stdlib_source_files
+from tfllm.data.example import Example
 from tfllm.errors import UserError
 
 CLASSIFICATION_SETS = ("stdlib-packages",)
@@ -25,8 +26,6 @@ _MAX_COMPLETION_CHARS = 300
 
 def builtin_examples(path, kind):
     """The `Example`s of the built-in set `path` (`builtin:NAME`); `kind` is "classify" or "sft"."""
-    from tfllm.data.labeled import Example
-
     name = path[len(PREFIX):]
     sets = CLASSIFICATION_SETS if kind == "classify" else PROMPT_COMPLETION_SETS
     if name not in sets:

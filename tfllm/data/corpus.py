@@ -9,8 +9,6 @@ the text with no parsing step.
 
 import hashlib
 import os
-import shutil
-import tempfile
 from typing import Iterator, Optional
 
 import tensorflow as tf
@@ -19,7 +17,7 @@ from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus_stats import SPLITS, STATS_FILE, CorpusStats
 from tfllm.data.readers import iter_documents
 from tfllm.errors import UserError
-from tfllm.files import replace_directory
+from tfllm.files import staging_directory
 
 
 def prepare_corpus(
@@ -55,10 +53,8 @@ def prepare_corpus(
         raise ValueError(f"docs_per_shard must be positive. Received: docs_per_shard={docs_per_shard}")
     out_dir = os.path.abspath(out_dir)
     _check_replaceable(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    work_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    try:
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    with staging_directory(out_dir) as work_dir:
         writers = {split: _ShardWriter(work_dir, split, docs_per_shard) for split in SPLITS}
         documents = iter_documents(path, blank_line_documents)
         if val_path is None:
@@ -84,10 +80,6 @@ def prepare_corpus(
             cleaner=cleaner.get_config(),
         )
         stats.save(work_dir)
-        replace_directory(work_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
     return CorpusStats.load(out_dir)
 
 

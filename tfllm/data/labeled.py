@@ -10,35 +10,17 @@ are all strings or all integers); prompt/completion lines are
 import codecs
 import json
 import os
-import tempfile
 from typing import Iterator, Sequence, Union
 
 from tfllm.data.builtin import is_builtin
 from tfllm.data.builtin_examples import builtin_examples
+from tfllm.data.example import Example
 from tfllm.data.readers import describe_json_error, resolve_files
 from tfllm.errors import UserError
 
 LABELS_FILENAME = "labels.json"
 
 Label = Union[str, int]
-
-
-class Example(tuple):
-    """A pair read from one line, `(text, label)` or `(prompt, completion)`, unpacking as a 2-tuple.
-
-    Args:
-        first: the text or prompt.
-        second: the label or completion.
-        source: str, `"FILE:LINE"` of the line it was read from.
-    """
-
-    def __new__(cls, first, second, source: str):
-        pair = super().__new__(cls, (first, second))
-        pair.source = source
-        return pair
-
-    def __getnewargs__(self):
-        return (self[0], self[1], self.source)
 
 
 def read_classification(path: str) -> list[Example]:
@@ -158,22 +140,9 @@ class LabelMap:
         return [self.labels[int(i)] for i in ids]
 
     def save(self, path: str) -> None:
-        """Writes the labels to the JSON file `path` (`RUN_DIR/labels.json`) atomically.
-
-        The file is written under a temporary name in the same directory and
-        renamed over `path`, so a reader never sees half a file.
-        """
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump({"labels": self.labels}, file, ensure_ascii=False, indent=2)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        """Writes the labels to the JSON file `path` (`RUN_DIR/labels.json`) atomically."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_atomically(path, json.dumps({"labels": self.labels}, ensure_ascii=False, indent=2))
 
     @classmethod
     def load(cls, path: str) -> "LabelMap":

@@ -85,9 +85,7 @@ class Classifier(TaskModel):
     @property
     def pooled_position(self):
         """`"first"` or `"last"`: the token whose hidden state is classified."""
-        if self.pooling != "auto":
-            return self.pooling
-        return "last" if self.backbone.causal else "first"
+        return pooled_position(self.pooling, self.backbone.causal)
 
     def call(self, inputs, training=None):
         padding_mask = inputs["padding_mask"]
@@ -123,3 +121,13 @@ class Classifier(TaskModel):
             "pooling": self.pooling,
             "dropout": self.dropout,
         }
+
+
+def pooled_position(pooling, causal):
+    """`"first"` or `"last"`: where a classifier with `pooling` over a backbone that attends
+    causally (`causal`) or not reads its sequence. `"auto"` reads the last token of a causal
+    backbone (the only one that has seen the whole row), the first of a bidirectional one; the
+    data pipeline puts the end-of-text id there."""
+    if pooling != "auto":
+        return pooling
+    return "last" if causal else "first"

@@ -2,24 +2,14 @@
 
 import keras
 
+from tfllm.optimizers import adamw
 from tfllm.train_step import DistributedTrainStep
 
 
 def default_optimizer():
-    """AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95, global_clipnorm=1.0).
-
-    Biases (the masked-LM head's `output_bias` included) and LayerNorm parameters are not
-    decayed (GPT-2 / nanoGPT practice).
-    """
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=3e-4,
-        weight_decay=0.1,
-        beta_1=0.9,
-        beta_2=0.95,
-        global_clipnorm=1.0,
-    )
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
+    """AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95, global_clipnorm=1.0), biases and
+    norm parameters not decayed (`tfllm.optimizers.adamw`)."""
+    return adamw(learning_rate=3e-4, weight_decay=0.1, beta_1=0.9, beta_2=0.95, global_clipnorm=1.0)
 
 
 def accuracy():

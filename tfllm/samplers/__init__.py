@@ -6,14 +6,7 @@ from tfllm.samplers.random_sampler import RandomSampler
 from tfllm.samplers.sampler import Sampler
 from tfllm.samplers.top_k_sampler import TopKSampler
 from tfllm.samplers.top_p_sampler import TopPSampler
-from tfllm.samplers.validation import (
-    check_length_penalty,
-    check_num_beams,
-    check_seed,
-    check_temperature,
-    check_top_k,
-    check_top_p,
-)
+from tfllm.samplers.validation import check_setting
 
 STRATEGIES = ("greedy", "sample", "beam")
 
@@ -53,14 +46,12 @@ def get_sampler(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}. Received: strategy={strategy!r}")
-    check_temperature(temperature)
-    if top_k is not None:
-        check_top_k(top_k)
-    if top_p is not None:
-        check_top_p(top_p)
-    check_num_beams(num_beams)
-    check_seed(seed)
-    check_length_penalty(length_penalty)
+    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "num_beams": num_beams, "seed": seed,
+                "length_penalty": length_penalty}
+    for name, value in settings.items():
+        # None leaves the cuts off; every other setting is checked as given.
+        if value is not None or name not in ("top_k", "top_p"):
+            check_setting(name, value)
     if strategy == "greedy":
         return GreedySampler()
     if strategy == "beam":

@@ -10,14 +10,12 @@ SavedModel that a server loads with only `tensorflow` and `tensorflow_text`.
 import abc
 import json
 import os
-import shutil
-import tempfile
 from typing import Iterable, Iterator
 
 import tensorflow as tf
 
 from tfllm.errors import UserError
-from tfllm.files import replace_directory
+from tfllm.files import staging_directory
 
 PAD_ID = 0  # Padding: KerasHub's generation pads with 0.
 EOS_ID = 1  # End of text, inserted between documents.
@@ -203,18 +201,12 @@ class Tokenizer(tf.Module, abc.ABC):
                     f"Cannot save the tokenizer to {directory}: it is a non-empty directory without "
                     f"{CONFIG_FILENAME}. Choose an empty or new directory."
                 )
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
-        try:
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        with staging_directory(directory) as staging:
             config = {"kind": self.kind, "vocabulary_size": self.vocabulary_size}
             config.update(self._write_files(staging))
             with open(os.path.join(staging, CONFIG_FILENAME), "w", encoding="utf-8") as file:
                 json.dump(config, file, indent=2)
-            replace_directory(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     def _check_id(self, id: int) -> None:
         if not 0 <= id < self.vocabulary_size:

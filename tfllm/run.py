@@ -1,0 +1,255 @@
+"""The run directory: where a training run keeps everything it needs to be used again.
+
+    RUN_DIR/config.yaml        the resolved config
+    RUN_DIR/corpus/            cleaned train/validation shards and their statistics
+    RUN_DIR/tokenizer/         the trained tokenizer
+    RUN_DIR/labels.json        classify runs: the label of every class id
+    RUN_DIR/backbone.json      fine-tuned runs: where the backbone came from and how it attends
+    RUN_DIR/checkpoints/       latest/ (last few) and best/ (best validation metric)
+    RUN_DIR/logs/              TensorBoard events
+    RUN_DIR/metrics.jsonl      one JSON object per logged step
+    RUN_DIR/eval/              reports of `tfllm evaluate`
+
+`Run` is the one place that knows these names. Every file written into a run directory goes
+through it (or through the callbacks it hands its paths to) and through `tfllm.files`.
+"""
+
+import functools
+import json
+import os
+import shutil
+
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
+
+from tfllm import config as config_lib
+from tfllm.callbacks.checkpointer import BEST_DIR, LATEST_DIR, checkpoint_step, checkpoints_in, restore_weights
+from tfllm.data.labeled import LabelMap
+from tfllm.errors import UserError
+from tfllm.files import staging_directory, write_atomically
+from tfllm.tasks import TASKS, build_model
+from tfllm.tokenizers import load_tokenizer
+from tfllm.tokenizers.tokenizer import CONFIG_FILENAME as TOKENIZER_FILE
+
+
+class Checkpoints:
+    """The training checkpoints under a run's `checkpoints/`, by step.
+
+    Args:
+        directory: str. The run's `checkpoints/` directory.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    @property
+    def latest(self):
+        """Path of the newest checkpoint in `latest/`, or None."""
+        return tf.train.latest_checkpoint(os.path.join(self.directory, LATEST_DIR))
+
+    @property
+    def best(self):
+        """Path of the checkpoint with the best validation metric, or None."""
+        return tf.train.latest_checkpoint(os.path.join(self.directory, BEST_DIR))
+
+    def preferred(self, prefer_best=True):
+        """The best checkpoint, else the latest (or the reverse); None when there is none."""
+        first, second = (self.best, self.latest) if prefer_best else (self.latest, self.best)
+        return first or second
+
+    def steps(self):
+        """The steps of the checkpoints kept in `latest/`, oldest first."""
+        return [checkpoint_step(path) for path in checkpoints_in(os.path.join(self.directory, LATEST_DIR))]
+
+    def at(self, step):
+        """Path of the checkpoint of `step` in `latest/` (or `best/`), or None."""
+        for name in (LATEST_DIR, BEST_DIR):
+            for path in checkpoints_in(os.path.join(self.directory, name)):
+                if checkpoint_step(path) == step:
+                    return path
+        return None
+
+
+class Run:
+    """A run directory: its config, tokenizer, labels, checkpoints and the paths of its files.
+
+    `Run(path)` names a directory that may not exist yet (a run about to train);
+    `Run.open(path)` checks that it holds a run. What is read is read once, when first asked.
+
+    Example:
+    ```python
+    run = Run.open("runs/demo")
+    run.config.model.task, run.tokenizer.vocabulary_size, run.checkpoints.steps()
+    model, checkpoint = run.load_model()
+    ```
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.config_path = self._join("config.yaml")
+        self.corpus_dir = self._join("corpus")
+        self.tokenizer_dir = self._join("tokenizer")
+        self.labels_path = self._join("labels.json")
+        self.backbone_path = self._join("backbone.json")
+        self.checkpoints_dir = self._join("checkpoints")
+        self.logs_dir = self._join("logs")
+        self.metrics_path = self._join("metrics.jsonl")
+        self.eval_dir = self._join("eval")
+        self.checkpoints = Checkpoints(self.checkpoints_dir)
+
+    def _join(self, name):
+        return os.path.join(self.path, name)
+
+    @classmethod
+    def open(cls, path):
+        """The run in `path`; `UserError` saying what is missing when it holds none."""
+        if os.path.isfile(path):
+            raise UserError(f"run dir {path} is a file, not a run dir; pass the --run-dir of a finished `tfllm train`")
+        if not os.path.isdir(path):
+            raise UserError(f"run dir {path} does not exist; pass the --run-dir of a finished `tfllm train`")
+        run = cls(path)
+        if not os.path.exists(run.config_path):
+            raise UserError(f"{run.config_path} is missing; {path} is not a tfllm run dir")
+        return run
+
+    @functools.cached_property
+    def config(self):
+        return config_lib.load_config(self.config_path)
+
+    @property
+    def task(self):
+        return TASKS[self.config.model.task]
+
+    @property
+    def has_config(self):
+        return os.path.exists(self.config_path)
+
+    @property
+    def has_tokenizer(self):
+        return os.path.exists(os.path.join(self.tokenizer_dir, TOKENIZER_FILE))
+
+    @functools.cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.tokenizer_dir)
+
+    @functools.cached_property
+    def tokenizer_description(self):
+        """The tokenizer's own JSON description (its kind, vocabulary size and files)."""
+        with open(os.path.join(self.tokenizer_dir, TOKENIZER_FILE), encoding="utf-8") as file:
+            return json.load(file)
+
+    @functools.cached_property
+    def labels(self):
+        """The `LabelMap` of a run whose task is labeled, else None."""
+        return LabelMap.load(self.labels_path) if self.task.labeled else None
+
+    @property
+    def backbone_causal(self):
+        """Whether the run's backbone attends causally; a task that takes the attention of the
+        backbone it started from finds it in backbone.json (causal when it has none)."""
+        pretrained = None
+        if os.path.exists(self.backbone_path):
+            with open(self.backbone_path, encoding="utf-8") as file:
+                pretrained = bool(json.load(file)["causal"])
+        return self.task.attends_causally(pretrained)
+
+    def build_model(self):
+        """The run's task model, untrained."""
+        labels = self.labels
+        return build_model(self.config, self.tokenizer.vocabulary_size, self.backbone_causal,
+                           labels.num_classes if labels else None)
+
+    def load_model(self, prefer_best=True):
+        """`(model, checkpoint)`: the task model with the weights of the best (else latest)
+        checkpoint; `UserError` when the run has none."""
+        checkpoint = self.checkpoints.preferred(prefer_best)
+        if checkpoint is None:
+            raise UserError(
+                f"{self.path} has no checkpoint under checkpoints/; train it first with "
+                f"`tfllm train --run-dir {self.path}`"
+            )
+        model = self.build_model()
+        restore_weights(model, checkpoint)
+        return model, checkpoint
+
+    # Writes. Each file is written whole (temporary file or staging directory, then a rename).
+
+    def create(self):
+        """Make the run directory; `UserError` when it cannot be made or written."""
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create run dir {self.path}: {e.strerror}; choose a writable --run-dir")
+        if not os.access(self.path, os.W_OK):
+            raise UserError(f"run dir {self.path} is not writable; choose a writable --run-dir")
+        return self
+
+    def save_config(self, config):
+        config_lib.save_config(config, self.config_path)
+
+    def save_labels(self, label_map):
+        label_map.save(self.labels_path)
+
+    def save_backbone_info(self, init_from, causal):
+        """backbone.json: where the backbone came from and whether it attends causally."""
+        write_atomically(self.backbone_path, json.dumps({"init_from": init_from, "causal": bool(causal)}))
+
+    def copy_tokenizer(self, source):
+        """Make the tokenizer of the run `source` (a `Run`) this run's, unless it has one."""
+        if self.has_tokenizer:
+            return
+        if not source.has_tokenizer:
+            raise UserError(f"{source.path} has no tokenizer/; train that run first")
+        with staging_directory(self.tokenizer_dir) as staging:
+            shutil.copytree(source.tokenizer_dir, staging, dirs_exist_ok=True)
+
+    def write_eval_report(self, name, report, predictions=None):
+        """eval/NAME.json, and eval/NAME.predictions.jsonl when there are `predictions`."""
+        os.makedirs(self.eval_dir, exist_ok=True)
+        if predictions is not None:
+            lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+            write_atomically(os.path.join(self.eval_dir, f"{name}.predictions.jsonl"), lines)
+        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        write_atomically(os.path.join(self.eval_dir, f"{name}.json"), text)
+
+    def drop_logs_after(self, step):
+        """Rewrite metrics.jsonl and the TensorBoard event files without what was logged after
+        `step` (a run resumed from `step` logs it again)."""
+        if os.path.exists(self.metrics_path):
+            with open(self.metrics_path, encoding="utf-8") as f:
+                lines = [line for line in f if line.strip()]
+            kept = [line for line in lines if json.loads(line)["step"] <= step]
+            if len(kept) < len(lines):
+                write_atomically(self.metrics_path, "".join(kept))
+        for root, _, names in os.walk(self.logs_dir):
+            for name in names:
+                if ".tfevents." in name and not name.endswith(".tmp"):
+                    _drop_events_after(os.path.join(root, name), step)
+
+
+def _drop_events_after(path, step):
+    """Rewrite the event file `path` without the events after `step`.
+
+    TensorBoard drops such orphaned events only after a `SessionLog.START` event, which TF2's
+    summary writers cannot write; without this a resumed run would show two curves from the
+    resume point on. Event files are TFRecord files of `Event` protos.
+    """
+    records, cut_short = [], False
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:
+        cut_short = True  # the last record was cut by the kill; the ones before it stand
+    kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+    if len(kept) == len(records) and not cut_short:
+        return
+    # TFRecord framing (lengths and checksums) is written by TensorFlow's writer, into memory,
+    # so that the file itself is replaced in one rename.
+    in_memory = f"ram://tfllm-events/{os.getpid()}/{os.path.basename(path)}"
+    with tf.io.TFRecordWriter(in_memory) as writer:
+        for record in kept:
+            writer.write(record)
+    with tf.io.gfile.GFile(in_memory, "rb") as f:
+        content = f.read()
+    tf.io.gfile.remove(in_memory)
+    write_atomically(path, content)

@@ -1,0 +1,143 @@
+"""The task table: everything that differs between `model.task`s, one record each.
+
+Adding a task means adding a record here. The programs read a run's task from this table and
+never ask which task it is: a record says what data the task trains on and how it is batched,
+which model it builds, which validation metric picks its best checkpoint, which runs it may
+start from, and what a trained run of it can do (generate, classify, export).
+"""
+
+import dataclasses
+import typing
+
+from tfllm.data.labeled import read_classification, read_prompt_completion
+from tfllm.data.masking import masked_lm_dataset
+from tfllm.data.pipeline import lm_dataset
+from tfllm.data.training_data import classify_data, corpus_data, sft_data
+from tfllm.models.causal_lm import CausalLM
+from tfllm.models.classifier import Classifier, pooled_position
+from tfllm.models.gpt_backbone import GPTBackbone
+from tfllm.models.masked_lm import MaskedLM
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One `model.task`.
+
+    Args:
+        name: the `model.task` value.
+        summary: what a model of the task does, for messages ("labels texts").
+        causal: whether its backbone attends causally; None: as the backbone it starts from
+            (`train.init_from`), causal when trained from scratch.
+        read_examples: reads its labeled `.jsonl` examples (`data.path`); None for a task that
+            trains on raw text, cleaned into the run's corpus.
+        datasets: `(config, source, tokenizer, strategy, causal) -> TrainingData`, where
+            `source` is the prepared corpus (`CorpusStats`) or the `Examples`.
+        head: `(backbone, config, num_classes) -> task model`.
+        monitor: `(metric, mode)` of the validation metric that picks the best checkpoint and
+            stops early when `train.monitor` is auto.
+        init_from: the tasks whose runs it may start from (their backbone attends alike).
+        generates: whether a trained run generates text (`tfllm generate`, generation metrics).
+        export: the servable a trained run exports: "generation", "classify" or None.
+        next_step: the command to suggest once it is trained, with `{run_dir}`.
+    """
+
+    name: str
+    summary: str
+    causal: typing.Optional[bool]
+    read_examples: typing.Optional[typing.Callable]
+    datasets: typing.Callable
+    head: typing.Callable
+    monitor: tuple
+    init_from: tuple
+    generates: bool
+    export: typing.Optional[str]
+    next_step: str
+
+    @property
+    def labeled(self):
+        """Whether the run keeps a label map (`labels.json`)."""
+        return self.read_examples is read_classification
+
+    @property
+    def evaluates(self):
+        """Whether `tfllm evaluate` scores a trained run of it."""
+        return self.generates or self.labeled
+
+    def attends_causally(self, pretrained_causal=None):
+        """Whether its backbone attends causally: as the task says, else as the pretrained
+        backbone it starts from (`pretrained_causal`), causal when trained from scratch."""
+        if self.causal is not None:
+            return self.causal
+        return True if pretrained_causal is None else bool(pretrained_causal)
+
+
+def _masked_lm_datasets(config, corpus, tokenizer, strategy, causal):
+    d = config.data
+    return corpus_data(config, corpus, tokenizer, strategy, masked_lm_dataset, mask_rate=d.mask_rate,
+                       whole_word=d.whole_word_masking)
+
+
+TASKS = {
+    task.name: task
+    for task in (
+        Task(
+            name="causal_lm", summary="continues text", causal=True, read_examples=None,
+            datasets=lambda config, corpus, tokenizer, strategy, causal: corpus_data(
+                config, corpus, tokenizer, strategy, lm_dataset),
+            head=lambda backbone, config, num_classes: CausalLM(backbone),
+            monitor=("val_loss", "min"), init_from=("causal_lm", "sft"), generates=True, export="generation",
+            next_step="tfllm generate --run-dir {run_dir} --prompt 'The '",
+        ),
+        Task(
+            name="masked_lm", summary="fills in masked tokens", causal=False, read_examples=None,
+            datasets=_masked_lm_datasets,
+            head=lambda backbone, config, num_classes: MaskedLM(backbone),
+            monitor=("val_loss", "min"), init_from=("masked_lm",), generates=False, export=None,
+            next_step="tfllm train --config classify-tiny train.init_from={run_dir}",
+        ),
+        Task(
+            name="classify", summary="labels texts", causal=None, read_examples=read_classification,
+            datasets=lambda config, examples, tokenizer, strategy, causal: classify_data(
+                config, examples, tokenizer, strategy, pooled_position("auto", causal)),
+            head=lambda backbone, config, num_classes: Classifier(backbone, num_classes=num_classes,
+                                                                  dropout=config.model.dropout),
+            monitor=("val_accuracy", "max"), init_from=("causal_lm", "sft", "masked_lm"), generates=False,
+            export="classify", next_step="tfllm evaluate --run-dir {run_dir} --data FILE.jsonl",
+        ),
+        Task(
+            name="sft", summary="completes prompts", causal=True, read_examples=read_prompt_completion,
+            datasets=lambda config, examples, tokenizer, strategy, causal: sft_data(
+                config, examples, tokenizer, strategy),
+            head=lambda backbone, config, num_classes: CausalLM(backbone),
+            monitor=("val_loss", "min"), init_from=("causal_lm", "sft"), generates=True, export="generation",
+            next_step="tfllm evaluate --run-dir {run_dir} --data FILE.jsonl",
+        ),
+    )
+}
+
+
+def names_of(predicate):
+    """The names of the tasks for which `predicate(task)` holds, for messages."""
+    return [name for name, task in TASKS.items() if predicate(task)]
+
+
+def build_backbone(model_config, vocabulary_size, max_seq_len, causal):
+    """The `model` section of a config as a `GPTBackbone` (explicit arguments only)."""
+    return GPTBackbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        hidden_dim=model_config.hidden_dim,
+        intermediate_dim=model_config.intermediate_dim,
+        max_sequence_length=max_seq_len,
+        dropout=model_config.dropout,
+        position=model_config.position,
+        causal=causal,
+    )
+
+
+def build_model(config, vocabulary_size, causal, num_classes=None):
+    """The task model of `config` over a backbone that attends causally when `causal` (see
+    `Task.attends_causally`). A classifier needs `num_classes`."""
+    backbone = build_backbone(config.model, vocabulary_size, config.max_seq_len, causal=causal)
+    return TASKS[config.model.task].head(backbone, config, num_classes)

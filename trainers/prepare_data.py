@@ -1,0 +1,104 @@
+"""A run's data before batching: the cleaned corpus or the labeled examples, and the tokenizer.
+
+A task that trains on raw text (its record has no `read_examples`) cleans and splits
+`data.path` into the run's corpus/; one that trains on labeled examples reads and splits them
+(and keeps the classifier's label map). The tokenizer is the pretrained run's (`init_from`),
+the one already in the run dir, or one trained on the training split.
+"""
+
+import math
+import os
+import random
+import time
+
+from tfllm.data.cleaning import Cleaner
+from tfllm.data.corpus import iter_texts, prepare_corpus
+from tfllm.data.corpus_stats import CorpusStats, STATS_FILE
+from tfllm.data.labeled import LabelMap
+from tfllm.data.training_data import Examples
+from tfllm.errors import UserError
+from tfllm.tokenizers import train_tokenizer
+
+
+def prepare_data(session, task, pretrained=None):
+    """`(source, tokenizer)`: the prepared corpus (`CorpusStats`) or `Examples`, and the run's
+    tokenizer; `pretrained` is the `Run` of `train.init_from`, or None."""
+    config, run = session.config, session.run
+    if task.read_examples is None:
+        source = prepare_text(config, run)
+        texts = lambda: iter_texts(run.corpus_dir, "train")  # noqa: E731
+    else:
+        source = read_examples(config, task)
+        texts = lambda: (part for example in source.train for part in example if isinstance(part, str))  # noqa: E731
+        if source.label_map and session.chief:
+            run.save_labels(source.label_map)
+    if pretrained is not None:
+        run.copy_tokenizer(pretrained)
+    return source, prepare_tokenizer(config, run, texts)
+
+
+def prepare_text(config, run):
+    """Clean and split the corpus into the run's corpus/, or reuse what a previous start wrote."""
+    d = config.data
+    if os.path.exists(os.path.join(run.corpus_dir, STATS_FILE)):
+        stats = CorpusStats.load(run.corpus_dir)
+        print(f"Reusing the prepared corpus in {run.corpus_dir}")
+    else:
+        stats = prepare_corpus(
+            d.path, run.corpus_dir, val_path=d.val_path, val_fraction=d.val_fraction, seed=config.train.seed,
+            cleaner=make_cleaner(d), blank_line_documents=d.blank_line_documents,
+        )
+    print(stats.summary())
+    return stats
+
+
+def read_examples(config, task):
+    """The task's examples: `data.val_path`, or a seeded `data.val_fraction` split of `data.path`."""
+    d = config.data
+    train = task.read_examples(d.path)
+    if d.val_path:
+        val = task.read_examples(d.val_path)
+    else:
+        shuffled = list(train)
+        random.Random(config.train.seed).shuffle(shuffled)
+        n_val = math.ceil(len(shuffled) * d.val_fraction) if d.val_fraction > 0 else 0
+        if n_val == 0 or n_val >= len(shuffled):
+            raise UserError(
+                f"{d.path}: {len(shuffled)} examples leave none for training or validation with "
+                f"data.val_fraction={d.val_fraction}; set data.val_path or another data.val_fraction"
+            )
+        train, val = shuffled[n_val:], shuffled[:n_val]
+    print(f"{task.name}: {len(train)} training and {len(val)} validation examples")
+    label_map = None
+    if task.labeled:
+        label_map = LabelMap.from_labels([label for _, label in train])
+        if label_map.num_classes < 2:
+            raise UserError(
+                f"{d.path}: every training example has the label {label_map.labels[0]!r}; "
+                "a classifier needs at least 2 labels"
+            )
+    return Examples(train, val, label_map)
+
+
+def prepare_tokenizer(config, run, texts):
+    """The run's tokenizer: reused when saved, else trained on `texts()` and saved."""
+    d = config.data
+    if run.has_tokenizer:
+        return run.tokenizer
+    start = time.perf_counter()
+    tokenizer = train_tokenizer(d.tokenizer, texts(), d.vocab_size)
+    tokenizer.save(run.tokenizer_dir)
+    print(f"Trained a {d.tokenizer} tokenizer with {tokenizer.vocabulary_size} ids "
+          f"in {time.perf_counter() - start:.1f}s")
+    return tokenizer
+
+
+def make_cleaner(d):
+    return Cleaner(
+        enabled=d.clean,
+        normalize_unicode=d.normalize_unicode,
+        drop_control_chars=d.drop_control_chars,
+        normalize_whitespace=d.normalize_whitespace,
+        deduplicate=d.deduplicate,
+        min_chars=d.min_chars,
+    )
