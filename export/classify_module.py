@@ -36,9 +36,10 @@ class ClassifyModule(tf.Module):
 
     Example:
     ```python
-    config, tokenizer, model, _ = tfllm.runs.load_run("runs/classify")
-    module = ClassifyModule(model, tokenizer, LabelMap.load("runs/classify/labels.json").labels,
-                            seq_len=config.model.seq_len, pooling=model.pooled_position)
+    run = tfllm.run.Run.open("runs/classify")
+    model, _ = run.load_model()
+    module = ClassifyModule(model, run.tokenizer, run.labels.labels, seq_len=run.config.model.seq_len,
+                            pooling=model.pooled_position)
     module.save("export/1")
     module.classify(tf.constant(["import os"]))["label"]
     ```

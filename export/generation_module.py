@@ -73,8 +73,9 @@ class GenerationModule(tf.Module):
 
     Example:
     ```python
-    config, tokenizer, model, _ = tfllm.runs.load_run("runs/demo")
-    module = GenerationModule(model, tokenizer, max_length=config.max_seq_len)
+    run = tfllm.run.Run.open("runs/demo")
+    model, _ = run.load_model()
+    module = GenerationModule(model, run.tokenizer, max_length=run.config.max_seq_len)
     module.save("export/1")
     module.generate(tf.constant(["def f("]), 20, 0.0, 0, 1.0, 0)["text"]
     ```

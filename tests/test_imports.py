@@ -11,7 +11,6 @@ import ast
 import collections
 import os
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Source folder -> the package it is installed as.
@@ -145,11 +144,6 @@ def test_the_library_has_no_import_cycle():
     assert not found, describe(found)
 
 
-@pytest.mark.xfail(
-    reason="trainers/ is being rewritten: a cycle through the programs is reported, not failed, until it is "
-    "done; run with --runxfail to see every cycle",
-    strict=False,
-)
 def test_no_import_cycle_with_the_programs():
     found = cycles(without_command_edges(import_graph()))
     assert not found, describe(found)

@@ -73,8 +73,8 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
         check_max_new_tokens(decoding["max_new_tokens"])
         sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
         prompts, references = read_pairs(data)
-    config, tokenizer = run.config, run.tokenizer
     model, checkpoint = run.load_model()
+    config, tokenizer = run.config, run.tokenizer
     report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind}
     predictions = None
     if kind == "text":

@@ -49,16 +49,24 @@ class Resume:
         weights: the best weights of a resumed run may predate this process); None for a new run."""
         return self.checkpoints.best if self.checkpoints else None
 
+    @staticmethod
+    def follow_saved(config, run, written_keys=None):
+        """`config` with every key the user did not write (`written_keys`) that a resume may not
+        change taken from the run already in `run`: a default that changed since the run
+        started does not make its checkpoints another run's. None: every key counts as written."""
+        if written_keys is None or not run.has_config:
+            return config
+        saved = _saved_config(run).flat()
+        return config.replace({key: value for key, value in saved.items()
+                               if key not in written_keys and key not in RESUMABLE_KEYS and key in config.flat()})
+
     @classmethod
     def find(cls, config, run):
         """How `config` starts in the run directory `run` (a `Run`); `UserError` when the run
         dir holds another run (its saved config differs in a key that cannot change)."""
         if not run.has_config:
             return cls()
-        try:
-            previous = config_lib.load_config(run.config_path)
-        except UserError as e:
-            raise UserError(f"{run.path} holds a config.yaml that is not a tfllm config ({e}); choose a new --run-dir")
+        previous = _saved_config(run)
         checkpoints = Checkpoints(run.checkpoints_dir)
         checkpoint = checkpoints.latest
         old, new = previous.flat(), config.flat()
@@ -85,6 +93,13 @@ class Resume:
         if fingerprint != run_fingerprint(config, run):
             raise UserError(f"{self.checkpoint} was saved with another config or tokenizer; choose a new --run-dir")
         run.drop_logs_after(self.step)
+
+
+def _saved_config(run):
+    try:
+        return config_lib.load_config(run.config_path)
+    except UserError as e:
+        raise UserError(f"{run.path} holds a config.yaml that is not a tfllm config ({e}); choose a new --run-dir")
 
 
 def run_fingerprint(config, run):

@@ -11,10 +11,12 @@ Everything that differs between tasks is in the task's record (`tfllm.tasks.TASK
 
 from tfllm.generator import Generator
 from tfllm.samplers import get_sampler
+from tfllm.run import Run
 from tfllm.tasks import TASKS, build_model
 from tfllm.trainers import init_from
 from tfllm.trainers.fit import compile_model, fit
 from tfllm.trainers.prepare_data import prepare_data
+from tfllm.trainers.resume import Resume
 from tfllm.trainers.session import Session
 
 
@@ -24,6 +26,7 @@ def train(config, run_dir, written_keys=None):
     `written_keys`: the dotted keys the user set (see `init_from.resolve`).
     """
     config, pretrained = init_from.resolve(config, written_keys)
+    config = Resume.follow_saved(config, Run(run_dir), written_keys)
     task = TASKS[config.model.task]
     session = Session.start(config, run_dir)
     source, tokenizer = prepare_data(session, task, pretrained)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.callbacks.checkpointer import Checkpointer, restore_training_state, restore_weights
+from tfllm.callbacks.checkpointer import Checkpointer, checkpoint_step, restore_training_state, restore_weights
 from tfllm.errors import TrainingInterrupted, UserError
 from tfllm.run import Checkpoints
 
@@ -216,3 +216,8 @@ def test_a_kill_during_saves_leaves_a_complete_latest_checkpoint(tmp_path):
     # The index names only checkpoints whose files are all there.
     for kept in tf.train.get_checkpoint_state(os.path.join(directory, "latest")).all_model_checkpoint_paths:
         assert tf.train.load_checkpoint(kept).get_tensor("optimizer/variables_in_order/00000/.ATTRIBUTES/VARIABLE_VALUE") == int(kept.rsplit("-", 1)[1])
+
+
+def test_the_step_is_read_from_a_checkpoint_name():
+    assert checkpoint_step("/runs/x/checkpoints/best/ckpt-120") == 120
+    assert checkpoint_step("ckpt-7") == 7

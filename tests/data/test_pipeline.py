@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.data.pipeline import count_tokens, lm_dataset
+from tfllm.data.pipeline import count_tokens, lm_dataset, tokenize_ragged
 from tfllm.errors import UserError
 
 EOS = 1
@@ -194,3 +194,19 @@ def test_every_iterator_yields_the_same_shuffled_stream(tmp_path):
     np.testing.assert_array_equal(np.stack(skipped), np.stack([x.numpy() for x, _ in a[7:12]]))
     # Files are reshuffled between epochs: the stream does not simply repeat.
     assert not all(np.array_equal(a[i][0], a[i + 10][0]) for i in range(10))
+
+
+class DenseTokenizer:
+    """Returns a dense int64 tensor, as a tokenizer whose rows are all one length may."""
+
+    def tokenize(self, strings):
+        return tf.strings.to_number(tf.strings.split(strings).to_tensor("0"), tf.int64)
+
+
+def test_tokenize_ragged_makes_int32_ragged_rows_from_either_kind_of_tokenizer():
+    strings = tf.constant(["1 2", "3 4"])
+    for tokenizer in (CharTokenizer(), DenseTokenizer()):
+        ids = tokenize_ragged(tokenizer, strings)
+        assert isinstance(ids, tf.RaggedTensor) and ids.dtype == tf.int32
+    assert tokenize_ragged(DenseTokenizer(), strings).to_list() == [[1, 2], [3, 4]]
+    assert tokenize_ragged(CharTokenizer(), tf.constant(["ab", "c"])).to_list() == [[101, 102], [103]]

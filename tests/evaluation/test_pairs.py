@@ -4,6 +4,7 @@ import pytest
 
 from tfllm.errors import UserError
 from tfllm.evaluation import is_pairs_file, read_pairs
+from tfllm.evaluation.pairs import check_one_reference_each
 
 
 def write_lines(path, lines):
@@ -42,3 +43,14 @@ def test_is_pairs_file_only_for_jsonl_with_a_prompt(tmp_path):
     assert not is_pairs_file(str(tmp_path / "missing.jsonl"))
     with pytest.raises(UserError, match="holds no records"):
         read_pairs(write_lines(tmp_path / "empty.jsonl", [""]))
+
+
+def test_check_one_reference_each_names_the_scorer_and_both_counts():
+    check_one_reference_each("bleu_score", ["a", "b"], ["c", "d"])
+    check_one_reference_each("bleu_score", [], [])
+    with pytest.raises(ValueError, match=r"^bleu_score needs one reference per hypothesis\. "
+                                         r"Received: 2 hypotheses, 1 references$"):
+        check_one_reference_each("bleu_score", ["a", "b"], ["c"])
+    with pytest.raises(ValueError, match=r"^label_scores needs one reference per prediction\. "
+                                         r"Received: 1 predictions, 0 references$"):
+        check_one_reference_each("label_scores", ["a"], [], names=("prediction", "predictions"))

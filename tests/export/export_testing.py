@@ -8,7 +8,7 @@ TINY = [
     "model.num_layers=2", "model.num_heads=2", "model.hidden_dim=16", "model.intermediate_dim=32",
     "model.seq_len=32", "train.batch_size=8", "train.steps=4", "train.eval_every=4",
     "train.eval_batches=1", "train.log_every=2", "train.warmup_steps=1", "train.learning_rate=1e-5",
-    "train.min_learning_rate=1e-6", "train.samples=1", "train.sample_tokens=4",
+    "train.min_learning_rate=1e-6", "train.samples=1", "train.sample_tokens=4", "train.precision=float32",
 ]
 MAX_LENGTH = 32
 # Prompts of several lengths: empty, unknown characters, and one longer than the context,

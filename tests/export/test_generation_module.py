@@ -1,10 +1,13 @@
 """`GenerationModule` on a bigram stand-in for the model, against a plain Python reference."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfllm.export.generation_module import GenerationModule
+from tfllm.samplers import validation
 from tfllm.tokenizers import CharTokenizer
 
 CHARS = "abcdef"
@@ -144,6 +147,16 @@ def test_score_sums_the_log_probabilities_of_each_text(module):
 def test_bad_settings_fail_with_a_message_naming_them(module, settings, message):
     arguments = {"max_new_tokens": 4, **settings}
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        generate(module, ["abc"], **arguments)
+
+
+@pytest.mark.parametrize("setting, value", [("max_new_tokens", 0), ("temperature", -0.5), ("top_k", -1), ("top_p", 1.5)])
+def test_request_errors_are_worded_by_the_settings_table(module, setting, value):
+    requirement = validation.requirement(setting, request=True, max_length=MAX_LENGTH)
+    arguments = {"max_new_tokens": 4, setting: value}
+    # The assertion op prints each of its data in brackets: the message, then the value.
+    expected = re.escape(f"[{requirement}. Received: {setting} =] [{value}]")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
         generate(module, ["abc"], **arguments)
 
 

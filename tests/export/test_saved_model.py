@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfllm.export.manifest import read_manifest, verify_manifest
-from tfllm.export.saved_model import next_version, training_step
+from tfllm.export.saved_model import next_version
 from tests.export.export_testing import MAX_LENGTH, PROMPTS
 from tfllm import cli
 from tfllm.generator import Generator
@@ -294,11 +294,6 @@ def test_without_version_the_next_number_is_taken(tmp_path):
     for name in ("1", "7", "latest", ".tmp-9-abc"):
         (tmp_path / name).mkdir()
     assert next_version(str(tmp_path)) == 8
-
-
-def test_the_checkpoint_step_is_read_from_its_path():
-    assert training_step("/runs/x/checkpoints/best/ckpt-120") == 120
-    assert training_step("/runs/x/weights.h5") is None
 
 
 def error_line(capsys):

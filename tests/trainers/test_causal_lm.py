@@ -21,7 +21,7 @@ TINY = [
     "model.num_layers=2", "model.num_heads=2", "model.hidden_dim=32", "model.intermediate_dim=64",
     "model.seq_len=32", "train.batch_size=16", "train.steps=120", "train.eval_every=60",
     "train.eval_batches=4", "train.log_every=20", "train.warmup_steps=5", "train.learning_rate=1e-2",
-    "train.samples=1", "train.sample_tokens=8",
+    "train.samples=1", "train.sample_tokens=8", "train.precision=float32",
 ]
 
 

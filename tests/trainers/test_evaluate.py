@@ -161,6 +161,7 @@ def train_classifier(run_dir, data):
         "model.num_layers=1", "model.num_heads=2", "model.hidden_dim=16", "model.intermediate_dim=32",
         "model.seq_len=16", "train.batch_size=8", "train.steps=30", "train.eval_every=15",
         "train.eval_batches=2", "train.log_every=15", "train.warmup_steps=2", "train.learning_rate=1e-2",
+        "train.precision=float32",
     ]
     assert cli.main(["train", "--run-dir", run_dir, *overrides]) == 0
     return run_dir

@@ -25,7 +25,7 @@ from tfllm.trainers.prepare_data import read_examples
 from tfllm.trainers.resume import Resume
 
 SMALL = ["model.num_layers=2", "model.num_heads=2", "model.hidden_dim=64", "model.intermediate_dim=128",
-         "model.seq_len=64", "train.log_every=10", "train.warmup_steps=10"]
+         "model.seq_len=64", "train.log_every=10", "train.warmup_steps=10", "train.precision=float32"]
 BERT = ["--config", "configs/bert-tiny.yaml", "data.vocab_size=512", *SMALL, "train.steps=60",
         "train.eval_every=30", "train.eval_batches=2", "train.learning_rate=3e-3"]
 CLASSIFY = ["--config", "configs/classify-tiny.yaml", "data.vocab_size=512", *SMALL, "train.steps=240",

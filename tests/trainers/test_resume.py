@@ -265,3 +265,22 @@ def test_sigterm_to_one_worker_stops_every_worker_after_the_same_saved_step(corp
     step, saved = int(match[1]), match[2]
     assert saved == tf.train.latest_checkpoint(latest) and saved.endswith(f"ckpt-{step}")
     assert f"tfllm train: stopped by SIGTERM at step {step}; the chief saved this step" in worker, worker
+
+
+def test_a_key_the_command_does_not_write_follows_the_run_being_resumed(tmp_path):
+    from tfllm.config import load_config, written_keys
+    from tfllm.trainers.resume import Resume
+
+    run = Run(str(tmp_path / "run")).create()
+    # A run started when train.precision defaulted to float32, resumed now that it is auto.
+    run.save_config(load_config(None, ["train.precision=float32", "train.steps=5"]))
+    overrides = ["train.steps=9"]
+    followed = Resume.follow_saved(load_config(None, overrides), run, written_keys(None, overrides))
+    assert followed.train.precision == "float32" and followed.train.steps == 9
+    assert Resume.find(followed, run).checkpoint is None
+    # A key the command writes stays as written (a resume then refuses it once a checkpoint exists).
+    overrides = ["train.precision=mixed_bfloat16"]
+    written = Resume.follow_saved(load_config(None, overrides), run, written_keys(None, overrides))
+    assert written.train.precision == "mixed_bfloat16"
+    # Without the command's written keys (the Python API), every key is taken as given.
+    assert Resume.follow_saved(load_config(None, []), run).train.precision == "auto"

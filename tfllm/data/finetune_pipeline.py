@@ -9,6 +9,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from tfllm.data.pipeline import tokenize_ragged
 from tfllm.tokenizers import EOS_ID, PAD_ID
 
 POOLINGS = ("first", "last")
@@ -84,7 +85,7 @@ def encode_classification(tokenizer, texts: tf.Tensor, seq_len: int, pooling: st
     _check_pooling(pooling)
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2. Received: seq_len={seq_len}")
-    ids = _tokenize(tokenizer, texts)  # (batch, None)
+    ids = tokenize_ragged(tokenizer, texts)  # (batch, None)
     eos = tf.fill([ids.nrows(), 1], tf.constant(EOS_ID, tf.int32))  # (batch, 1)
     if pooling == "first":
         ids = tf.concat([eos, ids], axis=1)[:, :seq_len]
@@ -133,8 +134,8 @@ def sft_dataset(
     columns = (tf.constant(list(prompts), tf.string), tf.constant(list(completions), tf.string))
 
     def encode(prompts, completions):
-        prompt = _tokenize(tokenizer, prompts)  # (batch, None)
-        completion = _tokenize(tokenizer, completions)  # (batch, None)
+        prompt = tokenize_ragged(tokenizer, prompts)  # (batch, None)
+        completion = tokenize_ragged(tokenizer, completions)  # (batch, None)
         eos = tf.fill([prompt.nrows(), 1], tf.constant(EOS_ID, tf.int32))  # (batch, 1)
         # A leading EOS, as generation puts before every prompt: the first prompt token has the
         # same context in training and at generation, and an empty prompt still predicts.
@@ -151,13 +152,6 @@ def sft_dataset(
         return {"token_ids": token_ids, "padding_mask": padding_mask}, next_ids, weights
 
     return _batch(columns, encode, len(prompts), batch_size, shuffle, seed, repeat, drop_remainder)
-
-
-def _tokenize(tokenizer, strings: tf.Tensor) -> tf.RaggedTensor:
-    ids = tokenizer.tokenize(strings)
-    if not isinstance(ids, tf.RaggedTensor):
-        ids = tf.RaggedTensor.from_tensor(ids)
-    return tf.cast(ids, tf.int32)
 
 
 def _pad(ids: tf.RaggedTensor, seq_len: int):

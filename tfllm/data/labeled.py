@@ -17,6 +17,7 @@ from tfllm.data.builtin_examples import builtin_examples
 from tfllm.data.example import Example
 from tfllm.data.readers import describe_json_error, resolve_files
 from tfllm.errors import UserError
+from tfllm.files import write_atomically
 
 LABELS_FILENAME = "labels.json"
 

@@ -191,14 +191,23 @@ def _token_chunks(files, tokenizer, *, docs_per_batch, shuffle, seed, repeat, nu
     documents = epochs.flat_map(epoch_documents)
 
     def tokenize(texts):
-        ids = tokenizer.tokenize(texts)
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.RaggedTensor.from_tensor(ids)
-        ids = tf.cast(ids, tf.int32)
+        ids = tokenize_ragged(tokenizer, texts)  # (docs, None)
         eos = tf.fill([ids.nrows(), 1], tf.constant(eos_id, tf.int32))  # (docs, 1)
         return tf.concat([ids, eos], axis=1).flat_values  # (tokens,)
 
     return documents.batch(docs_per_batch).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def tokenize_ragged(tokenizer, strings: tf.Tensor) -> tf.RaggedTensor:
+    """`tokenizer.tokenize(strings)` as int32 ragged ids `(batch, None)`, in-graph.
+
+    A tokenizer may return a dense tensor (its rows all one length); every pipeline wants ragged
+    rows of one dtype to append the end-of-sequence id to and to pad.
+    """
+    ids = tokenizer.tokenize(strings)
+    if not isinstance(ids, tf.RaggedTensor):
+        ids = tf.RaggedTensor.from_tensor(ids)
+    return tf.cast(ids, tf.int32)
 
 
 def _default_eos(eos_id: Optional[int]) -> int:

@@ -2,6 +2,8 @@
 
 import sacrebleu
 
+from tfllm.evaluation.pairs import check_one_reference_each
+
 
 def bleu_score(hypotheses, references):
     """sacrebleu's corpus BLEU with one reference per hypothesis and its default settings.
@@ -24,11 +26,7 @@ def bleu_score(hypotheses, references):
     100.0
     """
     hypotheses, references = list(hypotheses), list(references)
-    if len(hypotheses) != len(references):
-        raise ValueError(
-            "bleu_score needs one reference per hypothesis. "
-            f"Received: {len(hypotheses)} hypotheses, {len(references)} references"
-        )
+    check_one_reference_each("bleu_score", hypotheses, references)
     metric = sacrebleu.metrics.BLEU()
     score = metric.corpus_score(hypotheses, [references])
     return {"bleu": float(score.score), "bleu_signature": str(metric.get_signature())}

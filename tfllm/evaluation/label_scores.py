@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from tfllm.evaluation.pairs import check_one_reference_each
+
 
 def label_scores(predictions, references):
     """Exact-match accuracy and macro-averaged F1 of predicted labels.
@@ -27,11 +29,7 @@ def label_scores(predictions, references):
     """
     predictions = [text.strip() for text in predictions]
     references = [text.strip() for text in references]
-    if len(predictions) != len(references):
-        raise ValueError(
-            "label_scores needs one reference per prediction. "
-            f"Received: {len(predictions)} predictions, {len(references)} references"
-        )
+    check_one_reference_each("label_scores", predictions, references, names=("prediction", "predictions"))
     if not predictions:
         raise ValueError("label_scores needs at least one prediction. Received: 0 predictions")
     classes = {label: i for i, label in enumerate(sorted(set(references) | set(predictions)))}

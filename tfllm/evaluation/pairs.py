@@ -1,4 +1,5 @@
-"""Prompt/reference evaluation data: JSON Lines with a "prompt" and a "reference" string per line."""
+"""Prompt/reference evaluation data: JSON Lines with a "prompt" and a "reference" string per line,
+and the check that texts to score come with one reference each."""
 
 import json
 
@@ -64,3 +65,15 @@ def read_pairs(path):
     if not prompts:
         raise UserError(f'{path} holds no records; add lines with "prompt" and "reference" strings')
     return prompts, references
+
+
+def check_one_reference_each(scorer, texts, references, names=("hypothesis", "hypotheses")):
+    """Raises a `ValueError` naming the function `scorer` unless `texts` and `references` pair up.
+
+    `names` is what a text is called, singular and plural, in the message.
+    """
+    if len(texts) != len(references):
+        raise ValueError(
+            f"{scorer} needs one reference per {names[0]}. "
+            f"Received: {len(texts)} {names[1]}, {len(references)} references"
+        )

@@ -5,6 +5,8 @@ import re
 from nltk.stem import porter
 from rouge_score import rouge_scorer, tokenizers
 
+from tfllm.evaluation.pairs import check_one_reference_each
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 # Runs of letters and digits in any script: rouge-score's own tokenizer keeps only [a-z0-9]
@@ -53,11 +55,7 @@ def rouge_scores(hypotheses, references, use_stemmer=True):
     0.8571428571428571
     """
     hypotheses, references = list(hypotheses), list(references)
-    if len(hypotheses) != len(references):
-        raise ValueError(
-            "rouge_scores needs one reference per hypothesis. "
-            f"Received: {len(hypotheses)} hypotheses, {len(references)} references"
-        )
+    check_one_reference_each("rouge_scores", hypotheses, references)
     if not hypotheses:
         raise ValueError("rouge_scores needs at least one hypothesis/reference pair. Received: 0 pairs")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_UnicodeTokenizer(use_stemmer))

@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfllm.layers.validation import check_positive_size
+
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class PositionEmbedding(keras.layers.Layer):
@@ -45,11 +47,7 @@ class PositionEmbedding(keras.layers.Layer):
 
     def __init__(self, sequence_length, initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if sequence_length is None or sequence_length <= 0:
-            raise ValueError(
-                "sequence_length must be a positive integer. "
-                f"Received: sequence_length={sequence_length}"
-            )
+        check_positive_size("sequence_length", sequence_length)
         self.sequence_length = sequence_length
         self.initializer = keras.initializers.get(initializer)
 

@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfllm.layers.validation import check_positive_size
+
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class TokenEmbedding(keras.layers.Layer):
@@ -44,15 +46,8 @@ class TokenEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg_name, value in (
-            ("vocabulary_size", vocabulary_size),
-            ("hidden_dim", hidden_dim),
-        ):
-            if value is None or value <= 0:
-                raise ValueError(
-                    f"{arg_name} must be a positive integer. "
-                    f"Received: {arg_name}={value}"
-                )
+        check_positive_size("vocabulary_size", vocabulary_size)
+        check_positive_size("hidden_dim", hidden_dim)
         self.vocabulary_size = vocabulary_size
         self.hidden_dim = hidden_dim
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)

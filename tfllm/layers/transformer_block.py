@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from tfllm.layers.causal_self_attention import CausalSelfAttention
+from tfllm.layers.validation import check_positive_size
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -63,11 +64,7 @@ class TransformerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if intermediate_dim is None or intermediate_dim <= 0:
-            raise ValueError(
-                "intermediate_dim must be a positive integer. "
-                f"Received: intermediate_dim={intermediate_dim}"
-            )
+        check_positive_size("intermediate_dim", intermediate_dim)
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tfllm.models.task_model import TaskModel
+from tfllm.models.task_model import TaskModel, backbone_inputs
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -54,24 +54,7 @@ class CausalLM(TaskModel):
         self.built = True
 
     def call(self, inputs, training=None):
-        segment_ids = None
-        if isinstance(inputs, dict):
-            token_ids = inputs["token_ids"]
-            padding_mask = inputs.get("padding_mask")
-            segment_ids = inputs.get("segment_ids")
-            if padding_mask is None:
-                padding_mask = ops.ones_like(token_ids)
-        else:
-            token_ids = inputs
-            padding_mask = ops.ones_like(token_ids)
-        hidden = self.backbone(
-            {
-                "token_ids": token_ids,
-                "padding_mask": padding_mask,
-                "segment_ids": segment_ids,
-            },
-            training=training,
-        )
+        hidden = self.backbone(backbone_inputs(inputs), training=training)
         return self.backbone.token_embedding.logits(hidden)
 
     def build_cache(self, batch_size, max_length):

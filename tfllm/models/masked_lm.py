@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tfllm.models.task_model import TaskModel
+from tfllm.models.task_model import TaskModel, backbone_inputs
 
 
 class _MaskedLMHead(keras.layers.Layer):
@@ -121,20 +121,5 @@ class MaskedLM(TaskModel):
         self.built = True
 
     def call(self, inputs, training=None):
-        if isinstance(inputs, dict):
-            token_ids = inputs["token_ids"]
-            padding_mask = inputs.get("padding_mask")
-            if padding_mask is None:
-                padding_mask = ops.ones_like(token_ids)
-            segment_ids = inputs.get("segment_ids")
-        else:
-            token_ids, padding_mask, segment_ids = inputs, ops.ones_like(inputs), None
-        hidden = self.backbone(
-            {
-                "token_ids": token_ids,
-                "padding_mask": padding_mask,
-                "segment_ids": segment_ids,
-            },
-            training=training,
-        )
+        hidden = self.backbone(backbone_inputs(inputs), training=training)
         return self.head(hidden)

@@ -1,6 +1,7 @@
 """The base of the task models: a backbone under a head, with the training defaults they share."""
 
 import keras
+from keras import ops
 
 from tfllm.optimizers import adamw
 from tfllm.train_step import DistributedTrainStep
@@ -14,6 +15,21 @@ def default_optimizer():
 
 def accuracy():
     return [keras.metrics.SparseCategoricalAccuracy("accuracy")]
+
+
+def backbone_inputs(inputs):
+    """The backbone's input dict from a token-level task model's `inputs`.
+
+    `inputs` is a dict with `"token_ids"` and optionally `"padding_mask"` (all ones when
+    missing) and `"segment_ids"`, or a tensor of token ids in which every position is real.
+    """
+    if not isinstance(inputs, dict):
+        return {"token_ids": inputs, "padding_mask": ops.ones_like(inputs), "segment_ids": None}
+    token_ids = inputs["token_ids"]
+    padding_mask = inputs.get("padding_mask")
+    if padding_mask is None:
+        padding_mask = ops.ones_like(token_ids)
+    return {"token_ids": token_ids, "padding_mask": padding_mask, "segment_ids": inputs.get("segment_ids")}
 
 
 class TaskModel(DistributedTrainStep, keras.Model):
