@@ -47,7 +47,7 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 
 from bench_common import write_atomically  # noqa: E402
-from tests.export.export_testing import TINY  # noqa: E402
+from tests.trainers.run_testing import CAUSAL_LM_RUN as TINY  # noqa: E402
 from tfllm import cli  # noqa: E402
 from tfllm.run import Run  # noqa: E402
 

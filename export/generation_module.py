@@ -45,9 +45,9 @@ class GenerationModule(tf.Module):
     one pass over the prompt columns and a `ControlledSampler` decodes until every row has
     written the end-of-text id or `longest prompt + max_new_tokens` is reached. The request's
     settings are checked against `tfllm.samplers.validation.SETTINGS`, whose request rules
-    word the errors. With `jit_compile` that decoding (cache fill
-    and sampling loop, no string op) is compiled with XLA, once per batch size and buffer
-    shape: on CPU it decodes several times faster than graph mode once compiled. TensorFlow
+    word the errors. With `jit_compile` that decoding (cache fill and sampling loop, no string
+    op) is compiled with XLA, once per batch size and buffer shape: on CPU it decodes several
+    times faster than graph mode once compiled. TensorFlow
     Serving runs XLA only when started with `--xla_cpu_compilation_enabled=true`. Seeded draws
     are those of `Generator(..., jit_compile=self.jit_compile)` with the matching sampler:
     stateless random ops draw differently under XLA and in graph mode.

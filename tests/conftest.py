@@ -38,3 +38,28 @@ def one_device_strategy():
     from tfllm import distribute
 
     return distribute.make_strategy("one_device")
+
+
+@pytest.fixture(scope="session")
+def causal_lm_run(tmp_path_factory):
+    """The run dir of one tiny causal LM trained by `tfllm train` with
+    tests/trainers/run_testing.py's `CAUSAL_LM_RUN`, shared by every test that needs "a trained
+    run" and asserts none of its training settings. Tests must not write into it: copy it first."""
+    from tests.trainers.run_testing import CAUSAL_LM_RUN
+    from tfllm import cli
+
+    run_dir = str(tmp_path_factory.mktemp("causal_lm_run") / "run")
+    assert cli.main(["train", "--run-dir", run_dir, *CAUSAL_LM_RUN]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def causal_lm_export(causal_lm_run, tmp_path_factory):
+    """`tfllm export` of `causal_lm_run`: EXPORT_DIR/1/."""
+    from tfllm import cli
+
+    # The export dir's name is the served model's name: /v1/models/tiny:predict.
+    out = str(tmp_path_factory.mktemp("causal_lm_export") / "tiny")
+    assert cli.main(["export", "--run-dir", causal_lm_run, "--out", out]) == 0
+    assert os.path.isfile(os.path.join(out, "1", "saved_model.pb"))
+    return out

@@ -22,18 +22,18 @@ from werkzeug.test import Client
 
 from tfllm.export.rest_api import RestApi
 from tfllm.export.server import load_servable
-from tests.trainers.tiny_runs import corpus, tiny  # noqa: F401  `corpus` is a fixture used below
+from tests.trainers.run_testing import CAUSAL_LM_CONTEXT as CONTEXT
+from tests.trainers.run_testing import CAUSAL_LM_RUN, CAUSAL_LM_STEPS
+from tests.trainers.run_testing import corpus, tiny  # noqa: F401  `corpus` is a fixture used below
 from tfllm import cli
 
-# The shared run trains 2 steps: enough for checkpoints, config and tokenizer to exist.
-RUN_CHANGES = {"train__steps": 2, "train__eval_every": 2, "train__eval_batches": 1, "train__log_every": 1}
-CONTEXT = 16  # model.seq_len of `tiny()`: the shared run's context
 SERVE_LIMITS = {"max_body_bytes": 4096, "max_batch_size": 4, "max_new_tokens": 8}
 
 
 @dataclasses.dataclass(frozen=True)
 class Env:
-    """What every case may point at: the tiny corpus, a trained causal run and its export."""
+    """What every case may point at: the tiny corpus, the session's trained causal run
+    (`causal_lm_run`) and its export."""
 
     corpus: str
     run: str
@@ -41,12 +41,8 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(corpus, tmp_path_factory):  # noqa: F811  the fixture imported above
-    base = tmp_path_factory.mktemp("bad_input_shared")
-    run, export = str(base / "run"), str(base / "export")
-    assert cli.main(["train", "--run-dir", run, *tiny(corpus, **RUN_CHANGES)]) == 0
-    assert cli.main(["export", "--run-dir", run, "--out", export]) == 0
-    return Env(corpus=corpus, run=run, export=export)
+def env(corpus, causal_lm_run, causal_lm_export):  # noqa: F811  the fixture imported above
+    return Env(corpus=corpus, run=causal_lm_run, export=causal_lm_export)
 
 
 def write(directory, name, content):
@@ -217,7 +213,7 @@ TRAINING_CASES = [
          "train-val-split-too-small"),
     case(lambda env, d: ["train", "--run-dir", write(d, "run", "a file"), *tiny(env.corpus)],
          "cannot create run dir {d}/run", "train-run-dir-is-a-file"),
-    case(lambda env, d: ["train", "--run-dir", env.run, *tiny(env.corpus, **RUN_CHANGES, model__hidden_dim=32)],
+    case(lambda env, d: ["train", "--run-dir", env.run, *CAUSAL_LM_RUN, "model.hidden_dim=32"],
          "{run} holds a run with another config (model.hidden_dim=16 -> 32)", "train-resume-changed-config"),
 ]
 
@@ -269,12 +265,12 @@ GENERATE_CASES = [
          "--top-p 1.5 is invalid", "generate-top-p-out-of-range"),
     case(lambda env, d: ["generate", "--run-dir", env.run, "--prompt", "x", "--max-new-tokens", "ten"],
          "argument --max-new-tokens: invalid int value: 'ten'", "generate-max-new-tokens-not-int"),
-    case(lambda env, d: ["generate", "--run-dir", damaged_copy(env, d, "checkpoints/best/ckpt-2.index", b"\0" * 8),
+    case(lambda env, d: ["generate", "--run-dir", damaged_copy(env, d, f"checkpoints/best/ckpt-{CAUSAL_LM_STEPS}.index", b"\0" * 8),
                          "--prompt", "x", "--max-new-tokens", "2"],
-         "{d}/run/checkpoints/best/ckpt-2", "generate-damaged-checkpoint"),
+         f"{{d}}/run/checkpoints/best/ckpt-{CAUSAL_LM_STEPS}", "generate-damaged-checkpoint"),
     case(lambda env, d: ["generate", "--run-dir", edited_copy(env, d, "hidden_dim: 16", "hidden_dim: 32"),
                          "--prompt", "x", "--max-new-tokens", "2"],
-         "{d}/run/checkpoints/best/ckpt-2", "generate-config-edited-after-training"),
+         f"{{d}}/run/checkpoints/best/ckpt-{CAUSAL_LM_STEPS}", "generate-config-edited-after-training"),
 ]
 
 EVALUATE_CASES = [
@@ -325,7 +321,7 @@ def fill(text, env, d):
 def test_bad_input_is_one_line_exit_code_2_and_changes_no_file(env, tmp_path, capsys, build, expected):
     d = str(tmp_path)
     argv = build(env, d)
-    roots = (d, os.path.dirname(env.run), os.path.dirname(env.corpus))
+    roots = (d, os.path.dirname(env.run), os.path.dirname(env.export), os.path.dirname(env.corpus))
     before = snapshot(*roots)
     capsys.readouterr()
     code = cli.main(argv)
@@ -345,7 +341,7 @@ def test_bad_input_is_one_line_exit_code_2_and_changes_no_file(env, tmp_path, ca
 # ---------------------------------------------------------------------------------------------
 
 GREEDY = {"max_new_tokens": 4, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
-PREDICT = "/v1/models/export:predict"  # the export dir is named "export": the model's name
+PREDICT = "/v1/models/tiny:predict"  # the export dir is named "tiny": the model's name
 
 
 def request(body, status, expected, id, path=PREDICT):
@@ -382,13 +378,13 @@ REQUESTS = [
     request({"inputs": {"prompts": ["a"]}}, 404, "Servable not found for request: Latest(gpt)", "rest-unknown-model",
             path="/v1/models/gpt:predict"),
     request({"inputs": {"prompts": ["a"]}}, 404, "Servable not found for request: Specific(export, 7)",
-            "rest-unknown-version", path="/v1/models/export/versions/7:predict"),
+            "rest-unknown-version", path="/v1/models/tiny/versions/7:predict"),
 ]
 
 
 @pytest.fixture(scope="module")
 def rest_client(env):
-    assert os.path.basename(env.export) == "export"
+    assert os.path.basename(env.export) == "tiny"
     return Client(RestApi(load_servable(env.export), **SERVE_LIMITS))
 
 

@@ -107,3 +107,15 @@ def test_yaml_values_in_overrides_are_typed():
 def test_bad_distribution_settings(override, expected):
     with pytest.raises(UserError, match=expected):
         load_config(None, [override])
+
+
+def test_precision_defaults_to_auto():
+    assert config_lib.load_config(None).train.precision == "auto"
+
+
+def test_written_keys_are_the_file_s_and_the_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  num_layers: 2\ntrain:\n  steps: 5\n")
+    keys = config_lib.written_keys(str(path), ["data.tokenizer=char", "train.steps=7"])
+    assert keys == {"model.num_layers", "train.steps", "data.tokenizer"}
+    assert config_lib.written_keys(None, []) == frozenset()

@@ -190,7 +190,8 @@ def test_long_prompt_keeps_its_last_tokens_with_a_warning(generator, tokenizer, 
     encoded = [packed.buffer.numpy()[0, : packed.lengths.numpy()[0]].tolist()]
     assert encoded == [prompt_ids(tokenizer, prompt)[-24:]]
     given = len(prompt_ids(tokenizer, prompt))
-    assert f"has {given} tokens; keeping its last 24 to leave room for 8 new tokens in the 32-token context" in caplog.text
+    warning = f"has {given} tokens; keeping its last 24 to leave room for 8 new tokens in the 32-token context"
+    assert warning in caplog.text
     row = generator.generate_ids([prompt], 8, GreedySampler(), ())[0]
     assert len(row) == 8
     assert row == generator.generate_from_ids(encoded, 8, GreedySampler(), ())[0]

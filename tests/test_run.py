@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfllm import config as config_lib
-from tfllm.callbacks.checkpointer import training_checkpoint
+from tfllm.callbacks.checkpointer import variables_in_order
 from tfllm.data.labeled import LabelMap
 from tfllm.errors import UserError
 from tfllm.run import Run
@@ -33,7 +33,8 @@ def make_run(path, task="causal_lm", labels=None, backbone=None):
 
 def save_checkpoints(run, model, steps, best_step):
     """Checkpoints at `steps` in latest/ (the weights scaled by the step) and `best_step` in best/."""
-    checkpoint = training_checkpoint(model)
+    # The model part of a training checkpoint: what `Run.load_model` restores.
+    checkpoint = tf.train.Checkpoint(model=variables_in_order(model.weights))
     latest = tf.train.CheckpointManager(checkpoint, os.path.join(run.checkpoints_dir, "latest"), max_to_keep=5)
     best = tf.train.CheckpointManager(checkpoint, os.path.join(run.checkpoints_dir, "best"), max_to_keep=1)
     saved = {}

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import distributed_testing
 from tfllm.train_step import DistributedTrainStep
 
 STEPS, BATCH = 3, 8
@@ -40,39 +41,20 @@ def data():
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
 
 
-def train(strategy, grad_accum_steps):
-    model = build(strategy, grad_accum_steps)
-    history = model.fit(data(), epochs=1, verbose=0, shuffle=False)
-    assert int(model.optimizer.iterations.numpy()) == STEPS
-    return [w.numpy() for w in model.weights], history.history["loss"][0]
-
-
 @pytest.fixture(scope="module")
 def reference(one_device_strategy):
-    return train(one_device_strategy, 1)
-
-
-def assert_same(got, want):
-    for a, b in zip(got[0], want[0]):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-    assert got[1] == pytest.approx(want[1], rel=1e-5)
+    return distributed_testing.train(build, data(), one_device_strategy, 1)
 
 
 def test_reference_moved_and_clipping_is_active(reference, one_device_strategy):
-    fresh = build(one_device_strategy, 1)
-    assert max(np.abs(a - b).max() for a, b in zip(reference[0], [w.numpy() for w in fresh.weights])) > 1e-3
+    assert distributed_testing.max_change(reference[0], build(one_device_strategy, 1)) > 1e-3
 
 
-def test_four_micro_batches_equal_one_big_batch(reference, one_device_strategy):
-    assert_same(train(one_device_strategy, 4), reference)
-
-
-def test_two_replicas_equal_one_device(reference, mirrored_strategy):
-    assert_same(train(mirrored_strategy, 1), reference)
-
-
-def test_accumulation_under_two_replicas_equals_one_device(reference, mirrored_strategy):
-    assert_same(train(mirrored_strategy, 2), reference)
+@pytest.mark.parametrize("strategy_name, grad_accum_steps", distributed_testing.SETUPS)
+def test_training_equals_one_device(reference, request, strategy_name, grad_accum_steps):
+    strategy = request.getfixturevalue(strategy_name)
+    got = distributed_testing.train(build, data(), strategy, grad_accum_steps)
+    distributed_testing.assert_same_training(got, reference)
 
 
 def test_batch_that_does_not_divide_is_an_error(one_device_strategy):

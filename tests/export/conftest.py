@@ -1,19 +1,15 @@
-"""One tiny trained run and its export, shared by every test of export/."""
-
-import os
+"""The session's tiny trained run (`causal_lm_run`, tests/conftest.py) and its export, as the
+tests of export/ use them."""
 
 import pytest
 
-from tests.export.export_testing import MAX_LENGTH, TINY
-from tfllm import cli
+from tests.export.export_testing import MAX_LENGTH
 from tfllm.run import Run
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("export_run") / "tiny")
-    assert cli.main(["train", "--run-dir", run_dir, *TINY]) == 0
-    return run_dir
+def run_dir(causal_lm_run):
+    return causal_lm_run
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +23,6 @@ def trained(run_dir):
 
 
 @pytest.fixture(scope="session")
-def export_dir(run_dir, tmp_path_factory):
+def export_dir(causal_lm_export):
     """`tfllm export` of the run: EXPORT_DIR/1/."""
-    out = str(tmp_path_factory.mktemp("exports") / "tiny")
-    assert cli.main(["export", "--run-dir", run_dir, "--out", out]) == 0
-    assert os.path.isfile(os.path.join(out, "1", "saved_model.pb"))
-    return out
+    return causal_lm_export

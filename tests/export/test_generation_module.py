@@ -150,7 +150,9 @@ def test_bad_settings_fail_with_a_message_naming_them(module, settings, message)
         generate(module, ["abc"], **arguments)
 
 
-@pytest.mark.parametrize("setting, value", [("max_new_tokens", 0), ("temperature", -0.5), ("top_k", -1), ("top_p", 1.5)])
+@pytest.mark.parametrize(
+    "setting, value", [("max_new_tokens", 0), ("temperature", -0.5), ("top_k", -1), ("top_p", 1.5)]
+)
 def test_request_errors_are_worded_by_the_settings_table(module, setting, value):
     requirement = validation.requirement(setting, request=True, max_length=MAX_LENGTH)
     arguments = {"max_new_tokens": 4, setting: value}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.test_case import (
+from tests.layer_testing import (
     assert_config_round_trip,
     assert_output_shape,
     assert_runs_in_mixed_bfloat16,

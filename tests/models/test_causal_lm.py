@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.test_case import global_policy, random_ids
+from tests.layer_testing import global_policy, random_ids
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.gpt_backbone import GPTBackbone
 

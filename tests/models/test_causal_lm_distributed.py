@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.test_case import global_policy, random_ids
+from tests import distributed_testing
+from tests.layer_testing import global_policy, random_ids
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.gpt_backbone import GPTBackbone
 
@@ -40,22 +41,9 @@ def token_batches(steps=STEPS, batch=BATCH, seed=0):
     return tf.data.Dataset.from_tensor_slices((tokens[:, :-1], tokens[:, 1:])).batch(batch)
 
 
-def train(strategy, grad_accum_steps):
-    model = make_model(strategy, grad_accum_steps)
-    history = model.fit(token_batches(), epochs=1, verbose=0, shuffle=False)
-    assert int(model.optimizer.iterations.numpy()) == STEPS
-    return [w.numpy() for w in model.weights], history.history["loss"][0]
-
-
 @pytest.fixture(scope="module")
 def reference(one_device_strategy):
-    return train(one_device_strategy, 1)
-
-
-def assert_same_training(got, want):
-    for a, b in zip(got[0], want[0]):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-    assert got[1] == pytest.approx(want[1], rel=1e-5)
+    return distributed_testing.train(make_model, token_batches(), one_device_strategy, 1)
 
 
 def test_reference_moves_the_weights_and_clipping_is_active(reference, one_device_strategy):
@@ -65,20 +53,14 @@ def test_reference_moves_the_weights_and_clipping_is_active(reference, one_devic
         loss = model.compute_loss(x, y, model(x, training=True))
     norm = float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_weights)))
     assert norm > 10 * CLIP_NORM
-    moved = max(np.abs(a - w.numpy()).max() for a, w in zip(reference[0], model.weights))
-    assert moved > 1e-3
+    assert distributed_testing.max_change(reference[0], model) > 1e-3
 
 
-def test_four_micro_batches_equal_one_batch_four_times_larger(reference, one_device_strategy):
-    assert_same_training(train(one_device_strategy, 4), reference)
-
-
-def test_two_cpu_replicas_equal_one_device_at_the_same_global_batch(reference, mirrored_strategy):
-    assert_same_training(train(mirrored_strategy, 1), reference)
-
-
-def test_accumulation_under_two_replicas_equals_one_device(reference, mirrored_strategy):
-    assert_same_training(train(mirrored_strategy, 2), reference)
+@pytest.mark.parametrize("strategy_name, grad_accum_steps", distributed_testing.SETUPS)
+def test_training_equals_one_device(reference, request, strategy_name, grad_accum_steps):
+    strategy = request.getfixturevalue(strategy_name)
+    got = distributed_testing.train(make_model, token_batches(), strategy, grad_accum_steps)
+    distributed_testing.assert_same_training(got, reference)
 
 
 # bfloat16 keeps 8 significant bits, so each matmul rounds activations by up to 2^-9 relative and

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.test_case import random_floats, random_ids, reference_layer_norm
+from tests.layer_testing import random_floats, random_ids, reference_layer_norm
 from tfllm.models.gpt_backbone import GPTBackbone
 from tfllm.models.masked_lm import MaskedLM
 from tfllm.tokenizers import MASK_ID

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.test_case import random_ids
+from tests.layer_testing import random_ids
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.gpt_backbone import GPTBackbone
 

@@ -39,7 +39,8 @@ def test_each_caller_sees_the_same_requirement_under_its_own_name():
     with pytest.raises(ValueError) as parameter:
         validation.check_top_k(0, name="k")
     assert str(parameter.value) == "k must be an integer >= 1. Received: k=0"
-    assert validation.flag_error("top_k", 0) == "--top-k 0 is invalid: top_k must be an integer >= 1; pass a valid value"
+    expected = "--top-k 0 is invalid: top_k must be an integer >= 1; pass a valid value"
+    assert validation.flag_error("top_k", 0) == expected
     assert validation.flag_error("top_k", 3) is None
     _, message = validation.request_check("top_k", tf.constant(-1))
     assert message == "top_k must be >= 0 (0 turns it off). Received: top_k ="

@@ -13,7 +13,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.run_testing import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
 from tfllm import cli
 from tfllm.trainers import fit
 

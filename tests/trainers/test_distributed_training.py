@@ -23,8 +23,8 @@ from tfllm.flops import training_flops_per_token
 from tfllm.data.corpus_stats import CorpusStats
 from tfllm.run import Checkpoints, Run
 from tfllm.tokenizers import load_tokenizer
-from tests.trainers.tiny_runs import PEAK_FLOPS, corpus, tiny  # noqa: F401  (corpus: a fixture)
-from tests.trainers.workers import WorkerJob
+from tests.trainers.run_testing import PEAK_FLOPS, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.worker_testing import WorkerJob
 from tfllm.tasks import TASKS
 from tfllm.trainers.fit import compile_model
 from tfllm.trainers.session import jit_compile

@@ -1,15 +1,17 @@
-"""`tfllm evaluate` end to end on a tiny run directory with random weights."""
+"""`tfllm evaluate` end to end on a copy of the session's tiny trained run (`causal_lm_run`)."""
 
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
 import sacrebleu
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
-from tests.trainers.test_generate import make_tiny_run
+
+from tests.trainers.run_testing import CAUSAL_LM_STEPS
 
 from tfllm import cli
 from tfllm.config import load_config, save_config
@@ -27,8 +29,11 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return make_tiny_run(str(tmp_path_factory.mktemp("evaluate") / "run"))
+def run_dir(causal_lm_run, tmp_path_factory):
+    """A copy: evaluation writes its reports and scalars into the run dir."""
+    run_dir = str(tmp_path_factory.mktemp("evaluate") / "run")
+    shutil.copytree(causal_lm_run, run_dir)
+    return run_dir
 
 
 def write_jsonl(path, records):
@@ -58,7 +63,8 @@ def test_text_report_matches_the_scorer_and_lands_in_json_and_tensorboard(run_di
     config, tokenizer = run.config, run.tokenizer
     model, checkpoint = run.load_model()
     expected = TextScorer(model, tokenizer, seq_len=config.model.seq_len, batch_size=5)(DOCUMENTS)
-    assert printed["kind"] == "text" and printed["checkpoint"] == checkpoint and printed["step"] == 0
+    assert printed["kind"] == "text" and printed["checkpoint"] == checkpoint
+    assert printed["step"] == CAUSAL_LM_STEPS
     assert set(printed["metrics"]) == {"loss", "perplexity", "bits_per_byte"}
     for name in printed["metrics"]:
         assert printed["metrics"][name] == pytest.approx(expected[name], rel=1e-6)
@@ -66,7 +72,7 @@ def test_text_report_matches_the_scorer_and_lands_in_json_and_tensorboard(run_di
     assert printed["tokens"] == sum(len(t) for t in DOCUMENTS) + 4
     assert printed["bytes"] == sum(len(t.encode("utf-8")) for t in DOCUMENTS) + 4
     scalars = eval_scalars(run_dir)
-    assert scalars["eval/held_out/loss"] == [(0, pytest.approx(printed["metrics"]["loss"], rel=1e-6))]
+    assert scalars["eval/held_out/loss"] == [(CAUSAL_LM_STEPS, pytest.approx(printed["metrics"]["loss"], rel=1e-6))]
     assert set(scalars) >= {"eval/held_out/perplexity", "eval/held_out/bits_per_byte"}
 
 

@@ -1,45 +1,21 @@
-"""`tfllm generate` end to end on a tiny run directory with random weights."""
+"""`tfllm generate` end to end on the session's tiny trained run (`causal_lm_run`)."""
 
 import logging
 import os
+import shutil
 
-import keras
 import pytest
 
+from tests.trainers.run_testing import CAUSAL_LM_CONTEXT as CONTEXT
 from tfllm import cli
-from tfllm.callbacks.checkpointer import Checkpointer
-from tfllm.config import load_config
 from tfllm.generator import Generator
 from tfllm.samplers import GreedySampler
-from tfllm.tokenizers import train_tokenizer
 from tfllm.run import Run
-
-TEXT = "the cat sat on the mat. a dog ran in the park. café ünïcode 0123456789"
-CONTEXT = 24
-OVERRIDES = [
-    "data.tokenizer=char", "model.num_layers=1", "model.num_heads=2", "model.hidden_dim=16",
-    "model.intermediate_dim=32", f"model.seq_len={CONTEXT}", "model.position=learned",
-]
-
-
-def make_tiny_run(run_dir):
-    """A run dir as `tfllm train` leaves it (config, tokenizer, checkpoints), with random weights."""
-    run = Run(run_dir).create()
-    run.save_config(load_config(None, OVERRIDES))
-    train_tokenizer("char", [TEXT], vocab_size=48).save(run.tokenizer_dir)
-    keras.utils.set_random_seed(0)
-    model = run.build_model()
-    model.compile(optimizer=keras.optimizers.AdamW())
-    checkpointer = Checkpointer(run.checkpoints_dir)
-    checkpointer.set_model(model)
-    checkpointer.on_train_begin()
-    checkpointer.on_epoch_end(0, {"val_loss": 1.0})
-    return run_dir
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return make_tiny_run(str(tmp_path_factory.mktemp("generate") / "run"))
+def run_dir(causal_lm_run):
+    return causal_lm_run
 
 
 def generate(run_dir, *args):
@@ -91,15 +67,19 @@ def test_prompts_file(run_dir, tmp_path, capsys, suffix, content):
 
 
 def test_a_prompt_longer_than_the_context_keeps_its_end_with_a_warning(run_dir, capsys, caplog):
-    prompt = "the cat sat on the mat " * 3  # 69 characters, the context is 24 tokens
+    prompt = "the cat sat on the mat " * 3  # 69 characters, longer than the context
+    assert len(prompt) + 1 > CONTEXT
     with caplog.at_level(logging.WARNING, logger="tfllm.generator"):
         assert generate(run_dir, "--prompt", prompt, "--strategy", "greedy", "--max-new-tokens", "4") == 0
-    assert "has 70 tokens; keeping its last 20 to leave room for 4 new tokens in the 24-token context" in caplog.text
+    expected = (f"has 70 tokens; keeping its last {CONTEXT - 4} to leave room for 4 new tokens in the "
+                f"{CONTEXT}-token context")
+    assert expected in caplog.text
     assert completions(capsys.readouterr().out)[0].startswith(prompt)
 
 
-def test_a_run_dir_without_checkpoint_is_refused(tmp_path, capsys):
-    run_dir = make_tiny_run(str(tmp_path / "run"))
+def test_a_run_dir_without_checkpoint_is_refused(causal_lm_run, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(causal_lm_run, run_dir)
     for name in os.listdir(os.path.join(run_dir, "checkpoints")):
         os.rename(os.path.join(run_dir, "checkpoints", name), os.path.join(run_dir, name))
     assert generate(run_dir, "--prompt", "x") == 2
@@ -111,7 +91,8 @@ def test_a_run_dir_without_checkpoint_is_refused(tmp_path, capsys):
     "args, message",
     [
         (["--max-new-tokens", "0"], "--max-new-tokens 0 is invalid: generate at least 1 token"),
-        (["--max-new-tokens", "24"], "--max-new-tokens 24 is too large for this run's 24-token context"),
+        (["--max-new-tokens", str(CONTEXT)],
+         f"--max-new-tokens {CONTEXT} is too large for this run's {CONTEXT}-token context"),
         (["--temperature", "-0.5"], "--temperature -0.5 is invalid: temperature must be a number >= 0"),
         (["--top-p", "0"], "--top-p 0.0 is invalid: top_p must be a number with 0 < top_p <= 1"),
         (["--top-p", "1.5"], "--top-p 1.5 is invalid"),

@@ -21,8 +21,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from tests.trainers.tiny_runs import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
-from tests.trainers.workers import WorkerJob
+from tests.trainers.run_testing import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.worker_testing import WorkerJob
 from tfllm import cli, distribute
 from tfllm.run import Run
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from tests.trainers.tiny_runs import REPO
+from tests.trainers.run_testing import REPO
 
 # `tfllm train` with the model's final weights saved to argv[1].
 WORKER = """

@@ -1,5 +1,6 @@
-"""Tiny training runs shared by the trainer tests: a synthetic corpus and the overrides of a run
-that takes seconds."""
+"""Tiny training runs shared by the tests: the overrides of the session's trained causal LM run
+(the `causal_lm_run` fixture of tests/conftest.py), and a synthetic corpus with the overrides of
+runs that take seconds, for tests that assert their own step counts and settings."""
 
 import os
 
@@ -10,6 +11,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 WORDS = ("the a model learns to predict next token from text data every step weight gradient batch "
          "replica worker chief shard").split()
 PEAK_FLOPS = 1e9
+
+# The run of the `causal_lm_run` fixture: a char model with a 32-token context on the built-in
+# corpus, trained a few steps at a tiny learning rate. Its greedy continuations stay varied (a
+# model trained longer on this corpus only writes spaces), and the run takes seconds.
+CAUSAL_LM_CONTEXT = 32
+CAUSAL_LM_STEPS = 4
+CAUSAL_LM_RUN = [
+    "data.tokenizer=char", "data.vocab_size=64",
+    "model.num_layers=2", "model.num_heads=2", "model.hidden_dim=16", "model.intermediate_dim=32",
+    f"model.seq_len={CAUSAL_LM_CONTEXT}", "train.batch_size=8", f"train.steps={CAUSAL_LM_STEPS}",
+    f"train.eval_every={CAUSAL_LM_STEPS}", "train.eval_batches=1", "train.log_every=2",
+    "train.warmup_steps=1", "train.learning_rate=1e-5", "train.min_learning_rate=1e-6", "train.samples=1",
+    "train.sample_tokens=4", "train.precision=float32",
+]
 
 
 def tiny(corpus, **changes):
