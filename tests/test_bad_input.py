@@ -377,7 +377,7 @@ REQUESTS = [
             "exceeds the limit of 4096 bytes", "rest-body-too-large"),
     request({"inputs": {"prompts": ["a"]}}, 404, "Servable not found for request: Latest(gpt)", "rest-unknown-model",
             path="/v1/models/gpt:predict"),
-    request({"inputs": {"prompts": ["a"]}}, 404, "Servable not found for request: Specific(export, 7)",
+    request({"inputs": {"prompts": ["a"]}}, 404, "Servable not found for request: Specific(tiny, 7)",
             "rest-unknown-version", path="/v1/models/tiny/versions/7:predict"),
 ]
 
