@@ -8,7 +8,10 @@ workaround here.
    `tf.IndexedSlices` squares each slice before repeated indices are summed, so Adam's second
    moment for an embedding row that appears k times in a batch gets sum(g_i^2) instead of
    (sum g_i)^2. Related upstream report: keras-team/keras#21069 (IndexedSlices under
-   MirroredStrategy). Workaround: `sum_repeated_slices` before the optimizer sees them.
+   MirroredStrategy). Workaround: `sum_repeated_slices` before the optimizer sees them. Across
+   replicas the all-reduce of `tf.IndexedSlices` concatenates the replicas' slices, so a row two
+   replicas touch repeats again after it: `dense_across_replicas` all-reduces such gradients as
+   dense tensors (rows summed) when there are several replicas.
 2. `global_clipnorm` under `MirroredStrategy` (keras 3.15). `BaseOptimizer.apply` clips before
    `_backend_update_step` all-reduces, so each replica clips its own partial gradient and the
    result depends on the number of replicas. Workaround: `clip_after_all_reduce` all-reduces,
@@ -40,6 +43,15 @@ def sum_repeated_slices(gradients):
             g = tf.IndexedSlices(values, unique, g.dense_shape)
         out.append(g)
     return out
+
+
+def dense_across_replicas(gradients):
+    """Gradients with every `tf.IndexedSlices` made dense when several replicas will all-reduce
+    them (workaround 1): a sum of dense rows, not a concatenation of repeated ones."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return gradients
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
 
 
 def clip_after_all_reduce(gradients, optimizer):

@@ -3,11 +3,12 @@
 Keras's own `train_step` is right on one device, but under `MirroredStrategy` its optimizer clips
 each replica's partial gradient, its sparse-gradient Adam miscounts repeated embedding rows, and
 its `gradient_accumulation_steps` fails (all three in `tfllm/compat.py`). This mixin splits the
-batch each replica receives into N micro-batches inside one `train_step`, averages their
-gradients, fixes both of the above, and applies the optimizer once, unconditionally: clipping sees
-the accumulated global gradient, and the learning-rate schedule and `optimizer.iterations`
-advance once per optimizer step. With equal-weight micro-batches this is exactly one step on the
-whole batch.
+batch each replica receives into N micro-batches inside one `train_step`, sums their
+gradients of the global token-weighted mean loss, fixes both of the above, and applies the
+optimizer once, unconditionally: clipping sees the accumulated global gradient, and the
+learning-rate schedule and `optimizer.iterations` advance once per optimizer step. Whatever the
+number of weighted tokens in each micro-batch, replica and worker, this is exactly one step on
+the whole batch.
 """
 
 import keras
@@ -16,12 +17,26 @@ import tensorflow as tf
 from tfllm import compat
 
 
+# A global batch without a single weighted token (every position masked out) has no loss to
+# normalise; its gradient is zero either way.
+_TINY = 1e-12
+
+
+def _sum_over_replicas(value):
+    """`value` summed over every replica of the strategy in scope (one all-reduce)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 class DistributedTrainStep:
     """Mixin for a `keras.Model`: `compile(..., grad_accum_steps=N)` accumulates N micro-batches.
 
     The loop over micro-batches is unrolled (N is small and static), so it compiles under XLA
     and needs no control flow around the optimizer. Metrics and the loss tracker see every
-    micro-batch, so the reported loss is the mean over the whole batch.
+    micro-batch, so the reported loss is the mean over every weighted token of the global batch,
+    the loss whose gradient the step applies.
 
     Example:
     >>> class MyModel(DistributedTrainStep, keras.Model): ...
@@ -39,28 +54,49 @@ class DistributedTrainStep:
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         weights = self.trainable_weights
-        # Keras scales the loss by 1 / replicas so that summing gradients across replicas gives
-        # the global mean; the tracker gets it unscaled, as in Keras's own train_step.
+        micro_batches = [
+            tf.nest.map_structure(lambda t: self._micro_batch(t, i), (x, y, sample_weight))
+            for i in range(self.grad_accum_steps)
+        ]
+        # The step's loss is the mean over every weighted token of the global batch: each
+        # micro-batch contributes the sum of its weighted token losses divided by the weight of
+        # the whole global batch (every micro-batch of every replica and worker). A mean per
+        # micro-batch averaged with equal weight would count a token of a micro-batch with few
+        # weighted tokens more than one of a full micro-batch.
+        token_weights = [self._token_weight(my, msw) for _, my, msw in micro_batches]
+        global_weight = _sum_over_replicas(tf.add_n(token_weights))
+        # Keras divides each replica's loss by the number of replicas (so that summing gradients
+        # across replicas gives the global mean); undone here, the normalisation being ours.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         total = None
-        for i in range(self.grad_accum_steps):
-            mx, my, msw = tf.nest.map_structure(lambda t: self._micro_batch(t, i), (x, y, sample_weight))
+        for (mx, my, msw), token_weight in zip(micro_batches, token_weights):
             with tf.GradientTape() as tape:
                 y_pred = self(mx, training=True)
-                loss = self.compute_loss(mx, my, y_pred, msw, training=True)
-                batch = tf.shape(tf.nest.flatten(mx)[0])[0]
-                self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
+                mean = self.compute_loss(mx, my, y_pred, msw, training=True) * replicas
+                # The tracker's weighted mean over micro-batches and replicas is the same global mean.
+                self._loss_tracker.update_state(mean, sample_weight=token_weight)
+                loss = mean * token_weight / tf.maximum(global_weight, _TINY)
                 scaled = self.optimizer.scale_loss(loss)
             grads = compat.sum_repeated_slices(tape.gradient(scaled, weights))
-            if self.grad_accum_steps == 1:
-                total = grads
-            else:
-                grads = [tf.convert_to_tensor(g) / self.grad_accum_steps for g in grads]
-                total = grads if total is None else [t + g for t, g in zip(total, grads)]
+            total = grads if total is None else [tf.convert_to_tensor(t) + tf.convert_to_tensor(g)
+                                                 for t, g in zip(total, grads)]
             self.compute_metrics(mx, my, y_pred, sample_weight=msw)
-        total = compat.clip_after_all_reduce(total, self.optimizer)
+        total = compat.clip_after_all_reduce(compat.dense_across_replicas(total), self.optimizer)
         self.optimizer.apply_gradients(zip(total, weights))
         return compat.reducible_metrics(self.get_metrics_result(), self.distribute_strategy)
+
+    def _token_weight(self, y, sample_weight):
+        """The divisor of the compiled loss's mean over one micro-batch: the sum of the sample
+        weights for `mean_with_sample_weight` (tfllm's task models), else the number of loss
+        values (Keras's `sum_over_batch_size`). float32 scalar."""
+        y = tf.nest.flatten(y)[0]
+        if sample_weight is None or getattr(self.loss, "reduction", None) != "mean_with_sample_weight":
+            return tf.cast(tf.size(y), tf.float32)
+        sample_weight = tf.cast(sample_weight, tf.float32)
+        # A per-example weight of per-token targets weighs each of the example's tokens.
+        while len(sample_weight.shape) < len(y.shape):
+            sample_weight = sample_weight[..., None]
+        return tf.reduce_sum(tf.broadcast_to(sample_weight, tf.shape(y)))
 
     def test_step(self, data):
         return compat.reducible_metrics(super().test_step(data), self.distribute_strategy)

@@ -107,8 +107,10 @@ class Classifier(TaskModel):
         return self.output_dense(pooled)
 
     def default_loss(self):
-        """One label per sequence: plain cross-entropy on the class logits."""
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        """One label per sequence: cross-entropy on the class logits, averaged over the class
+        weights (`sample_weight`, `train.class_weights`) so that the loss of a batch is the
+        weighted mean however many examples of each class it holds."""
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
 
     def default_metrics(self):
         # Class weights (`sample_weight`) shape the loss; accuracy counts every sequence once.

@@ -1,0 +1,119 @@
+"""The loss of an optimizer step is the mean over every weighted token of the global batch.
+
+Each task model trains 3 steps on batches whose micro-batches and replica shares hold very
+different numbers of weighted tokens (padding, masked positions, prompt tokens, class weights),
+with plain SGD and no clipping (a wrong gradient scale moves the weights by that scale) and with
+AdamW, clipping off. 4 micro-batches, 2 mirrored replicas and both must give the weights and the
+loss of one device and one batch. A per-micro-batch mean averaged with equal weight fails here:
+it counts a token of a sparse micro-batch several times more than one of a dense micro-batch.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import distributed_testing
+from tests.layer_testing import random_ids
+from tfllm.data.labeled import balanced_class_weights
+from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
+
+VOCAB, SEQ, BATCH, STEPS = 24, 8, 8, 3
+# Weighted positions per row, by row of a batch: micro-batches of 2 rows hold 2, 6, 12 and 16.
+WEIGHTED = [1, 1, 3, 3, 6, 6, 8, 8]
+
+
+def backbone(causal):
+    return GPTBackbone(vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+                       max_sequence_length=SEQ, causal=causal)
+
+
+def token_data(first_weighted):
+    """(x, y, sample_weight) batches; `first_weighted(row, count)` puts the row's `count`
+    weighted positions (at its end for prompts and padding, at random for masks)."""
+    ids = random_ids((STEPS * BATCH, SEQ + 1), VOCAB)
+    weights = np.zeros((STEPS * BATCH, SEQ), "float32")
+    for row in range(STEPS * BATCH):
+        weights[row, first_weighted(row, WEIGHTED[row % BATCH])] = 1.0
+    padding = (weights > 0).astype("int32") if first_weighted is padded else np.ones_like(weights, "int32")
+    x = {"token_ids": ids[:, :-1] * padding, "padding_mask": padding}
+    return tf.data.Dataset.from_tensor_slices((x, ids[:, 1:], weights)).batch(BATCH)
+
+
+def padded(row, count):
+    return slice(0, count)  # the row's tokens first, padding after them
+
+
+def completion(row, count):
+    return slice(SEQ - count, SEQ)  # the prompt first (weight 0), the completion after it
+
+
+def masked(row, count):
+    return np.random.default_rng(row).choice(SEQ, count, replace=False)
+
+
+def class_data():
+    """Texts of 3 classes in proportions 6:1:1, weighted `balanced`; rows sorted so that the
+    micro-batches hold very different class weights."""
+    labels = np.array(([0] * 6 + [1, 2]) * STEPS, "int32")
+    weights = balanced_class_weights(labels.tolist(), 3)
+    sample_weight = np.array([weights[int(label)] for label in labels], "float32")
+    ids = random_ids((STEPS * BATCH, SEQ), VOCAB)
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    return tf.data.Dataset.from_tensor_slices((x, labels, sample_weight)).batch(BATCH)
+
+
+TASKS = {
+    "causal_lm_padded": (lambda: CausalLM(backbone(True)), lambda: token_data(padded)),
+    "sft_completions": (lambda: CausalLM(backbone(True)), lambda: token_data(completion)),
+    "masked_lm": (lambda: MaskedLM(backbone(False)), lambda: token_data(masked)),
+    "classify_balanced": (lambda: Classifier(backbone(False), num_classes=3), class_data),
+}
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.5),
+    "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.0),
+}
+
+
+def builder(task, optimizer):
+    def build(strategy, grad_accum_steps):
+        with strategy.scope():
+            keras.utils.set_random_seed(3)
+            model = TASKS[task][0]()
+            model.compile(optimizer=OPTIMIZERS[optimizer](), jit_compile=False, grad_accum_steps=grad_accum_steps)
+        return model
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def references(one_device_strategy):
+    cache = {}
+
+    def reference(task, optimizer):
+        if (task, optimizer) not in cache:
+            cache[task, optimizer] = distributed_testing.train(
+                builder(task, optimizer), TASKS[task][1](), one_device_strategy, 1)
+        return cache[task, optimizer]
+
+    return reference
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_the_weighted_tokens_differ_between_micro_batches_and_the_weights_move(task, references,
+                                                                               one_device_strategy):
+    (_, _, sample_weight), = TASKS[task][1]().take(1)
+    per_micro_batch = tf.reduce_sum(tf.reshape(sample_weight, (4, -1)), axis=1).numpy()
+    assert per_micro_batch.max() > 2 * per_micro_batch.min(), per_micro_batch
+    weights, _ = references(task, "sgd")
+    assert distributed_testing.max_change(weights, builder(task, "sgd")(one_device_strategy, 1)) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("strategy_name, grad_accum_steps", distributed_testing.SETUPS)
+def test_every_task_trains_like_one_device_and_one_batch(task, optimizer, strategy_name, grad_accum_steps,
+                                                         references, request):
+    strategy = request.getfixturevalue(strategy_name)
+    got = distributed_testing.train(builder(task, optimizer), TASKS[task][1](), strategy, grad_accum_steps)
+    distributed_testing.assert_same_training(got, references(task, optimizer))
