@@ -65,3 +65,21 @@ def test_batch_that_does_not_divide_is_an_error(one_device_strategy):
     model.jit_compile = False
     with pytest.raises(tf.errors.InvalidArgumentError, match="must divide into grad_accum_steps=3"):
         model.fit(data(), epochs=1, verbose=0, shuffle=False)
+
+
+def fit_sparse_adam(strategy):
+    """One Adam step of an embedding whose row 1 every row of the batch (both replicas' halves) uses."""
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = AccumulatingSequential([keras.Input((2,), dtype="int32"), keras.layers.Embedding(4, 3),
+                                        keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    x = np.array([[1, 0], [1, 2], [1, 3], [1, 1]], "int32")
+    model.fit(x, np.ones((4, 2), "float32"), batch_size=4, epochs=1, verbose=0, shuffle=False)
+    return model.layers[0].embeddings.numpy()
+
+
+def test_a_sparse_row_two_replicas_touch_is_summed_before_adam(one_device_strategy, mirrored_strategy):
+    # The all-reduce of IndexedSlices concatenates the replicas' slices: row 1 would come twice,
+    # and Adam squares each copy (tfllm/compat.py, workaround 1) unless it is summed densely.
+    np.testing.assert_allclose(fit_sparse_adam(mirrored_strategy), fit_sparse_adam(one_device_strategy), atol=1e-6)
