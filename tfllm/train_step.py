@@ -68,19 +68,21 @@ class DistributedTrainStep:
         # Keras divides each replica's loss by the number of replicas (so that summing gradients
         # across replicas gives the global mean); undone here, the normalisation being ours.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        total = None
+        total, losses = None, []
         for (mx, my, msw), token_weight in zip(micro_batches, token_weights):
             with tf.GradientTape() as tape:
                 y_pred = self(mx, training=True)
                 mean = self.compute_loss(mx, my, y_pred, msw, training=True) * replicas
-                # The tracker's weighted mean over micro-batches and replicas is the same global mean.
-                self._loss_tracker.update_state(mean, sample_weight=token_weight)
                 loss = mean * token_weight / tf.maximum(global_weight, _TINY)
                 scaled = self.optimizer.scale_loss(loss)
+            losses.append(loss)
             grads = compat.sum_repeated_slices(tape.gradient(scaled, weights))
             total = grads if total is None else [tf.convert_to_tensor(t) + tf.convert_to_tensor(g)
                                                  for t, g in zip(total, grads)]
             self.compute_metrics(mx, my, y_pred, sample_weight=msw)
+        # Keras reports the mean of the replicas' trackers: each replica's share of the step's
+        # global mean, times the replicas, averages to that global mean.
+        self._loss_tracker.update_state(tf.add_n(losses) * replicas)
         total = compat.clip_after_all_reduce(compat.dense_across_replicas(total), self.optimizer)
         self.optimizer.apply_gradients(zip(total, weights))
         return compat.reducible_metrics(self.get_metrics_result(), self.distribute_strategy)

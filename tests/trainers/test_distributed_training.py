@@ -250,3 +250,37 @@ def test_the_gpt2_124m_config_loads_with_gpt2_sizes():
     per_token = training_flops_per_token(12, 768, 3072, 50257, 1024)
     assert per_token == 6 * (12 * (4 * 768**2 + 2 * 768 * 3072) + 50257 * 768) + 12 * 12 * 768 * 1024
     assert per_token == 854_438_400
+
+
+# A masked LM weighs a different number of masked tokens in every row: the runs below agree only
+# if every step's loss is the mean over the global batch's masked tokens. AdamW without clipping
+# or weight decay, 3 steps.
+MASKED_LM = dict(model__task="masked_lm", train__clip_norm=0, train__weight_decay=0, train__steps=3,
+                 train__eval_every=3, train__log_every=1, train__warmup_steps=1)
+
+
+def masked_lm_weights(corpus, strategy, run_dir, **changes):
+    patch = pytest.MonkeyPatch()
+    patch.setattr(distribute, "make_strategy", lambda *args: strategy)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli.main(["train", "--run-dir", run_dir, *tiny(corpus, **MASKED_LM, **changes)]) == 0
+    finally:
+        patch.undo()
+    return final_weights_and_losses(run_dir)
+
+
+def test_a_masked_lm_trains_alike_with_accumulation_replicas_or_neither(corpus, one_device_strategy,
+                                                                         mirrored_strategy, tmp_path):
+    reference = masked_lm_weights(corpus, one_device_strategy, str(tmp_path / "one"))
+    runs = {
+        "4 micro-batches": masked_lm_weights(corpus, one_device_strategy, str(tmp_path / "accumulated"),
+                                             train__grad_accum_steps=4),
+        "2 replicas": masked_lm_weights(corpus, mirrored_strategy, str(tmp_path / "mirrored"),
+                                        distribute__strategy="mirrored", distribute__cpu_replicas=2),
+    }
+    for name, (weights, losses) in runs.items():
+        assert len(weights) == len(reference[0]) and len(losses) == 3, name
+        for a, b in zip(weights, reference[0]):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=name)
+        np.testing.assert_allclose(losses, reference[1], rtol=1e-5, err_msg=name)

@@ -130,10 +130,12 @@ def masked_lm_dataset(
     """`(x, y, sample_weight)` batches for a masked LM, from the stream `lm_dataset` reads.
 
     Blocks are `seq_len` consecutive tokens of the documents, each document
-    followed by the end-of-sequence id, with no shift. Batch `i` is masked
-    with a seed folded from `(seed, shard_index)` and `i`, so masks differ
-    from batch to batch and epoch to epoch, differ between input pipelines,
-    and repeat exactly for the same `seed`.
+    followed by the end-of-sequence id, with no shift. The `j`-th block of the
+    pipeline is masked with a seed folded from `(seed, shard_index)` and `j`,
+    so masks differ from block to block and epoch to epoch, differ between
+    input pipelines, repeat exactly for the same `seed`, and do not depend on
+    `batch_size`: one global batch or its halves on two replicas, or its
+    micro-batches, get the same masks.
 
     Args:
         files: TFRecord shards of one document per record.
@@ -160,21 +162,23 @@ def masked_lm_dataset(
     )
     base_seed = tf.constant([seed, shard_index], tf.int64)
 
-    def mask(counter, token_ids):
-        batch_seed = tf.random.experimental.stateless_fold_in(base_seed, counter)
+    def mask(index, token_ids):
+        block_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+        token_ids = token_ids[None, :]  # (1, seq_len): one block, masked on its own
         word_starts = None if table is None else wordpiece_word_starts(token_ids, table)
         masked_ids, labels, weights = mask_tokens(
-            token_ids, seed=batch_seed, mask_rate=mask_rate, vocabulary_size=tokenizer.vocabulary_size,
+            token_ids, seed=block_seed, mask_rate=mask_rate, vocabulary_size=tokenizer.vocabulary_size,
             word_starts=word_starts,
         )
-        x = {"token_ids": masked_ids, "padding_mask": tf.ones_like(token_ids)}
+        x = {"token_ids": masked_ids[0], "padding_mask": tf.ones_like(labels[0])}
         if pack:
-            x["segment_ids"] = segment_ids(token_ids, EOS_ID)
-        return x, labels, weights
+            x["segment_ids"] = segment_ids(labels, EOS_ID)[0]
+        return x, labels[0], weights[0]
 
-    # The counter is part of the pipeline's state, so an iterator checkpoint resumes the mask sequence.
-    counted = tf.data.Dataset.zip(tf.data.Dataset.counter(), blocks)
-    return counted.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # The block counter is part of the pipeline's state, so an iterator checkpoint resumes the masks.
+    counted = tf.data.Dataset.zip(tf.data.Dataset.counter(), blocks.unbatch())
+    masked = counted.map(mask, num_parallel_calls=tf.data.AUTOTUNE)
+    return masked.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _continuation_table(tokenizer) -> np.ndarray:
