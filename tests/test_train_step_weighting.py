@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests import distributed_testing
-from tests.layer_testing import random_ids
+from tests.layer_testing import global_policy, random_ids
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
 
@@ -117,3 +117,22 @@ def test_every_task_trains_like_one_device_and_one_batch(task, optimizer, strate
     strategy = request.getfixturevalue(strategy_name)
     got = distributed_testing.train(builder(task, optimizer), TASKS[task][1](), strategy, grad_accum_steps)
     distributed_testing.assert_same_training(got, references(task, optimizer))
+
+
+# bfloat16 keeps 8 significant bits: each activation and gradient of a matmul is rounded by up
+# to 2^-9 of its value, and 4 micro-batches of 2 rows round their partial products differently
+# than one batch of 8. Weights, the loss and the accumulated gradients stay float32, so the two
+# runs may differ by about one bfloat16 ulp (2^-8 relative) of each step's update: over 3 steps,
+# at most 3 x 2^-8 of the largest total weight change. A wrong weighting of micro-batches moves
+# the weights by a sizeable part of the update itself (here it fails by a wide margin).
+BF16_STEP_TOLERANCE = 3 * 2**-8
+
+
+def test_under_mixed_bfloat16_accumulation_follows_one_batch_within_bfloat16_rounding(one_device_strategy):
+    with global_policy("mixed_bfloat16"):
+        one = distributed_testing.train(builder("masked_lm", "sgd"), token_data(masked), one_device_strategy, 1)
+        four = distributed_testing.train(builder("masked_lm", "sgd"), token_data(masked), one_device_strategy, 4)
+        moved = distributed_testing.max_change(one[0], builder("masked_lm", "sgd")(one_device_strategy, 1))
+    difference = max(np.abs(a - b).max() for a, b in zip(one[0], four[0]))
+    assert moved > 0.05 and difference <= BF16_STEP_TOLERANCE * moved, (difference, moved)
+    assert four[1] == pytest.approx(one[1], rel=2**-8)
