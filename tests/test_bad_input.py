@@ -331,8 +331,8 @@ def test_bad_input_is_one_line_exit_code_2_and_changes_no_file(env, tmp_path, ca
     assert len(lines) == 1 and lines[0].startswith(f"tfllm {argv[0]}: error: "), err
     assert "Traceback" not in err
     assert fill(expected, env, d) in lines[0]
-    after = snapshot(*roots)
-    assert {path: after.get(path) for path in before} == before
+    # Nothing already written changed or went, and no new file appeared.
+    assert snapshot(*roots) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,10 +382,21 @@ REQUESTS = [
 ]
 
 
+VALID = {"signature_name": "generate", "inputs": {**GREEDY, "prompts": ["a", "the"]}}
+
+
+def valid_answer(client):
+    response = client.post(PREDICT, data=json.dumps(VALID), content_type="application/json")
+    assert response.status_code == 200, response.get_data()
+    return json.loads(response.get_data())
+
+
 @pytest.fixture(scope="module")
 def rest_client(env):
     assert os.path.basename(env.export) == "tiny"
-    return Client(RestApi(load_servable(env.export), **SERVE_LIMITS))
+    client = Client(RestApi(load_servable(env.export), **SERVE_LIMITS))
+    client.valid_answer = valid_answer(client)
+    return client
 
 
 @pytest.mark.parametrize("path, body, status, expected", REQUESTS)
@@ -396,8 +407,10 @@ def test_bad_request_is_4xx_with_a_json_error(env, rest_client, path, body, stat
     answer = json.loads(response.get_data())
     assert response.status_code == status, answer
     assert list(answer) == ["error"] and expected in answer["error"], answer
-    assert "\n" not in answer["error"]
+    assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
     assert snapshot(env.export) == before
+    # The server still answers a valid request, with what it answered before the bad one.
+    assert valid_answer(rest_client) == rest_client.valid_answer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +427,10 @@ def test_the_tfllm_command_prints_only_the_error_line(tmp_path, argv, expected):
     command = [os.path.join(os.path.dirname(sys.executable), "tfllm")]
     if not os.path.exists(command[0]):
         command = [sys.executable, "-m", "tfllm.cli"]
+    (tmp_path / "existing.txt").write_text("kept")
+    before = snapshot(str(tmp_path))
     result = subprocess.run(command + argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(str(tmp_path)) == before and sorted(os.listdir(tmp_path)) == ["existing.txt"]

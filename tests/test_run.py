@@ -129,3 +129,36 @@ def test_drop_logs_after_a_step_keeps_the_steps_before_it(tmp_path):
     steps = [tf.compat.v1.Event.FromString(r.numpy()).step for r in tf.data.TFRecordDataset(events)]
     assert max(steps) == 10 and 5 in steps
     assert sorted(os.listdir(run.logs_dir)) == [os.path.basename(events)]
+
+
+def test_a_first_start_that_fails_on_bad_input_leaves_nothing_behind(tmp_path):
+    fresh = Run(str(tmp_path / "fresh"))
+    with pytest.raises(UserError):
+        with fresh.first_start():
+            fresh.create()
+            train_tokenizer("char", TEXTS, 40).save(fresh.tokenizer_dir)
+            raise UserError("bad input")
+    assert not os.path.exists(fresh.path)
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(UserError):
+        with Run(str(existing)).first_start():
+            Run(str(existing)).save_labels(LabelMap(["a", "b"]))
+            raise UserError("bad input")
+    assert sorted(os.listdir(existing)) == ["notes.txt"]
+
+    # A run that already trained keeps everything, and any other error leaves the files to look at.
+    run = make_run(tmp_path / "run")
+    before = sorted(os.listdir(run.path))
+    with pytest.raises(UserError):
+        with run.first_start():
+            run.write_eval_report("x", {})
+            raise UserError("bad input")
+    assert sorted(os.listdir(run.path)) == sorted(before + ["eval"])
+    with pytest.raises(RuntimeError):
+        with fresh.first_start():
+            fresh.create()
+            raise RuntimeError("a bug")
+    assert os.path.isdir(fresh.path)

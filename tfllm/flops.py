@@ -48,16 +48,20 @@ def training_flops_per_token(num_layers, hidden_dim, intermediate_dim, vocabular
     return 6 * weights + 6 * attention
 
 
-def measure_cpu_flops(size=1024, repeats=10, dtype=tf.float32, clock=time.perf_counter):
+def measure_cpu_flops(size=1024, repeats=20, dtype=tf.float32, clock=time.perf_counter, warmup=3):
     """The FLOP/s of a large matmul on this host's CPU: the practical peak for CPU training.
 
-    With `clock=time.process_time` it is FLOPs per CPU-second of this process (all threads'
-    time summed), which stays put when other jobs take cores away.
+    The best of `repeats` timings after `warmup` untimed runs: a timing can only come out slower
+    than the hardware (another job, a thread pool still starting), never faster, so the fastest
+    is the stable estimate. Measure before the input pipeline starts, whose threads would
+    compete. With `clock=time.process_time` it is FLOPs per CPU-second of this process (all
+    threads' time summed), which stays put when other jobs take cores away.
     """
     a = tf.random.normal((size, size), dtype=tf.float32)
     a = tf.cast(a, dtype)
     matmul = tf.function(lambda x: tf.matmul(x, x))
-    matmul(a).numpy()
+    for _ in range(max(1, warmup)):
+        matmul(a).numpy()
     best = np.inf
     for _ in range(repeats):
         start = clock()

@@ -14,6 +14,7 @@
 through it (or through the callbacks it hands its paths to) and through `tfllm.files`.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -171,6 +172,31 @@ class Run:
         model = self.build_model()
         restore_weights(model, checkpoint)
         return model, checkpoint
+
+    @contextlib.contextmanager
+    def first_start(self):
+        """Inside: the first start of a run. If it ends in a `UserError` (bad input), what it
+        wrote is removed again (the run dir too when it made it), so that bad input leaves no
+        stray file; a run dir that already held a run is left alone, and so is the run dir of a
+        multi-worker job (`TF_CONFIG`), which other workers may be writing."""
+        existed = os.path.isdir(self.path)
+        if (existed and self.has_config) or os.environ.get("TF_CONFIG"):
+            yield
+            return
+        before = set(os.listdir(self.path)) if existed else set()
+        try:
+            yield
+        except UserError:
+            if os.path.isdir(self.path):
+                for name in set(os.listdir(self.path)) - before:
+                    target = os.path.join(self.path, name)
+                    if os.path.isdir(target) and not os.path.islink(target):
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        os.remove(target)
+                if not existed and not os.listdir(self.path):
+                    os.rmdir(self.path)
+            raise
 
     # Writes. Each file is written whole (temporary file or staging directory, then a rename).
 

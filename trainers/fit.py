@@ -4,10 +4,9 @@ import math
 import shutil
 
 import keras
-import tensorflow as tf
 
 from tfllm.errors import UserError
-from tfllm.flops import device_peak_flops, training_flops_per_token
+from tfllm.flops import training_flops_per_token
 from tfllm.optimizers import adamw
 from tfllm.schedules import WarmupCosineDecay
 from tfllm.trainers.callbacks import make_callbacks
@@ -36,12 +35,12 @@ def fit(session, model, data, vocabulary_size):
     flops_per_token = training_flops_per_token(
         m.num_layers, m.hidden_dim, m.intermediate_dim, vocabulary_size, m.seq_len
     )
-    peak, peak_source = peak_flops_of(session)
+    peak = session.peak_flops
     print(f"Model: {model.count_params():,} parameters, {flops_per_token / 1e6:.1f} MFLOPs per trained token; "
           f"{t.steps} steps of {t.batch_size} x {m.seq_len} tokens; precision {session.precision}")
     print(f"Batch: global {t.batch_size} = {session.strategy.num_replicas_in_sync} replica(s) x "
           f"{t.grad_accum_steps} micro-batch(es) of {session.micro_batch}; "
-          f"peak {peak / 1e12:.2f} TFLOP/s ({peak_source})")
+          f"peak {peak / 1e12:.2f} TFLOP/s ({session.peak_source})")
     if session.chief:
         check_free_disk(session, model)
     with session.strategy.scope():
@@ -94,15 +93,3 @@ def check_free_disk(session, model):
             f"{per_checkpoint / 2**20:.0f} MiB this run keeps need {needed / 2**20:.0f} MiB; free disk space, "
             "lower train.keep_checkpoints or choose another --run-dir"
         )
-
-
-def peak_flops_of(session):
-    """(peak FLOP/s of all devices together, where the per-device figure came from)."""
-    strategy, t = session.strategy, session.config.train
-    dtype = tf.bfloat16 if "bfloat16" in session.precision else tf.float32
-    peak, source = device_peak_flops(t.peak_flops, dtype)
-    # CPU replicas of one worker share its cores: one peak per worker, not per replica.
-    replicas = strategy.num_replicas_in_sync
-    local_devices = strategy.extended.worker_devices
-    devices = replicas // len(local_devices) if "CPU" in local_devices[0].upper() else replicas
-    return peak * devices, source

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfllm import config as config_lib
 from tfllm import distribute
 from tfllm.errors import UserError
+from tfllm.flops import device_peak_flops
 from tfllm.precision import resolve_precision
 from tfllm.run import Run
 from tfllm.trainers.resume import Resume
@@ -32,6 +33,8 @@ class Session:
         jit_compile: whether Keras compiles the train step with XLA.
         micro_batch: sequences per replica per micro-batch.
         resume: where training starts (a `Resume`).
+        peak_flops: peak FLOP/s of all devices together, for MFU.
+        peak_source: where the per-device figure came from.
     """
 
     config: config_lib.Config
@@ -42,6 +45,8 @@ class Session:
     jit_compile: bool
     micro_batch: int
     resume: Resume
+    peak_flops: float
+    peak_source: str
 
     @classmethod
     def start(cls, config, run_dir):
@@ -69,11 +74,25 @@ class Session:
             )
         if resume.checkpoint:
             print(f"Resuming from {resume.checkpoint} (step {resume.step})")
-        return cls(config, run, strategy, chief, precision, xla, micro_batch, resume)
+        # Before any input pipeline exists: its threads would slow a measured CPU peak down,
+        # and a low peak makes MFU read high.
+        peak, peak_source = peak_flops(strategy, precision, t.peak_flops)
+        return cls(config, run, strategy, chief, precision, xla, micro_batch, resume, peak, peak_source)
 
     def save_config(self):
         if self.chief:
             self.run.save_config(self.config)
+
+
+def peak_flops(strategy, precision, override):
+    """(peak FLOP/s of all devices together, where the per-device figure came from)."""
+    dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
+    peak, source = device_peak_flops(override, dtype)
+    # CPU replicas of one worker share its cores: one peak per worker, not per replica.
+    replicas = strategy.num_replicas_in_sync
+    local_devices = strategy.extended.worker_devices
+    devices = replicas // len(local_devices) if "CPU" in local_devices[0].upper() else replicas
+    return peak * devices, source
 
 
 def jit_compile(value, strategy):

@@ -28,19 +28,22 @@ def train(config, run_dir, written_keys=None):
     config, pretrained = init_from.resolve(config, written_keys)
     config = Resume.follow_saved(config, Run(run_dir), written_keys)
     task = TASKS[config.model.task]
-    session = Session.start(config, run_dir)
-    source, tokenizer = prepare_data(session, task, pretrained)
-    causal = task.attends_causally(pretrained.backbone_causal if pretrained else None)
-    if session.chief and pretrained:
-        session.run.save_backbone_info(pretrained.path, causal)
-    session.save_config()
-    data = task.datasets(config, source, tokenizer, session.strategy, causal)
-    with session.strategy.scope():
-        num_classes = source.label_map.num_classes if task.labeled else None
-        model = build_model(config, tokenizer.vocabulary_size, causal, num_classes)
-        if pretrained:
-            init_from.load_backbone(model, pretrained)
-        compile_model(session, model)
+    # Bad input found while the run is set up leaves nothing behind; the config written last
+    # marks a run that trains (and resumes).
+    with Run(run_dir).first_start():
+        session = Session.start(config, run_dir)
+        source, tokenizer = prepare_data(session, task, pretrained)
+        causal = task.attends_causally(pretrained.backbone_causal if pretrained else None)
+        data = task.datasets(config, source, tokenizer, session.strategy, causal)
+        with session.strategy.scope():
+            num_classes = source.label_map.num_classes if task.labeled else None
+            model = build_model(config, tokenizer.vocabulary_size, causal, num_classes)
+            if pretrained:
+                init_from.load_backbone(model, pretrained)
+            compile_model(session, model)
+        if session.chief and pretrained:
+            session.run.save_backbone_info(pretrained.path, causal)
+        session.save_config()
     fit(session, model, data, tokenizer.vocabulary_size)
     return model, tokenizer
 
