@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.export.export_testing import BigramLM
 from tfllm.export.generation_module import GenerationModule
 from tfllm.generator import Generator
 from tfllm.prompt_packer import MIN_BUCKET, PromptPacker
@@ -101,32 +102,14 @@ def test_max_length_is_checked():
         PromptPacker(1)
 
 
-class BigramLM:
-    """A stand-in for `CausalLM`: the logits at a position depend only on the token there."""
-
-    def __init__(self, vocabulary_size):
-        table = np.random.default_rng(3).normal(scale=2.0, size=(vocabulary_size, vocabulary_size))
-        self.table = tf.Variable(table.astype(np.float32))
-        self.weights = [self.table]
-
-    def __call__(self, inputs, training=False):
-        return tf.gather(self.table, inputs["token_ids"])
-
-    def build_cache(self, batch_size, max_length):
-        return tf.zeros(tf.stack([batch_size, max_length]))
-
-    def call_with_cache(self, token_ids, cache, cache_index):
-        logits = tf.gather(self.table, token_ids)
-        return logits, logits, cache
-
-
 PROMPTS = ["", "abc", "zz?", "abcdef" * 5, "fed"]
 MAX_LENGTH = 24
 
 
 @pytest.fixture(scope="module")
 def paths():
-    model = BigramLM(TOKENIZER.vocabulary_size)
+    size = TOKENIZER.vocabulary_size
+    model = BigramLM(np.random.default_rng(3).normal(scale=2.0, size=(size, size)).astype(np.float32))
     return (Generator(model, TOKENIZER, MAX_LENGTH, jit_compile=False),
             GenerationModule(model, TOKENIZER, MAX_LENGTH, jit_compile=False))
 

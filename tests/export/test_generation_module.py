@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.export.export_testing import BigramLM
 from tfllm.export.generation_module import GenerationModule
 from tfllm.samplers import validation
 from tfllm.tokenizers import CharTokenizer
@@ -28,24 +29,6 @@ def bigram_table():
                                 (token("f"), token("f")), (UNK, token("f")), (0, token("a"))]:
         table[previous, following] += 6.0
     return table
-
-
-class BigramLM:
-    """A stand-in for `CausalLM`: the logits at a position depend only on the token there."""
-
-    def __init__(self, table):
-        self.table = tf.Variable(table)
-        self.weights = [self.table]
-
-    def __call__(self, inputs, training=False):
-        return tf.gather(self.table, inputs["token_ids"])
-
-    def build_cache(self, batch_size, max_length):
-        return tf.zeros(tf.stack([batch_size, max_length]))
-
-    def call_with_cache(self, token_ids, cache, cache_index):
-        logits = tf.gather(self.table, token_ids)
-        return logits, logits, cache
 
 
 class PartialCharacterTokenizer(CharTokenizer):
