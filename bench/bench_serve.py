@@ -40,7 +40,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfllm import cli  # noqa: E402
-from tfllm.run import Checkpoints  # noqa: E402
 from tfllm.generator import Generator  # noqa: E402
 from tfllm.run import Run  # noqa: E402
 from tfllm.samplers import GreedySampler  # noqa: E402

@@ -1,7 +1,6 @@
 import dataclasses
 
 import pytest
-import yaml
 
 from tfllm import config as config_lib
 from tfllm.config import load_config, save_config

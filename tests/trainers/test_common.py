@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import tensorflow as tf
 
 from tests.trainers.run_testing import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)

@@ -16,7 +16,6 @@ from tests.trainers.run_testing import CAUSAL_LM_STEPS
 from tfllm import cli
 from tfllm.config import load_config, save_config
 from tfllm.data.finetune_pipeline import encode_classification
-from tfllm.data.labeled import LabelMap
 from tfllm.evaluation import TextScorer, rouge_scores
 from tfllm.run import Run
 

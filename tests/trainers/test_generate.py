@@ -31,7 +31,7 @@ def test_prints_each_prompt_with_its_greedy_completion(run_dir, capsys):
     assert generate(run_dir, "--prompt", "the", "--prompt", "a d", "--strategy", "greedy",
                     "--max-new-tokens", "6") == 0
     run = Run.open(run_dir)
-    config, tokenizer = run.config, run.tokenizer
+    tokenizer = run.tokenizer
     model, _ = run.load_model()
     expected = Generator(model, tokenizer, CONTEXT).generate(["the", "a d"], 6, GreedySampler())
     assert completions(capsys.readouterr().out) == ["the" + expected[0], "a d" + expected[1]]
