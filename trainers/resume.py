@@ -12,7 +12,6 @@ import json
 import os
 import typing
 
-from tfllm import config as config_lib
 from tfllm.callbacks.checkpointer import checkpoint_step, restore_training_state
 from tfllm.errors import UserError
 from tfllm.run import Checkpoints
@@ -97,7 +96,7 @@ class Resume:
 
 def _saved_config(run):
     try:
-        return config_lib.load_config(run.config_path)
+        return run.config
     except UserError as e:
         raise UserError(f"{run.path} holds a config.yaml that is not a tfllm config ({e}); choose a new --run-dir")
 

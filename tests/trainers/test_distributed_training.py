@@ -38,7 +38,7 @@ def train_in_process(corpus, strategy, run_dir, **changes):
     try:
         with contextlib.redirect_stdout(console):
             code = cli.main(["train", "--run-dir", run_dir, *tiny(
-                corpus, train__steps=20, train__eval_every=10, **changes
+                corpus, **{"train__steps": 20, "train__eval_every": 10, **changes}
             )])
     finally:
         patch.undo()
@@ -260,13 +260,7 @@ MASKED_LM = dict(model__task="masked_lm", train__clip_norm=0, train__weight_deca
 
 
 def masked_lm_weights(corpus, strategy, run_dir, **changes):
-    patch = pytest.MonkeyPatch()
-    patch.setattr(distribute, "make_strategy", lambda *args: strategy)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert cli.main(["train", "--run-dir", run_dir, *tiny(corpus, **MASKED_LM, **changes)]) == 0
-    finally:
-        patch.undo()
+    train_in_process(corpus, strategy, run_dir, **MASKED_LM, **changes)
     return final_weights_and_losses(run_dir)
 
 
