@@ -4,8 +4,10 @@ Times tfllm's CausalLM (6 layers, 6 heads, hidden 384, context 256, batch 16, vo
 in every cell of precision (float32, mixed_bfloat16) x XLA (off, on) x steps_per_execution
 (1, 4) x replicas (1, or 2 mirrored CPU replicas over the same global batch), each cell paired
 with KerasHub's GPT-2 (`keras_hub.models.GPT2Backbone` + tied head, same sizes) at KerasHub's
-best setting. That best setting is found first: KerasHub is screened over precision x XLA on one
-device (one warm-up, one timed `fit`), and the fastest model is kept for all the pairs.
+best precision x XLA setting and the cell's steps_per_execution, on one device. The best
+setting is found first: KerasHub is screened over precision x XLA on one device (one warm-up,
+one timed `fit`); a 2-replica cell is compared with KerasHub on one device at the same global
+batch (the question it answers: what do 2 replicas buy over the best single-device run).
 
 Each cell warms its model up (tracing, XLA compilation), then times `fit` calls of `--steps`
 optimizer steps in alternating rounds tfllm/KerasHub/tfllm/KerasHub..., so load from other
@@ -14,7 +16,7 @@ per wall second and per CPU second of this process (all threads summed). On a sh
 second core comes and goes, wall throughput jumps between two levels while throughput per CPU
 second mostly stays put (threads spinning for a descheduled partner still count), so the
 CPU-time columns are the ones to compare; the screen ranks by them too.
-tokens/s is the median over rounds; a ratio is the median of the per-round ratios. MFU is
+tokens/s is the median over rounds; a ratio is tfllm's median over KerasHub's. MFU is
 tokens per CPU second x model FLOPs per token (`tfllm.flops.training_flops_per_token`) / the
 FLOPs per CPU second of a large matmul in the cell's compute dtype (`tfllm.flops.
 measure_cpu_flops`, the better of a measurement at the start and one at the end): the share of
@@ -128,6 +130,15 @@ def best_kerashub(strategy, dataset, steps):
     return best[1], best[2]
 
 
+def kerashub_baselines(setting, screened, strategy, dataset, spes):
+    """KerasHub at its best precision x XLA setting for each steps_per_execution value, warmed up."""
+    baselines = {1: screened}
+    for spe in set(spes) - {1}:
+        baselines[spe] = build("kerashub", strategy, setting["precision"], setting["jit"], spe)
+        baselines[spe].fit(dataset, epochs=1, steps_per_epoch=max(spe, 2), shuffle=False, verbose=0)
+    return baselines
+
+
 def run_cell(cell, strategies, baseline, dataset, steps, rounds):
     model = build("tfllm", strategies[cell["replicas"]], cell["precision"], cell["jit"], cell["spe"])
     try:
@@ -142,16 +153,15 @@ def run_cell(cell, strategies, baseline, dataset, steps, rounds):
     del model
     gc.collect()
     median = lambda values: statistics.median(list(values))  # noqa: E731
-    return {
+    row = {
         **cell,
         "tfllm": median(a[0] for a, _ in pairs),
         "kerashub": median(b[0] for _, b in pairs),
-        "ratio": median(a[0] / b[0] for a, b in pairs),
         "tfllm_cpu": median(a[1] for a, _ in pairs),
         "kerashub_cpu": median(b[1] for _, b in pairs),
-        "cpu_ratio": median(a[1] / b[1] for a, b in pairs),
         "rounds": [(round(a[0]), round(b[0])) for a, b in pairs],
     }
+    return {**row, "ratio": row["tfllm"] / row["kerashub"], "cpu_ratio": row["tfllm_cpu"] / row["kerashub_cpu"]}
 
 
 def cells(args):
@@ -165,7 +175,8 @@ def cells(args):
 def format_table(rows, kerashub_setting, peak_flops):
     lines = [
         f"KerasHub's best setting (screened over precision x XLA on one device): "
-        f"{kerashub_setting['precision']}, jit={kerashub_setting['jit']}, steps_per_execution=1. "
+        f"{kerashub_setting['precision']}, jit={kerashub_setting['jit']}, on one device, at each row's "
+        f"steps_per_execution. "
         f"Matmul peak per CPU second: float32 {peak_flops['float32'] / 1e9:.0f} GFLOP, "
         f"bfloat16 {peak_flops['mixed_bfloat16'] / 1e9:.0f} GFLOP.",
         "",
@@ -210,10 +221,12 @@ def main():
     strategies = {2: distribute.make_strategy("mirrored", cpu_replicas=2), 1: distribute.make_strategy("one_device")}
     peak_flops = measure_peaks()
     dataset = make_dataset(CONFIG)
-    kerashub_setting, baseline = best_kerashub(strategies[1], dataset, steps)
+    kerashub_setting, screened = best_kerashub(strategies[1], dataset, steps)
+    baselines = kerashub_baselines(kerashub_setting, screened, strategies[1], dataset,
+                                   [cell["spe"] for cell in cells(args)])
     rows = []
     for cell in cells(args):
-        row = run_cell(cell, strategies, baseline, dataset, steps, rounds)
+        row = run_cell(cell, strategies, baselines[cell["spe"]], dataset, steps, rounds)
         rows.append(row)
         if "error" in row:
             print(f"{cell}: fails in Keras: {row['error']}", flush=True)

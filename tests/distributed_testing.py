@@ -22,15 +22,17 @@ SETUPS = [
 ]
 
 
-def train(make_model, dataset, strategy, grad_accum_steps):
+def train(make_model, dataset, strategy, grad_accum_steps, steps=None):
     """One epoch of `make_model(strategy, grad_accum_steps)` over `dataset`, one optimizer step a
-    batch; returns (final weights, mean training loss)."""
+    batch (`steps` of them: a distributed dataset does not know its length); returns (final
+    weights, mean training loss)."""
     model = make_model(strategy, grad_accum_steps)
     # The equivalences also hold for a model that ignores its setup, so check that it has it.
     assert model.distribute_strategy is strategy
     assert model.grad_accum_steps == grad_accum_steps, (model.grad_accum_steps, grad_accum_steps)
-    history = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
-    assert int(model.optimizer.iterations.numpy()) == int(dataset.cardinality())
+    steps = steps or int(dataset.cardinality())
+    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations.numpy()) == steps
     return [w.numpy() for w in model.weights], history.history["loss"][0]
 
 

@@ -1,13 +1,17 @@
 """Each test reproduces an upstream bug with Keras alone and asserts it is still there.
 
-When one of these fails, Keras has fixed the bug: delete the matching workaround in
+When one of these fails, Keras (or tensorflow-text) has fixed the bug: delete the matching workaround in
 tfllm/compat.py (and this test).
 """
+
+import io
 
 import keras
 import numpy as np
 import pytest
+import sentencepiece
 import tensorflow as tf
+import tensorflow_text as tf_text
 
 from tfllm import compat
 
@@ -50,3 +54,31 @@ def test_keras_gradient_accumulation_fails_under_mirrored_strategy(mirrored_stra
     x = np.ones((8, 4), "float32")
     with pytest.raises(Exception, match="merge_call"):
         model.fit(x, x[:, :1], batch_size=4, epochs=1, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_model():
+    texts = ["the quick brown fox jumps over the lazy dog", "a lazy dog sleeps", "quick foxes run"] * 20
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=30, model_type="unigram", minloglevel=2
+    )
+    return model.getvalue()
+
+
+def test_tf_text_sentencepiece_dies_at_set_seed_and_the_workaround_survives(sentencepiece_model, tmp_path):
+    upstream = tf_text.SentencepieceTokenizer(model=sentencepiece_model, out_type=tf.int32)
+    fixed = compat.sentencepiece_tokenizer(sentencepiece_model)
+    expected = upstream.tokenize(["the lazy fox"]).to_list()
+    tf.random.set_seed(0)
+    with pytest.raises(tf.errors.NotFoundError, match="SentencepieceOp"):
+        upstream.tokenize(["the lazy fox"])  # the upstream bug: the kernel's resource is gone
+    assert fixed.tokenize(["the lazy fox"]).to_list() == expected
+
+    module = tf.Module()
+    module.tokenizer = fixed
+    module.tokenize = tf.function(lambda s: fixed.tokenize(s).flat_values, input_signature=[tf.TensorSpec([None], tf.string)])
+    tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    tf.random.set_seed(1)
+    assert loaded.tokenize(tf.constant(["the lazy fox"])).numpy().tolist() == expected[0]

@@ -3,8 +3,8 @@
 Each task model trains 3 steps on batches whose micro-batches and replica shares hold very
 different numbers of weighted tokens (padding, masked positions, prompt tokens, class weights),
 with plain SGD and no clipping (a wrong gradient scale moves the weights by that scale) and with
-AdamW, clipping off. 4 micro-batches, 2 mirrored replicas and both must give the weights and the
-loss of one device and one batch. A per-micro-batch mean averaged with equal weight fails here:
+AdamW, clipping off. 4 micro-batches, 2 mirrored replicas, both, and 2 worker processes must
+give the weights and the loss of one device and one batch. A per-micro-batch mean averaged with equal weight fails here:
 it counts a token of a sparse micro-batch several times more than one of a dense micro-batch.
 """
 
@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests import distributed_testing
+from tests.trainers.worker_testing import LocalWorkers
 from tests.layer_testing import global_policy, random_ids
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
@@ -117,6 +118,44 @@ def test_every_task_trains_like_one_device_and_one_batch(task, optimizer, strate
     strategy = request.getfixturevalue(strategy_name)
     got = distributed_testing.train(builder(task, optimizer), TASKS[task][1](), strategy, grad_accum_steps)
     distributed_testing.assert_same_training(got, references(task, optimizer))
+
+
+def worker_share(dataset, context):
+    """This worker's rows of every global batch: with n rows a worker, worker i takes rows
+    i * n to (i + 1) * n - 1 of each batch of BATCH rows."""
+    rows = context.get_per_replica_batch_size(BATCH)
+    start = context.input_pipeline_id * rows
+    return dataset.map(lambda *batch: tf.nest.map_structure(lambda t: t[start : start + rows], batch))
+
+
+def train_every_task_on_workers(path):
+    """In a worker process of a 2-worker cluster: every (task, optimizer) trained on this
+    worker's half of each global batch; the weights and losses saved to `path`."""
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    results = {}
+    for task in sorted(TASKS):
+        for optimizer in sorted(OPTIMIZERS):
+            dataset = strategy.distribute_datasets_from_function(
+                lambda context: worker_share(TASKS[task][1](), context))
+            weights, loss = distributed_testing.train(builder(task, optimizer), dataset, strategy, 1, STEPS)
+            results.update({f"{task}/{optimizer}/{i}": w for i, w in enumerate(weights)})
+            results[f"{task}/{optimizer}/loss"] = np.float64(loss)
+    np.savez(path, **results)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_every_task_like_one_device(references, tmp_path):
+    paths = [tmp_path / f"worker{index}.npz" for index in range(2)]
+    script = "import sys; from tests import test_train_step_weighting as t; t.train_every_task_on_workers(sys.argv[1])"
+    LocalWorkers(tmp_path, [["-c", script, str(path)] for path in paths]).finish(timeout=400)
+    chief, other = (np.load(path) for path in paths)
+    for task in sorted(TASKS):
+        for optimizer in sorted(OPTIMIZERS):
+            weights, loss = references(task, optimizer)
+            got = [chief[f"{task}/{optimizer}/{i}"] for i in range(len(weights))]
+            distributed_testing.assert_same_training((got, float(chief[f"{task}/{optimizer}/loss"])), (weights, loss))
+            for i in range(len(weights)):
+                np.testing.assert_array_equal(other[f"{task}/{optimizer}/{i}"], got[i])
 
 
 # bfloat16 keeps 8 significant bits: each activation and gradient of a matmul is rounded by up

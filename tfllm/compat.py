@@ -28,9 +28,20 @@ workaround here.
    Workaround: `DistributedTrainStep` skips that symbolic build under multi-worker (building at
    trace time, as Keras does without a strategy) and returns metrics of shape (1,), whose
    axis-0 mean across replicas is the global mean.
+5. tensorflow-text's `SentencepieceTokenizer` keeps its model in a resource owned by the eager
+   kernel that created it (tensorflow/text#570, TODO b/318839908 in its source).
+   `tf.random.set_seed` (and so `keras.utils.set_random_seed`) clears the eager kernel cache,
+   which deletes that resource: every later `tokenize` fails with "Resource
+   .../SentencepieceOp/... does not exist". Workaround: `sentencepiece_tokenizer` creates the
+   resource under a `shared_name` taken from the model's hash, so the resource manager, not the
+   kernel, owns it; two tokenizers share one resource only when their models are identical.
 """
 
+import hashlib
+
 import tensorflow as tf
+import tensorflow_text as tf_text
+from tensorflow_text.python.ops import sentencepiece_tokenizer as tf_text_sentencepiece
 
 
 def sum_repeated_slices(gradients):
@@ -88,3 +99,21 @@ def reducible_metrics(logs, strategy):
     if not is_multi_worker(strategy):
         return logs
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+class _SharedSentencepieceModel(tf_text_sentencepiece._SentencepieceModelResource):
+    """The SentencePiece model resource under a name derived from the model (workaround 5)."""
+
+    def _create_resource(self):
+        shared_name = "sentencepiece_" + hashlib.sha256(self._model).hexdigest()[:32]
+        with tf.name_scope(self._name or "SentenceTokenizerInitializer"):
+            return tf_text_sentencepiece.gen_sentencepiece_tokenizer.sentencepiece_op(
+                model=self._model, shared_name=shared_name
+            )
+
+
+def sentencepiece_tokenizer(model_proto: bytes) -> tf_text.SentencepieceTokenizer:
+    """A tensorflow-text SentencePiece tokenizer (int32 ids) that survives `tf.random.set_seed`."""
+    tokenizer = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+    tokenizer._model_resource = _SharedSentencepieceModel(model_proto, None)
+    return tokenizer

@@ -52,7 +52,7 @@ def main(config, run_dir, written_keys=None):
     """`tfllm train`: train, then show what the run does (samples of a generating task)."""
     model, tokenizer = train(config, run_dir, written_keys)
     task = TASKS[config.model.task]
-    if task.generates and task.read_examples is None:
+    if task.generates and task.read_examples is None and config.train.samples:
         print_samples(config, model, tokenizer)
     print(f"Run written to {run_dir}; try: {task.next_step.format(run_dir=run_dir)}")
 

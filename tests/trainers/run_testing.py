@@ -2,10 +2,15 @@
 (the `causal_lm_run` fixture of tests/conftest.py), and a synthetic corpus with the overrides of
 runs that take seconds, for tests that assert their own step counts and settings."""
 
+import glob
+import json
 import os
+import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORDS = ("the a model learns to predict next token from text data every step weight gradient batch "
@@ -23,8 +28,8 @@ CAUSAL_LM_RUN = [
     "model.num_layers=2", "model.num_heads=2", "model.hidden_dim=16", "model.intermediate_dim=32",
     f"model.seq_len={CAUSAL_LM_CONTEXT}", "train.batch_size=8", f"train.steps={CAUSAL_LM_STEPS}",
     f"train.eval_every={CAUSAL_LM_STEPS}", "train.eval_batches=1", "train.log_every=2",
-    "train.warmup_steps=1", "train.learning_rate=1e-5", "train.min_learning_rate=1e-6", "train.samples=1",
-    "train.sample_tokens=4", "train.precision=float32",
+    "train.warmup_steps=1", "train.learning_rate=1e-5", "train.min_learning_rate=1e-6", "train.samples=0",
+    "train.precision=float32",
 ]
 
 
@@ -36,7 +41,7 @@ def tiny(corpus, **changes):
         "model.num_layers": 2, "model.num_heads": 2, "model.hidden_dim": 16, "model.intermediate_dim": 32,
         "model.seq_len": 16, "train.batch_size": 8, "train.steps": 10, "train.eval_every": 5,
         "train.eval_batches": 2, "train.log_every": 5, "train.warmup_steps": 2, "train.clip_norm": 0.05,
-        "train.samples": 1, "train.sample_tokens": 4, "train.peak_flops": PEAK_FLOPS,
+        "train.samples": 0, "train.peak_flops": PEAK_FLOPS,
         "train.precision": "float32",
     }
     settings.update({key.replace("__", "."): value for key, value in changes.items()})
@@ -50,3 +55,63 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n\n".join(documents) + "\n")
     return str(path)
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def logged_steps(run_dir, tag="train/loss"):
+    """The steps of every `tag` event in the run's TensorBoard files, in order, repeats included."""
+    steps = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "logs", "**", "*.tfevents.*"), recursive=True)):
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
+def checkpoint_tensors(run_dir):
+    path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
+    reader = tf.train.load_checkpoint(path)
+    names = [name for name in reader.get_variable_to_shape_map() if name.startswith(("model/", "optimizer/"))]
+    return path, {name: reader.get_tensor(name) for name in names}
+
+
+def assert_runs_end_alike(resumed, reference, steps, log_every, context=""):
+    """The resumed run ends where the uninterrupted `reference` ends: the same last checkpoint
+    (weights and optimizer state), the same metrics records with the same losses before and
+    after the resume point, and each logged step once in TensorBoard. `context` goes into a
+    failure's message (the kill and resume steps)."""
+    reference_path, expected = checkpoint_tensors(reference)
+    resumed_path, actual = checkpoint_tensors(resumed)
+    assert os.path.basename(reference_path) == os.path.basename(resumed_path) == f"ckpt-{steps}"
+    assert expected.keys() == actual.keys() and len(expected) > 10
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, rtol=0, err_msg=f"{name} ({context})")
+    logged = list(range(log_every, steps + 1, log_every))
+    assert sorted(logged_steps(resumed)) == logged_steps(reference) == logged
+    before, after = read_metrics(reference), read_metrics(resumed)
+    assert [r["step"] for r in after] == [r["step"] for r in before] == logged
+    for a, b in zip(after, before):
+        for key in ("loss", "val_loss"):
+            assert (key in a) == (key in b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a, b, context)
+
+
+def wait_for_step(run_dir, step, processes, timeout=240):
+    """Wait until the run has a checkpoint and has logged `step` or a later one; returns False
+    if a process ended or time ran out first."""
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    latest = os.path.join(run_dir, "checkpoints", "latest")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(process.poll() is None for process in processes):
+        if tf.train.latest_checkpoint(latest) and os.path.exists(metrics):
+            with open(metrics) as f:
+                lines = f.read().split("\n")[:-1]  # the last line may still be being written
+            if any(json.loads(line).get("step", 0) >= step for line in lines):
+                return True
+        time.sleep(0.02)
+    return False

@@ -1,6 +1,8 @@
 """End to end: `tfllm train` then `tfllm generate` on the built-in corpus, tiny sizes."""
 
 import collections
+import contextlib
+import io
 import json
 import math
 import os
@@ -26,10 +28,27 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def trained(tmp_path_factory):
+    """(run dir, console output) of the tiny run."""
     run_dir = str(tmp_path_factory.mktemp("run") / "tiny")
-    assert cli.main(["train", "--run-dir", run_dir, *TINY]) == 0
-    return run_dir
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert cli.main(["train", "--run-dir", run_dir, *TINY]) == 0
+    return run_dir, console.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained):
+    return trained[0]
+
+
+def test_a_generating_run_ends_with_its_samples(trained):
+    # train.samples=1: one sample of the first prompt, at most 8 new tokens (characters here).
+    console = trained[1]
+    samples = console[console.index("Samples:\n") + len("Samples:\n") : console.index("Run written to ")]
+    header, sample = samples.split("\n", 1)
+    assert header == "--- 'The '"
+    assert sample.startswith("The ") and len(sample) <= len("The ") + 8 + 1, sample
 
 
 def unigram_entropy(run_dir, split):

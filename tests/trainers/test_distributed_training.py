@@ -4,10 +4,12 @@ Every run trains a tiny model on a generated corpus of a few hundred short docum
 """
 
 import contextlib
-import types
 import io
-import json
 import os
+import random
+import signal
+import time
+import types
 
 import keras
 import numpy as np
@@ -23,7 +25,8 @@ from tfllm.flops import training_flops_per_token
 from tfllm.data.corpus_stats import CorpusStats
 from tfllm.run import Checkpoints, Run
 from tfllm.tokenizers import load_tokenizer
-from tests.trainers.run_testing import PEAK_FLOPS, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.run_testing import (  # noqa: F401  (corpus: a fixture)
+    PEAK_FLOPS, assert_runs_end_alike, corpus, read_metrics, tiny, wait_for_step)
 from tests.trainers.worker_testing import WorkerJob
 from tfllm.tasks import TASKS
 from tfllm.trainers.fit import compile_model
@@ -56,8 +59,7 @@ def mirrored_run(corpus, mirrored_strategy, tmp_path_factory):
 def final_weights_and_losses(run_dir):
     run = Run.open(run_dir)
     model, _ = run.load_model(prefer_best=False)
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
+    losses = [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
     return [w.numpy() for w in model.weights], losses
 
 
@@ -80,8 +82,7 @@ def test_mfu_and_tokens_per_sec_land_in_metrics_jsonl_and_tensorboard(mirrored_r
     config = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
     vocab = load_tokenizer(os.path.join(run_dir, "tokenizer")).vocabulary_size
     per_token = training_flops_per_token(2, 16, 32, vocab, 16)
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        records = [r for r in map(json.loads, f) if "loss" in r]
+    records = [r for r in read_metrics(run_dir) if "loss" in r]
     assert [r["step"] for r in records] == [5, 10, 15, 20]
     for r in records:
         assert r["tokens_per_sec"] > 0
@@ -140,11 +141,24 @@ def single_process_reference(run_dir):
     return model, initial, [w.numpy() for w in model.weights]
 
 
-@pytest.mark.slow
-def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(corpus, tmp_path):
-    chief, worker = tmp_path / "worker0", tmp_path / "worker1"
-    _, weights = WorkerJob(tmp_path, [chief, worker], tiny(corpus, distribute__strategy="multi_worker")).finish()
+# The two-worker job of the tests below: long enough to be killed in the middle of its one
+# epoch and resumed there.
+TWO_WORKERS = dict(distribute__strategy="multi_worker", train__steps=20, train__eval_every=20, train__log_every=5,
+                   train__checkpoint_every=5, train__keep_checkpoints=10)
 
+
+@pytest.fixture(scope="module")
+def two_worker_run(corpus, tmp_path_factory):
+    """An uninterrupted two-worker job with a --run-dir each: (chief's run dir, other's, each worker's weights)."""
+    tmp_path = tmp_path_factory.mktemp("two_workers")
+    chief, worker = tmp_path / "worker0", tmp_path / "worker1"
+    _, weights = WorkerJob(tmp_path, [chief, worker], tiny(corpus, **TWO_WORKERS)).finish()
+    return chief, worker, weights
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(two_worker_run):
+    chief, worker, weights = two_worker_run
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
     model, initial, reference = single_process_reference(str(chief))
@@ -159,11 +173,56 @@ def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(c
     assert not worker.exists()  # the other worker prepares its data in a private temporary directory
     # Two CPU workers: the global throughput is measured against two hosts' peaks.
     per_token = training_flops_per_token(2, 16, 32, model.backbone.vocabulary_size, 16)
-    with open(chief / "metrics.jsonl") as f:
-        records = [r for r in map(json.loads, f) if "loss" in r]
-    assert [r["step"] for r in records] == [5, 10]
+    records = [r for r in read_metrics(str(chief)) if "loss" in r]
+    assert [r["step"] for r in records] == [5, 10, 15, 20]
     for r in records:
         assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * per_token / (2 * PEAK_FLOPS), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_killed_multi_worker_job_restarted_ends_like_the_uninterrupted_job(two_worker_run, corpus, tmp_path):
+    # Both workers get the same --run-dir, as on a shared file system: only the chief writes it,
+    # and the other worker reads the chief's checkpoints to resume.
+    run_dir = tmp_path / "run"
+    overrides = tiny(corpus, **TWO_WORKERS)
+    kill_after = random.Random("two workers").randrange(7, 14)  # seeded: a failure can be replayed
+    # Paused steps: the job is still running when the kill point is seen.
+    job = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="killed", step_pause=0.3)
+    reached = wait_for_step(str(run_dir), kill_after, job.processes)
+    job.processes[1].send_signal(signal.SIGKILL)  # worker 1 dies mid-run
+    time.sleep(1.0)
+    job.kill()  # the chief waits for it in a collective: the scheduler restarts the whole job
+    outputs = job.outputs()
+    assert reached and job.processes[1].returncode == -signal.SIGKILL, "\n".join(outputs)
+    saved = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
+    step = int(saved.rsplit("-", 1)[1])
+    assert 0 < step < TWO_WORKERS["train__steps"], saved
+
+    # The restarted job continues from the last checkpoint on both workers and ends where the
+    # uninterrupted job ended: weights, optimizer state and logged losses.
+    outputs, weights = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="restarted").finish()
+    for output in outputs:
+        assert f"Resuming from {saved} (step {step})" in output, output
+    chief, _, uninterrupted = two_worker_run
+    for a, b, c in zip(weights[0], weights[1], uninterrupted[0]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-6, rtol=0)
+    assert_runs_end_alike(str(run_dir), str(chief), TWO_WORKERS["train__steps"], 5,
+                          f"killed after step {kill_after}, resumed at {step}")
+
+    # A worker that cannot see the chief's checkpoints would start over while the chief resumes:
+    # every worker refuses instead of training different steps.
+    job = WorkerJob(tmp_path, [run_dir, tmp_path / "elsewhere"], tiny(corpus, **{**TWO_WORKERS, "train__steps": 30}),
+                    name="unshared")
+    try:
+        for process in job.processes:
+            process.wait(timeout=120)
+    finally:
+        job.kill()
+    outputs = job.outputs()
+    assert [p.returncode for p in job.processes] == [2, 2], "\n".join(outputs)
+    for output in outputs:
+        assert "tfllm train: error: the workers found different checkpoints to resume" in output, output
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from tests.trainers.run_testing import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.run_testing import (  # noqa: F401  (corpus: a fixture)
+    REPO, assert_runs_end_alike, corpus, logged_steps, read_metrics, tiny, wait_for_step)
 from tests.trainers.worker_testing import WorkerJob
 from tfllm import cli, distribute
 from tfllm.run import Run
@@ -73,11 +73,6 @@ def train_in_process(strategy, run_dir, overrides):
     return console.getvalue()
 
 
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 def kill_at_a_random_step(run_dir, overrides, rng):
     """Start `tfllm train` in a subprocess and SIGKILL it once it has logged step >= a random step
     and written a checkpoint."""
@@ -86,15 +81,9 @@ def kill_at_a_random_step(run_dir, overrides, rng):
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     log = open(os.path.join(os.path.dirname(run_dir), "killed.log"), "w+")
     process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            saved = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
-            if saved and os.path.exists(metrics) and any(r.get("step", 0) >= kill_after for r in read_metrics(run_dir)):
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
+        if wait_for_step(run_dir, kill_after, [process]):
+            process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
@@ -104,23 +93,6 @@ def kill_at_a_random_step(run_dir, overrides, rng):
         log.close()
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{output[-3000:]}"
     return kill_after
-
-
-def logged_steps(run_dir, tag="train/loss"):
-    """The steps of every `tag` event in the run's TensorBoard files, in order, repeats included."""
-    steps = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "logs", "**", "*.tfevents.*"), recursive=True)):
-        for record in tf.data.TFRecordDataset(path):
-            event = event_pb2.Event.FromString(record.numpy())
-            steps += [event.step for value in event.summary.value if value.tag == tag]
-    return steps
-
-
-def checkpoint_tensors(run_dir):
-    path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
-    reader = tf.train.load_checkpoint(path)
-    names = [name for name in reader.get_variable_to_shape_map() if name.startswith(("model/", "optimizer/"))]
-    return path, {name: reader.get_tensor(name) for name in names}
 
 
 @pytest.mark.slow
@@ -145,74 +117,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(scenario, corpus,
     console = train_in_process(strategy, resumed, overrides)
     assert f"Resuming from {saved} (step {resume_step})" in console
 
-    reference_path, expected = checkpoint_tensors(reference)
-    resumed_path, actual = checkpoint_tensors(resumed)
-    assert os.path.basename(reference_path) == os.path.basename(resumed_path) == f"ckpt-{STEPS}"
-    assert expected.keys() == actual.keys() and len(expected) > 10
-    for name in expected:
-        np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, rtol=0,
-                                   err_msg=f"{name} (killed after step {kill_after}, resumed at {resume_step})")
-    # The same records, losses included, before and after the resume point, and TensorBoard
-    # holds each step once.
-    assert sorted(logged_steps(resumed)) == logged_steps(reference) == list(range(5, STEPS + 1, 5))
-    before, after = read_metrics(reference), read_metrics(resumed)
-    assert [r["step"] for r in after] == [r["step"] for r in before] == list(range(5, STEPS + 1, 5))
-    for a, b in zip(after, before):
-        for key in ("loss", "val_loss"):
-            assert (key in a) == (key in b)
-            if key in a:
-                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a, b, resume_step)
-
-
-@pytest.mark.slow
-def test_a_multi_worker_job_with_a_killed_worker_resumes_from_the_last_checkpoint(corpus, tmp_path):  # noqa: F811
-    # Both workers get the same --run-dir, as on a shared file system: only the chief writes it,
-    # and the other worker reads the chief's checkpoints to resume.
-    run_dir = tmp_path / "run"
-    latest = os.path.join(run_dir, "checkpoints", "latest")
-    settings = dict(distribute__strategy="multi_worker", train__eval_every=10, train__log_every=5,
-                    train__checkpoint_every=5, train__keep_checkpoints=3)
-    # A job long enough to be killed in the middle.
-    job = WorkerJob(tmp_path, [run_dir] * 2, tiny(corpus, train__steps=100_000, **settings), name="killed")
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and all(p.poll() is None for p in job.processes):
-        saved = tf.train.latest_checkpoint(latest)
-        if saved and int(saved.rsplit("-", 1)[1]) >= 10:
-            break
-        time.sleep(0.05)
-    job.processes[1].send_signal(signal.SIGKILL)  # worker 1 dies mid-run
-    time.sleep(1.0)
-    job.kill()  # the chief waits for it in a collective: the scheduler restarts the whole job
-    outputs = job.outputs()
-    assert job.processes[1].returncode == -signal.SIGKILL, "\n".join(outputs)
-    saved = tf.train.latest_checkpoint(latest)
-    assert saved, "\n".join(outputs)
-    step = int(saved.rsplit("-", 1)[1])
-
-    # The restarted job (with a reachable end) continues from the last checkpoint on both workers.
-    outputs, weights = WorkerJob(tmp_path, [run_dir] * 2, tiny(corpus, train__steps=step + 10, **settings),
-                                 name="restarted").finish()
-    for output in outputs:
-        assert f"Resuming from {saved} (step {step})" in output, output
-    for a, b in zip(*weights):
-        np.testing.assert_array_equal(a, b)
-    assert tf.train.latest_checkpoint(latest).endswith(f"ckpt-{step + 10}")
-    steps = [r["step"] for r in read_metrics(str(run_dir)) if "loss" in r]
-    assert steps == list(range(5, step + 11, 5))
-
-    # A worker that cannot see the chief's checkpoints would start over while the chief resumes:
-    # every worker refuses instead of training different steps.
-    job = WorkerJob(tmp_path, [run_dir, tmp_path / "elsewhere"], tiny(corpus, train__steps=step + 20, **settings),
-                    name="unshared")
-    try:
-        for process in job.processes:
-            process.wait(timeout=120)
-    finally:
-        job.kill()
-    outputs = job.outputs()
-    assert [p.returncode for p in job.processes] == [2, 2], "\n".join(outputs)
-    for output in outputs:
-        assert "tfllm train: error: the workers found different checkpoints to resume" in output, output
+    assert_runs_end_alike(resumed, reference, STEPS, 5, f"killed after step {kill_after}, resumed at {resume_step}")
 
 
 def test_resume_refuses_a_changed_config_naming_the_keys(corpus, one_device_strategy, tmp_path, capsys):  # noqa: F811

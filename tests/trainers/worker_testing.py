@@ -1,5 +1,5 @@
-"""Local multi-worker jobs for the trainer tests: `tfllm train` in 2 worker processes on
-localhost ports, each writing its final weights to a `.npz` file."""
+"""Local multi-worker jobs: worker processes on localhost ports, and `tfllm train` in 2 of them,
+each writing its final weights to a `.npz` file."""
 
 import json
 import os
@@ -12,14 +12,26 @@ import numpy as np
 
 from tests.trainers.run_testing import REPO
 
-# `tfllm train` with the model's final weights saved to argv[1].
+# `tfllm train` with the model's final weights saved to argv[1], and a pause of
+# $STEP_PAUSE_SECONDS after every step (a job slow enough to be killed at a chosen step).
 WORKER = """
+import os
 import sys
+import time
+import keras
 import numpy as np
 from tfllm import cli
+from tfllm.trainers import fit
 from tfllm.trainers import train as program
 
 train = program.train
+make_callbacks = fit.make_callbacks
+pause = float(os.environ.get("STEP_PAUSE_SECONDS", 0))
+
+def paused_callbacks(*args):
+    callbacks, state, verbose = make_callbacks(*args)
+    callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: time.sleep(pause)))
+    return callbacks, state, verbose
 
 def train_and_save(config, run_dir, written_keys=None):
     model, tokenizer = train(config, run_dir, written_keys)
@@ -27,6 +39,8 @@ def train_and_save(config, run_dir, written_keys=None):
     return model, tokenizer
 
 program.train = train_and_save
+if pause:
+    fit.make_callbacks = paused_callbacks
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -41,27 +55,26 @@ def free_ports(count):
     return ports
 
 
-class WorkerJob:
-    """Two `tfllm train` worker processes; `run_dirs[i]` is worker i's --run-dir."""
+class LocalWorkers:
+    """The worker processes of one `MultiWorkerMirroredStrategy` cluster on localhost ports;
+    `arguments[i]` is worker i's command line after `python`."""
 
-    def __init__(self, tmp_path, run_dirs, overrides, name="job"):
-        addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
-        self.weights = [tmp_path / f"{name}-weights{index}.npz" for index in range(2)]
+    def __init__(self, tmp_path, arguments, name="job", env=None):
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(len(arguments))]
         self.processes, self.logs = [], []
-        for index in range(2):
-            env = dict(os.environ, TF_CONFIG=json.dumps(
+        for index, argv in enumerate(arguments):
+            worker_env = dict(os.environ, **(env or {}), TF_CONFIG=json.dumps(
                 {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
             ))
-            command = [sys.executable, "-c", WORKER, str(self.weights[index]),
-                       "train", "--run-dir", str(run_dirs[index]), *overrides]
             # Output goes to files: a full pipe would block a worker and, with it, the collectives.
             self.logs.append(open(tmp_path / f"{name}-worker{index}.log", "w+"))
             self.processes.append(
-                subprocess.Popen(command, cwd=REPO, env=env, stdout=self.logs[-1], stderr=subprocess.STDOUT)
+                subprocess.Popen([sys.executable, *argv], cwd=REPO, env=worker_env, stdout=self.logs[-1],
+                                 stderr=subprocess.STDOUT)
             )
 
     def wait(self, timeout):
-        """Wait for both workers (stopping early when one fails); returns whether time ran out."""
+        """Wait for every worker (stopping early when one fails); returns whether time ran out."""
         deadline = time.monotonic() + timeout
         try:
             for process in self.processes:
@@ -89,15 +102,31 @@ class WorkerJob:
         return texts
 
     def finish(self, timeout=300):
-        """Wait for a job that must succeed; returns each worker's final weights."""
+        """Wait for workers that must succeed; returns each worker's console output."""
         timed_out = self.wait(timeout)
         outputs = self.outputs()
         for log in self.logs:
             log.close()
-        assert [process.returncode for process in self.processes] == [0, 0], (
+        assert [process.returncode for process in self.processes] == [0] * len(self.processes), (
             f"timed out after {timeout}s\n" * timed_out + "\n".join(outputs)
         )
-        return outputs, [load_weights(path) for path in self.weights]
+        return outputs
+
+
+class WorkerJob(LocalWorkers):
+    """`tfllm train` in two worker processes; `run_dirs[i]` is worker i's --run-dir, and each
+    step is followed by a pause of `step_pause` seconds."""
+
+    def __init__(self, tmp_path, run_dirs, overrides, name="job", step_pause=0.0):
+        self.weights = [tmp_path / f"{name}-weights{index}.npz" for index in range(2)]
+        super().__init__(tmp_path, [
+            ["-c", WORKER, str(self.weights[index]), "train", "--run-dir", str(run_dirs[index]), *overrides]
+            for index in range(2)
+        ], name, {"STEP_PAUSE_SECONDS": str(step_pause)})
+
+    def finish(self, timeout=300):
+        """Wait for a job that must succeed; returns its outputs and each worker's final weights."""
+        return super().finish(timeout), [load_weights(path) for path in self.weights]
 
 
 def load_weights(path):

@@ -7,8 +7,8 @@ from typing import Iterable, Iterator
 
 import sentencepiece
 import tensorflow as tf
-import tensorflow_text as tf_text
 
+from tfllm import compat
 from tfllm.errors import UserError
 from tfllm.tokenizers.tokenizer import NUM_SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import Tokenizer
@@ -55,7 +55,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_proto = model_proto
         meta_bytes = _META_SYMBOL.encode("utf-8")
         self._meta_ids = tf.constant([self._processor.piece_to_id(f"<0x{b:02X}>") for b in meta_bytes], tf.int32)
-        self._sentencepiece = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+        self._sentencepiece = compat.sentencepiece_tokenizer(model_proto)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, max_chars: int = 20_000_000) -> "SentencePieceTokenizer":
