@@ -23,6 +23,6 @@ setup(
         "rouge-score>=0.1.2",
         "werkzeug>=3.0",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6"]},
     entry_points={"console_scripts": ["tfllm=tfllm.cli:main"]},
 )

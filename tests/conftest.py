@@ -3,6 +3,11 @@ import os
 # Quiet TensorFlow's C++ logging and keep tests on the CPU the suite is sized for.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# One thread per op: the test models are tiny, and the suite runs one worker process per core
+# (pytest.ini), some starting training subprocesses of their own; TensorFlow's default of a
+# thread per core in every process oversubscribes the cores several times over. Subprocesses
+# inherit the setting.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

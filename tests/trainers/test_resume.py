@@ -29,13 +29,12 @@ from tfllm.run import Run
 STEPS = 30
 RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
               train__keep_checkpoints=10)
-# (strategy fixture, config changes): one device, 2 mirrored CPU replicas, gradient accumulation,
-# and every task: a masked LM (its masks), a packed causal LM, a classifier with balanced class
-# weights and a prompt -> completion model ({examples} is their data file).
+# (strategy fixture, config changes): a causal LM on one device with gradient accumulation, on 2
+# mirrored CPU replicas, and every task: a masked LM (its masks), a packed causal LM, a classifier
+# with balanced class weights and a prompt -> completion model ({examples} is their data file).
 SCENARIOS = {
-    "one_device": ("one_device_strategy", {}),
-    "mirrored": ("mirrored_strategy", dict(distribute__strategy="mirrored", distribute__cpu_replicas=2)),
     "accumulation": ("one_device_strategy", dict(train__grad_accum_steps=2)),
+    "mirrored": ("mirrored_strategy", dict(distribute__strategy="mirrored", distribute__cpu_replicas=2)),
     "masked_lm": ("one_device_strategy", dict(model__task="masked_lm")),
     "causal_lm_packed": ("one_device_strategy", dict(data__pack="true")),
     "classify": ("one_device_strategy", dict(model__task="classify", train__class_weights="balanced",
