@@ -111,18 +111,27 @@ def reference_rotary(x, positions, max_wavelength=10000):
 
 
 def reference_attention(
-    x, weights, num_heads, padding_mask=None, segment_ids=None, rotary=False
+    x, weights, num_heads, padding_mask=None, segment_ids=None, rotary=False, num_key_value_heads=None,
+    max_wavelength=10000,
 ):
     """Causal multi-head attention; `weights` = [qkv_kernel, qkv_bias, out_kernel, out_bias]
-    with the qkv output laid out as (3, heads, head_dim)."""
+    (or the two kernels alone) with the qkv output laid out as (heads + 2 x key-value heads,
+    head_dim): query heads, key heads, value heads. Query head i reads key-value head
+    i // (heads / key-value heads)."""
+    if len(weights) == 2:
+        weights = [weights[0], 0.0, weights[1], 0.0]
     qkv_kernel, qkv_bias, output_kernel, output_bias = weights
+    kv_heads = num_key_value_heads or num_heads
     batch, seq, hidden = x.shape
     head_dim = hidden // num_heads
-    qkv = (x @ qkv_kernel + qkv_bias).reshape(batch, seq, 3, num_heads, head_dim)
-    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (batch, seq, heads, dim)
+    qkv = (x @ qkv_kernel + qkv_bias).reshape(batch, seq, num_heads + 2 * kv_heads, head_dim)
+    # (batch, seq, heads, dim)
+    query, key, value = np.split(qkv, [num_heads, num_heads + kv_heads], axis=2)
     if rotary:
-        query = reference_rotary(query, np.arange(seq))
-        key = reference_rotary(key, np.arange(seq))
+        query = reference_rotary(query, np.arange(seq), max_wavelength)
+        key = reference_rotary(key, np.arange(seq), max_wavelength)
+    key = np.repeat(key, num_heads // kv_heads, axis=2)
+    value = np.repeat(value, num_heads // kv_heads, axis=2)
     scores = np.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(head_dim)
     allowed = np.tril(np.ones((seq, seq), bool))[None, None]
     if padding_mask is not None:

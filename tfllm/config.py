@@ -17,6 +17,9 @@ from tfllm.errors import UserError
 from tfllm.files import write_atomically
 
 POSITIONS = ("learned", "rope")
+NORMS = ("layer", "rms")
+NORM_POSITIONS = ("pre", "post")
+MLPS = ("gelu_tanh", "gelu", "swiglu")
 TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -59,6 +62,14 @@ class ModelConfig:
     max_seq_len: int = _field(0, "Longest context the model accepts; 0 means seq_len.")
     dropout: float = _field(0.0, "Dropout rate on attention and residual branches.")
     position: str = _field("learned", "Position encoding: learned or rope.")
+    rope_theta: float = _field(10000.0, "Rotary positions' maximum wavelength (Llama 3: 500000).")
+    norm: str = _field("layer", "Normalization: layer (LayerNorm, GPT-2, BERT) or rms (RMSNorm, Llama).")
+    norm_epsilon: float = _field(1e-5, "Epsilon of every norm.")
+    norm_position: str = _field("pre", "pre: norm before each branch, and at the end (GPT-2, Llama); post: after (BERT).")
+    mlp: str = _field("gelu_tanh", "MLP: gelu_tanh (GPT-2), gelu (exact, BERT) or swiglu (Llama).")
+    num_kv_heads: int = _field(0, "Key-value heads (grouped-query attention); must divide num_heads; 0 means num_heads.")
+    use_bias: bool = _field(True, "Biases in attention and MLP projections (Llama has none).")
+    tie_embeddings: bool = _field(True, "The output head is the token embedding matrix.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,6 +330,16 @@ def validate(config, source):
         "lower seq_len or raise max_seq_len",
     )
     _require(m.position in POSITIONS, source, "model.position", m.position, f"use one of {', '.join(POSITIONS)}")
+    _require(m.norm in NORMS, source, "model.norm", m.norm, f"use one of {', '.join(NORMS)}")
+    _require(m.norm_position in NORM_POSITIONS, source, "model.norm_position", m.norm_position,
+             f"use one of {', '.join(NORM_POSITIONS)}")
+    _require(m.mlp in MLPS, source, "model.mlp", m.mlp, f"use one of {', '.join(MLPS)}")
+    _require(m.norm_epsilon > 0, source, "model.norm_epsilon", m.norm_epsilon, "use a positive value")
+    _require(m.rope_theta > 0, source, "model.rope_theta", m.rope_theta, "use a positive value")
+    _require(
+        m.num_kv_heads >= 0 and (m.num_kv_heads == 0 or m.num_heads % m.num_kv_heads == 0), source,
+        "model.num_kv_heads", m.num_kv_heads, f"it must divide model.num_heads={m.num_heads} (0 means num_heads)",
+    )
     _require(0.0 <= m.dropout < 1.0, source, "model.dropout", m.dropout, "use a value in [0, 1)")
     for key in ("batch_size", "steps", "eval_every", "eval_batches", "log_every", "keep_checkpoints",
                 "steps_per_execution", "grad_accum_steps"):

@@ -33,16 +33,20 @@ PEAK_FLOPS = {
 }
 
 
-def training_flops_per_token(num_layers, hidden_dim, intermediate_dim, vocabulary_size, seq_len):
+def training_flops_per_token(num_layers, hidden_dim, intermediate_dim, vocabulary_size, seq_len,
+                             key_value_fraction=1.0, mlp_matrices=2):
     """Forward + backward FLOPs per trained token of a decoder-only Transformer.
 
     6 x N for the weight matmuls (2 forward, 4 backward per weight per token), where N counts
-    the attention projections (4 h^2 per layer), the MLP (2 h i per layer) and the tied output
-    head (v h); plus 6 x 2 x L x h x T for attention scores and the weighted sum over a causal
-    context of T tokens, counted over the full T x T square as PaLM does. Norms, softmax and
-    embedding lookups are left out (they are not matmuls).
+    the attention projections (4 h^2 per layer; the key and value ones shrink to
+    `key_value_fraction` = key-value heads / heads under grouped-query attention), the MLP
+    (`mlp_matrices` h i per layer: 2, or 3 for SwiGLU's gate) and the output head (v h); plus
+    6 x 2 x L x h x T for attention scores and the weighted sum over a causal context of T
+    tokens, counted over the full T x T square as PaLM does. Norms, softmax and embedding
+    lookups are left out (they are not matmuls).
     """
-    weights = num_layers * (4 * hidden_dim * hidden_dim + 2 * hidden_dim * intermediate_dim)
+    attention_projections = (2 + 2 * key_value_fraction) * hidden_dim * hidden_dim
+    weights = num_layers * (attention_projections + mlp_matrices * hidden_dim * intermediate_dim)
     weights += vocabulary_size * hidden_dim
     attention = 2 * num_layers * hidden_dim * seq_len
     return 6 * weights + 6 * attention

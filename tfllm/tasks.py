@@ -133,6 +133,14 @@ def build_backbone(model_config, vocabulary_size, max_seq_len, causal):
         dropout=model_config.dropout,
         position=model_config.position,
         causal=causal,
+        norm=model_config.norm,
+        norm_epsilon=model_config.norm_epsilon,
+        mlp=model_config.mlp,
+        num_key_value_heads=model_config.num_kv_heads or None,
+        rope_theta=model_config.rope_theta,
+        use_bias=model_config.use_bias,
+        tie_embeddings=model_config.tie_embeddings,
+        norm_first=model_config.norm_position == "pre",
     )
 
 

@@ -33,7 +33,8 @@ def fit(session, model, data, vocabulary_size):
     config = session.config
     t, m = config.train, config.model
     flops_per_token = training_flops_per_token(
-        m.num_layers, m.hidden_dim, m.intermediate_dim, vocabulary_size, m.seq_len
+        m.num_layers, m.hidden_dim, m.intermediate_dim, vocabulary_size, m.seq_len,
+        key_value_fraction=(m.num_kv_heads or m.num_heads) / m.num_heads, mlp_matrices=3 if m.mlp == "swiglu" else 2,
     )
     peak = session.peak_flops
     print(f"Model: {model.count_params():,} parameters, {flops_per_token / 1e6:.1f} MFLOPs per trained token; "

@@ -115,7 +115,7 @@ def test_fit_on_a_repeated_pattern_predicts_the_masked_tokens():
         "token_ids": np.where(weights == 1, MASK_ID, labels).astype("int32"),
         "padding_mask": np.ones((rows, SEQ), "int32"),
     }
-    dataset = tf.data.Dataset.from_tensors((x, labels, weights)).repeat(30)
+    dataset = tf.data.Dataset.from_tensors((x, labels, weights)).repeat(60)
     before = model.evaluate(x, labels, sample_weight=weights, verbose=0, return_dict=True)
     model.fit(dataset, epochs=1, shuffle=False, verbose=0)
     after = model.evaluate(x, labels, sample_weight=weights, verbose=0, return_dict=True)

@@ -65,3 +65,14 @@ def test_without_written_keys_a_key_differing_from_its_default_counts_as_set(ber
     resolved, _ = init_from.resolve(config_lib.load_config(None, ["model.task=classify",
                                                                   f"train.init_from={bert_tiny}"]))
     assert resolved.model.position == "learned"
+
+
+def test_fine_tuning_a_llama_shaped_run_inherits_its_architecture(tmp_path):
+    run = Run(str(tmp_path / "llama-tiny")).create()
+    run.save_config(config_lib.load_config(os.path.join(REPO, "configs", "llama-tiny.yaml")))
+    config, _ = resolve(["model.task=sft", "data.path=builtin:python-docs-topics", f"train.init_from={run.path}"])
+    m = config.model
+    assert (m.norm, m.mlp, m.num_kv_heads, m.use_bias, m.tie_embeddings, m.position) == (
+        "rms", "swiglu", 2, False, False, "rope")
+    with pytest.raises(UserError, match=r"model.mlp='gelu_tanh' \(pretrained: 'swiglu'\)"):
+        resolve(["model.task=sft", f"train.init_from={run.path}", "model.mlp=gelu_tanh"])

@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfllm.layers.rotary_embedding import RotaryEmbedding
+from tfllm.layers.initializers import clone_initializer
 
 # Added to the float32 scores of masked pairs. Finite, so that a query row with
 # every key masked (left padding) gives a uniform row instead of NaN.
@@ -58,10 +59,14 @@ class CausalSelfAttention(keras.layers.Layer):
     With `causal=False` every token sees every other one (a bidirectional
     encoder, as BERT); padding and segment masks apply either way.
 
-    Queries, keys and values come from ONE `Dense(3 * hidden_dim)` whose output
-    is laid out as `(3, num_heads, head_dim)`, so a single MatMul and a single
-    transpose serve all three. Scores are computed in the compute dtype and
-    softmaxed in float32.
+    Queries, keys and values come from ONE `Dense` whose output is laid out as
+    `(num_heads + 2 * num_key_value_heads, head_dim)`: the query heads, then
+    the key heads, then the value heads, so a single MatMul and a single
+    transpose serve all three. With fewer key-value heads than query heads
+    (grouped-query attention, as Llama 2 70B and Llama 3) each key-value head
+    serves `num_heads / num_key_value_heads` consecutive query heads, and the
+    cache holds only the key-value heads. Scores are computed in the compute
+    dtype and softmaxed in float32.
 
     With a cache the layer decodes incrementally: `x` holds the new tokens at
     positions `cache_index .. cache_index + len - 1`, their keys and values are
@@ -76,9 +81,14 @@ class CausalSelfAttention(keras.layers.Layer):
             Defaults to `0.0` (no dropout op at all).
         use_rotary: bool. Rotate queries and keys by their positions (RoPE).
             Defaults to `False`.
-        max_wavelength: float. The RoPE maximum wavelength. Defaults to `10000`.
+        max_wavelength: float. The RoPE maximum wavelength (a checkpoint's
+            `rope_theta`). Defaults to `10000`.
         causal: bool. Mask out later tokens. A cache needs `True`.
             Defaults to `True`.
+        num_key_value_heads: int or `None`. Key and value heads; must divide
+            `num_heads`. Defaults to `None`, one per query head.
+        use_bias: bool. Biases on both projections (GPT-2, BERT, and Qwen2's
+            query/key/value); Llama has none. Defaults to `True`.
         kernel_initializer: initializer of both projection kernels.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of both projection biases.
@@ -97,7 +107,8 @@ class CausalSelfAttention(keras.layers.Layer):
             of every token for rotary embeddings, so that each packed
             document starts at 0. Not allowed with a cache.
         cache: optional float tensor of shape
-            `(batch, 2, max_len, num_heads, head_dim)`: keys then values.
+            `(batch, 2, max_len, num_key_value_heads, head_dim)`: keys then
+            values.
         cache_index: int or scalar int tensor, the position of `x[:, 0]`;
             required with `cache`.
         training: bool. Enables attention dropout.
@@ -129,6 +140,8 @@ class CausalSelfAttention(keras.layers.Layer):
         use_rotary=False,
         max_wavelength=10000,
         causal=True,
+        num_key_value_heads=None,
+        use_bias=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -139,6 +152,12 @@ class CausalSelfAttention(keras.layers.Layer):
                 "num_heads must be positive and divide hidden_dim. "
                 f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
             )
+        num_key_value_heads = num_heads if num_key_value_heads is None else num_key_value_heads
+        if num_key_value_heads <= 0 or num_heads % num_key_value_heads != 0:
+            raise ValueError(
+                "num_key_value_heads must be positive and divide num_heads. "
+                f"Received: num_key_value_heads={num_key_value_heads}, num_heads={num_heads}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         self.num_heads = num_heads
@@ -147,6 +166,8 @@ class CausalSelfAttention(keras.layers.Layer):
         self.use_rotary = use_rotary
         self.max_wavelength = max_wavelength
         self.causal = causal
+        self.num_key_value_heads = num_key_value_heads
+        self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.head_dim = hidden_dim // num_heads
@@ -157,22 +178,24 @@ class CausalSelfAttention(keras.layers.Layer):
             )
 
         self.query_key_value_dense = keras.layers.Dense(
-            3 * hidden_dim,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            (num_heads + 2 * num_key_value_heads) * self.head_dim,
+            use_bias=use_bias,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="query_key_value_dense",
         )
         self.output_dense = keras.layers.Dense(
             hidden_dim,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            use_bias=use_bias,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="output_dense",
         )
         self.rotary_embedding = None
         if use_rotary:
-            # Applied to the stacked (2, batch, heads, seq, head_dim) queries and keys.
+            # Applied to (batch, heads, seq, head_dim) queries and keys.
             self.rotary_embedding = RotaryEmbedding(
                 max_wavelength=max_wavelength,
                 sequence_axis=-2,
@@ -222,26 +245,26 @@ class CausalSelfAttention(keras.layers.Layer):
         # (tokens, hidden_dim): 2-D MatMuls are the fastest path and their
         # kernel gradient needs no reduction over a broadcast batch axis.
         qkv = self.query_key_value_dense(ops.reshape(x, (-1, self.hidden_dim)))
-        # (batch, seq, 3, heads, head_dim)
+        heads, key_value_heads = self.num_heads, self.num_key_value_heads
+        # (batch, seq, heads + 2 * key_value_heads, head_dim)
         qkv = ops.reshape(
-            qkv, (batch_size, sequence_length, 3, self.num_heads, self.head_dim)
+            qkv, (batch_size, sequence_length, heads + 2 * key_value_heads, self.head_dim)
         )
-        # (3, batch, heads, seq, head_dim): one transpose for q, k and v.
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
+        # (batch, heads + 2 * key_value_heads, seq, head_dim): one transpose for q, k and v.
+        qkv = ops.transpose(qkv, (0, 2, 1, 3))
+        query = qkv[:, :heads]
+        key = qkv[:, heads : heads + key_value_heads]
+        value = qkv[:, heads + key_value_heads :]
         start = 0 if cache is None else cache_index
         if self.rotary_embedding is not None:
-            # (2, batch, heads, seq, head_dim)
             if positions is None:
-                query_key = self.rotary_embedding(qkv[:2], start_index=start)
+                query = self.rotary_embedding(query, start_index=start)
+                key = self.rotary_embedding(key, start_index=start)
             else:
-                # (1, batch, 1, seq): the axes of (2, batch, heads, seq, head_dim)
-                # up to the sequence axis.
-                positions = positions[None, :, None, :]
-                query_key = self.rotary_embedding(qkv[:2], positions=positions)
-            query, key = ops.unstack(query_key, 2, axis=0)
-            value = qkv[2]
-        else:
-            query, key, value = ops.unstack(qkv, 3, axis=0)
+                # (batch, 1, seq): the axes of (batch, heads, seq, head_dim) up to the sequence axis.
+                positions = positions[:, None, :]
+                query = self.rotary_embedding(query, positions=positions)
+                key = self.rotary_embedding(key, positions=positions)
 
         if cache is None:
             bias = _attention_bias(
@@ -278,7 +301,13 @@ class CausalSelfAttention(keras.layers.Layer):
         return out, cache
 
     def _attend(self, query, key, value, bias, training):
-        """Softmax attention on `(batch, heads, seq, head_dim)` tensors."""
+        """Softmax attention on `(batch, heads, seq, head_dim)` tensors (keys and values with
+        `num_key_value_heads` heads)."""
+        groups = self.num_heads // self.num_key_value_heads
+        if groups > 1:
+            # Query head i reads key-value head i // groups.
+            key = ops.repeat(key, groups, axis=1)
+            value = ops.repeat(value, groups, axis=1)
         # Scaling the queries is cheaper than scaling the (seq, seq) scores.
         query = query * ops.cast(self.head_dim**-0.5, query.dtype)
         # tf.matmul's transpose_b folds the key transpose into the MatMul.
@@ -320,6 +349,8 @@ class CausalSelfAttention(keras.layers.Layer):
                 "use_rotary": self.use_rotary,
                 "max_wavelength": self.max_wavelength,
                 "causal": self.causal,
+                "num_key_value_heads": self.num_key_value_heads,
+                "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }

@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfllm.layers.validation import check_positive_size
+from tfllm.layers.initializers import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -56,7 +57,7 @@ class PositionEmbedding(keras.layers.Layer):
         self.position_embeddings = self.add_weight(
             name="embeddings",
             shape=(self.sequence_length, hidden_dim),
-            initializer=self.initializer,
+            initializer=clone_initializer(self.initializer),
         )
         self.built = True
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfllm.layers.validation import check_positive_size
+from tfllm.layers.initializers import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -12,15 +13,18 @@ class TokenEmbedding(keras.layers.Layer):
     """Maps token ids to vectors, and hidden states back to token logits.
 
     One `(vocabulary_size, hidden_dim)` matrix serves both directions (weight
-    tying), so the head adds no parameters. `logits` multiplies in the compute
+    tying), so the head adds no parameters; with `tie_weights=False` the head
+    has its own `(vocabulary_size, hidden_dim)` matrix, `output_embeddings`
+    (Llama's untied `lm_head`). `logits` multiplies in the compute
     dtype (bfloat16 under `mixed_bfloat16`) and casts the result to float32,
     so that softmax and loss see float32 while the large matmul stays fast.
 
     Args:
         vocabulary_size: int. The number of token ids.
         hidden_dim: int. The size of each embedding vector.
-        embeddings_initializer: initializer of the embedding matrix.
-            Defaults to `"glorot_uniform"`.
+        embeddings_initializer: initializer of the embedding matrix (and of
+            the head's own). Defaults to `"glorot_uniform"`.
+        tie_weights: bool. The head is the embedding matrix. Defaults to `True`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -43,6 +47,7 @@ class TokenEmbedding(keras.layers.Layer):
         vocabulary_size,
         hidden_dim,
         embeddings_initializer="glorot_uniform",
+        tie_weights=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,13 +56,20 @@ class TokenEmbedding(keras.layers.Layer):
         self.vocabulary_size = vocabulary_size
         self.hidden_dim = hidden_dim
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.tie_weights = tie_weights
 
     def build(self, inputs_shape=None):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.vocabulary_size, self.hidden_dim),
-            initializer=self.embeddings_initializer,
+            initializer=clone_initializer(self.embeddings_initializer),
         )
+        if not self.tie_weights:
+            self.output_embeddings = self.add_weight(
+                name="output_embeddings",
+                shape=(self.vocabulary_size, self.hidden_dim),
+                initializer=clone_initializer(self.embeddings_initializer),
+            )
         self.built = True
 
     def call(self, token_ids):
@@ -65,9 +77,11 @@ class TokenEmbedding(keras.layers.Layer):
         return tf.gather(self.embeddings, token_ids)
 
     def logits(self, hidden):
-        """Float32 logits `hidden @ embeddings^T` over the last axis of `hidden`."""
+        """Float32 logits `hidden @ head^T` over the last axis of `hidden`, the head being the
+        embeddings, or `output_embeddings` when untied."""
         # Called outside `__call__`, so no autocast scope: cast explicitly.
-        embeddings = ops.cast(self.embeddings, self.compute_dtype)
+        head = self.embeddings if self.tie_weights else self.output_embeddings
+        embeddings = ops.cast(head, self.compute_dtype)
         hidden = ops.cast(hidden, self.compute_dtype)
         # A 2-D MatMul rather than a broadcast batch matmul: the gradient of
         # the latter materializes one (vocabulary, hidden) matrix per example.
@@ -93,6 +107,7 @@ class TokenEmbedding(keras.layers.Layer):
                 "embeddings_initializer": keras.initializers.serialize(
                     self.embeddings_initializer
                 ),
+                "tie_weights": self.tie_weights,
             }
         )
         return config

@@ -1,20 +1,38 @@
-"""Pre-norm transformer block: attention and MLP, each around a residual."""
+"""Transformer block: attention and MLP, each around a residual, normalized before (GPT-2,
+Llama) or after (BERT)."""
 
 import keras
 from keras import ops
 
 from tfllm.layers.causal_self_attention import CausalSelfAttention
+from tfllm.layers.initializers import clone_initializer
 from tfllm.layers.validation import check_positive_size
+
+NORMS = ("layer", "rms")
+MLPS = ("gelu_tanh", "gelu", "swiglu")
+
+
+def normalization(kind, epsilon, dtype, name):
+    """A `LayerNormalization` (`"layer"`) or an `RMSNormalization` (`"rms"`, Llama)."""
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}. Received: norm={kind!r}")
+    if kind == "rms":
+        return keras.layers.RMSNormalization(epsilon=epsilon, dtype=dtype, name=name)
+    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name=name)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class TransformerBlock(keras.layers.Layer):
-    """One GPT-2 style decoder block (or encoder block, with `causal=False`).
+    """One decoder block (or encoder block, with `causal=False`).
 
-    `x + dropout(attention(norm(x)))`, then `x + dropout(mlp(norm(x)))` with
-    `mlp = Dense(hidden_dim)(gelu_tanh(Dense(intermediate_dim)(.)))`.
-    Normalizing before each branch keeps the residual stream an identity path,
-    which is what lets deep stacks train without warmup tricks.
+    Pre-norm (`norm_first=True`, GPT-2 and Llama): `x + dropout(attention(norm(x)))`,
+    then `x + dropout(mlp(norm(x)))`. Normalizing before each branch keeps the
+    residual stream an identity path, which is what lets deep stacks train
+    without warmup tricks. Post-norm (`norm_first=False`, BERT):
+    `norm(x + dropout(attention(x)))`, then `norm(x + dropout(mlp(x)))`.
+    The MLP is `Dense(hidden_dim)(act(Dense(intermediate_dim)(.)))` with GELU
+    (tanh approximation as GPT-2, or exact as BERT), or SwiGLU (Llama):
+    `Dense(hidden_dim)(silu(gate(.)) * Dense(intermediate_dim)(.))`.
 
     Args:
         num_heads: int. The number of attention heads.
@@ -27,7 +45,15 @@ class TransformerBlock(keras.layers.Layer):
         max_wavelength: float. The RoPE maximum wavelength. Defaults to `10000`.
         causal: bool. Causal attention; `False` lets every token attend every
             other one (a BERT-style encoder block). Defaults to `True`.
-        layer_norm_epsilon: float. Defaults to `1e-5`.
+        layer_norm_epsilon: float. The epsilon of both norms. Defaults to `1e-5`.
+        norm: `"layer"` (LayerNorm) or `"rms"` (RMSNorm). Defaults to `"layer"`.
+        mlp: `"gelu_tanh"`, `"gelu"` or `"swiglu"`. Defaults to `"gelu_tanh"`.
+        num_key_value_heads: int or `None`. Grouped-query attention's key-value
+            heads; `None` means `num_heads`. Defaults to `None`.
+        use_bias: bool. Biases on the attention projections. Defaults to `True`.
+        mlp_use_bias: bool. Biases on the MLP's dense layers. Defaults to `True`.
+        norm_first: bool. Pre-norm (`True`) or post-norm (`False`).
+            Defaults to `True`.
         kernel_initializer: initializer of every kernel.
             Defaults to `"glorot_uniform"`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
@@ -60,11 +86,19 @@ class TransformerBlock(keras.layers.Layer):
         max_wavelength=10000,
         causal=True,
         layer_norm_epsilon=1e-5,
+        norm="layer",
+        mlp="gelu_tanh",
+        num_key_value_heads=None,
+        use_bias=True,
+        mlp_use_bias=True,
+        norm_first=True,
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive_size("intermediate_dim", intermediate_dim)
+        if mlp not in MLPS:
+            raise ValueError(f"mlp must be one of {MLPS}. Received: mlp={mlp!r}")
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
@@ -73,12 +107,16 @@ class TransformerBlock(keras.layers.Layer):
         self.max_wavelength = max_wavelength
         self.causal = causal
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.norm = norm
+        self.mlp = mlp
+        self.num_key_value_heads = num_key_value_heads
+        self.use_bias = use_bias
+        self.mlp_use_bias = mlp_use_bias
+        self.norm_first = norm_first
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-        self.self_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon,
-            dtype=self.dtype_policy,
-            name="self_attention_layer_norm",
+        self.self_attention_layer_norm = normalization(
+            norm, layer_norm_epsilon, self.dtype_policy, "self_attention_layer_norm"
         )
         self.self_attention = CausalSelfAttention(
             num_heads=num_heads,
@@ -87,6 +125,8 @@ class TransformerBlock(keras.layers.Layer):
             use_rotary=use_rotary,
             max_wavelength=max_wavelength,
             causal=causal,
+            num_key_value_heads=num_key_value_heads,
+            use_bias=use_bias,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name="self_attention",
@@ -94,20 +134,29 @@ class TransformerBlock(keras.layers.Layer):
         self.self_attention_dropout = keras.layers.Dropout(
             dropout, dtype=self.dtype_policy, name="self_attention_dropout"
         )
-        self.feedforward_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon,
-            dtype=self.dtype_policy,
-            name="feedforward_layer_norm",
+        self.feedforward_layer_norm = normalization(
+            norm, layer_norm_epsilon, self.dtype_policy, "feedforward_layer_norm"
         )
+        self.feedforward_gate_dense = None
+        if mlp == "swiglu":
+            self.feedforward_gate_dense = keras.layers.Dense(
+                intermediate_dim,
+                use_bias=mlp_use_bias,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy,
+                name="feedforward_gate_dense",
+            )
         self.feedforward_intermediate_dense = keras.layers.Dense(
             intermediate_dim,
-            kernel_initializer=self.kernel_initializer,
+            use_bias=mlp_use_bias,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="feedforward_intermediate_dense",
         )
         self.feedforward_output_dense = keras.layers.Dense(
             hidden_dim,
-            kernel_initializer=self.kernel_initializer,
+            use_bias=mlp_use_bias,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="feedforward_output_dense",
         )
@@ -120,6 +169,8 @@ class TransformerBlock(keras.layers.Layer):
         self.self_attention.build(inputs_shape)
         self.feedforward_layer_norm.build(inputs_shape)
         # The MLP always sees flattened (tokens, features) inputs.
+        if self.feedforward_gate_dense is not None:
+            self.feedforward_gate_dense.build((None, self.hidden_dim))
         self.feedforward_intermediate_dense.build((None, self.hidden_dim))
         self.feedforward_output_dense.build((None, self.intermediate_dim))
         self.built = True
@@ -134,8 +185,9 @@ class TransformerBlock(keras.layers.Layer):
         cache_index=None,
         training=None,
     ):
+        attention_input = self.self_attention_layer_norm(x) if self.norm_first else x
         attention_output = self.self_attention(
-            self.self_attention_layer_norm(x),
+            attention_input,
             padding_mask=padding_mask,
             segment_ids=segment_ids,
             positions=positions,
@@ -146,18 +198,28 @@ class TransformerBlock(keras.layers.Layer):
         if cache is not None:
             attention_output, cache = attention_output
         x = x + self._residual_dropout(self.self_attention_dropout, attention_output, training)
+        if not self.norm_first:
+            x = self.self_attention_layer_norm(x)
 
-        shape = ops.shape(x)
-        # (tokens, hidden_dim): one 2-D MatMul per Dense.
-        hidden = ops.reshape(self.feedforward_layer_norm(x), (-1, self.hidden_dim))
-        hidden = ops.gelu(self.feedforward_intermediate_dense(hidden), approximate=True)
-        hidden = self.feedforward_output_dense(hidden)
-        # (batch, seq, hidden_dim)
-        hidden = ops.reshape(hidden, shape)
-        x = x + self._residual_dropout(self.feedforward_dropout, hidden, training)
+        mlp_input = self.feedforward_layer_norm(x) if self.norm_first else x
+        x = x + self._residual_dropout(self.feedforward_dropout, self._feedforward(mlp_input), training)
+        if not self.norm_first:
+            x = self.feedforward_layer_norm(x)
         if cache is None:
             return x
         return x, cache
+
+    def _feedforward(self, x):
+        shape = ops.shape(x)
+        # (tokens, hidden_dim): one 2-D MatMul per Dense.
+        hidden = ops.reshape(x, (-1, self.hidden_dim))
+        if self.mlp == "swiglu":
+            hidden = ops.silu(self.feedforward_gate_dense(hidden)) * self.feedforward_intermediate_dense(hidden)
+        else:
+            hidden = ops.gelu(self.feedforward_intermediate_dense(hidden), approximate=self.mlp == "gelu_tanh")
+        hidden = self.feedforward_output_dense(hidden)
+        # (batch, seq, hidden_dim)
+        return ops.reshape(hidden, shape)
 
     def _residual_dropout(self, dropout_layer, x, training):
         if self.dropout > 0:
@@ -179,6 +241,12 @@ class TransformerBlock(keras.layers.Layer):
                 "max_wavelength": self.max_wavelength,
                 "causal": self.causal,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "norm": self.norm,
+                "mlp": self.mlp,
+                "num_key_value_heads": self.num_key_value_heads,
+                "use_bias": self.use_bias,
+                "mlp_use_bias": self.mlp_use_bias,
+                "norm_first": self.norm_first,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }
         )

@@ -58,7 +58,7 @@ class CausalLM(TaskModel):
         return self.backbone.token_embedding.logits(hidden)
 
     def build_cache(self, batch_size, max_length):
-        """A zero cache of shape `(batch, num_layers, 2, max_length, num_heads, head_dim)`."""
+        """A zero cache of shape `(batch, num_layers, 2, max_length, num_key_value_heads, head_dim)`."""
         backbone = self.backbone
         # Sizes may be tensors inside a tf.function; only Python ints are checked.
         too_long = (
@@ -76,7 +76,7 @@ class CausalLM(TaskModel):
             backbone.num_layers,
             2,
             max_length,
-            backbone.num_heads,
+            backbone.num_key_value_heads,
             backbone.head_dim,
         )
         return ops.zeros(shape, dtype=backbone.compute_dtype)

@@ -6,7 +6,7 @@ from keras import ops
 
 from tfllm.layers.position_embedding import PositionEmbedding
 from tfllm.layers.token_embedding import TokenEmbedding
-from tfllm.layers.transformer_block import TransformerBlock
+from tfllm.layers.transformer_block import TransformerBlock, normalization
 
 POSITION_KINDS = ("learned", "rope")
 
@@ -104,10 +104,15 @@ class GPTBackbone(keras.Model):
 
     Token embedding (+ learned positions when `position="learned"`), dropout,
     `num_layers` pre-norm `TransformerBlock`s named `transformer_layer_{i}`
-    and a final LayerNormalization. With `position="rope"` the blocks rotate
-    queries and keys instead and there is no position matrix. Kernels and
-    embeddings start from N(0, 0.02), as GPT-2. With `causal=False` the same
-    layers make a BERT-style bidirectional encoder.
+    and a final norm. With `position="rope"` the blocks rotate queries and
+    keys instead and there is no position matrix. Kernels and embeddings start
+    from N(0, 0.02), as GPT-2. With `causal=False` the same layers make a
+    BERT-style bidirectional encoder; with `norm_first=False` the blocks are
+    post-norm (BERT) and the norm moves from the end to the embeddings.
+
+    The defaults are GPT-2's architecture. Llama's: `norm="rms"`,
+    `mlp="swiglu"`, `position="rope"`, `use_bias=False`, and often
+    `num_key_value_heads` below `num_heads` and `tie_embeddings=False`.
 
     Packed rows carry `segment_ids`: a token then attends only tokens of its
     own document (earlier ones when causal), and positions restart at 0 at
@@ -127,6 +132,20 @@ class GPTBackbone(keras.Model):
         position: `"learned"` or `"rope"`. Defaults to `"learned"`.
         causal: bool. `True` for a decoder, `False` for a bidirectional
             encoder (no cached decoding). Defaults to `True`.
+        norm: `"layer"` or `"rms"`. Defaults to `"layer"`.
+        norm_epsilon: float. Every norm's epsilon. Defaults to `1e-5`.
+        mlp: `"gelu_tanh"`, `"gelu"` or `"swiglu"`. Defaults to `"gelu_tanh"`.
+        num_key_value_heads: int or `None`: grouped-query attention's
+            key-value heads, dividing `num_heads`. Defaults to `None`
+            (`num_heads`).
+        rope_theta: float. The rotary maximum wavelength. Defaults to `10000`.
+        use_bias: bool. Biases on the attention projections and the MLP.
+            Defaults to `True`.
+        tie_embeddings: bool. The output head is the token embedding matrix.
+            Defaults to `True`.
+        norm_first: bool. Pre-norm blocks with a final norm (`True`), or
+            post-norm blocks after a norm of the embeddings (`False`).
+            Defaults to `True`.
         dtype: dtype or dtype policy of every layer; `None` takes the global
             policy.
         **kwargs: base model arguments (`name`, `trainable`).
@@ -172,6 +191,14 @@ class GPTBackbone(keras.Model):
         dropout=0.0,
         position="learned",
         causal=True,
+        norm="layer",
+        norm_epsilon=1e-5,
+        mlp="gelu_tanh",
+        num_key_value_heads=None,
+        rope_theta=10000,
+        use_bias=True,
+        tie_embeddings=True,
+        norm_first=True,
         dtype=None,
         **kwargs,
     ):
@@ -192,6 +219,7 @@ class GPTBackbone(keras.Model):
             vocabulary_size=vocabulary_size,
             hidden_dim=hidden_dim,
             embeddings_initializer=initializer,
+            tie_weights=tie_embeddings,
             dtype=dtype,
             name="token_embedding",
         )
@@ -213,17 +241,23 @@ class GPTBackbone(keras.Model):
                 intermediate_dim=intermediate_dim,
                 dropout=dropout,
                 use_rotary=position == "rope",
+                max_wavelength=rope_theta,
                 causal=causal,
-                layer_norm_epsilon=1e-5,
+                layer_norm_epsilon=norm_epsilon,
+                norm=norm,
+                mlp=mlp,
+                num_key_value_heads=num_key_value_heads,
+                use_bias=use_bias,
+                mlp_use_bias=use_bias,
+                norm_first=norm_first,
                 kernel_initializer=initializer,
                 dtype=dtype,
                 name=f"transformer_layer_{i}",
             )
             for i in range(num_layers)
         ]
-        layer_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=dtype, name="layer_norm"
-        )
+        # Pre-norm: after the last block; post-norm: on the embeddings, before the first.
+        layer_norm = normalization(norm, norm_epsilon, dtype, "layer_norm")
         # No weights: variables and their order are those of a backbone
         # without packing, so its checkpoints still restore.
         positions_layer = _SegmentPositions(dtype=dtype, name="segment_positions")
@@ -240,13 +274,15 @@ class GPTBackbone(keras.Model):
         x = token_embedding(token_ids)
         if position_embedding is not None:
             x = x + position_embedding(x, positions=positions)
+        if not norm_first:
+            x = layer_norm(x)
         if dropout > 0:
             x = embeddings_dropout(x)
         for block in transformer_layers:
             x = block(
                 x, padding_mask=padding_mask, segment_ids=segment_ids, positions=positions
             )
-        hidden = layer_norm(x)
+        hidden = layer_norm(x) if norm_first else x
         super().__init__(
             inputs={
                 "token_ids": token_ids,
@@ -279,6 +315,14 @@ class GPTBackbone(keras.Model):
         self.dropout = dropout
         self.position = position
         self.causal = causal
+        self.norm = norm
+        self.norm_epsilon = norm_epsilon
+        self.mlp = mlp
+        self.num_key_value_heads = num_heads if num_key_value_heads is None else num_key_value_heads
+        self.rope_theta = rope_theta
+        self.use_bias = use_bias
+        self.tie_embeddings = tie_embeddings
+        self.norm_first = norm_first
 
     def __call__(self, inputs, *args, **kwargs):
         # Keras 3.15 lets an optional input be `None` but not a missing key.
@@ -297,7 +341,7 @@ class GPTBackbone(keras.Model):
             token_ids: int tensor of shape `(batch, new)`, the tokens at
                 positions `cache_index .. cache_index + new - 1`.
             cache: float tensor of shape
-                `(batch, num_layers, 2, max_len, num_heads, head_dim)`.
+                `(batch, num_layers, 2, max_len, num_key_value_heads, head_dim)`.
             cache_index: int or scalar int tensor.
 
         Returns:
@@ -312,12 +356,14 @@ class GPTBackbone(keras.Model):
         x = self.token_embedding(token_ids)
         if self.position_embedding is not None:
             x = x + self.position_embedding(x, start_index=cache_index)
+        if not self.norm_first:
+            x = self.layer_norm(x)
         layer_caches = []
         for i, block in enumerate(self.transformer_layers):
             x, layer_cache = block(x, cache=cache[:, i], cache_index=cache_index)
             layer_caches.append(layer_cache)
-        hidden = self.layer_norm(x)
-        # (batch, num_layers, 2, max_len, num_heads, head_dim)
+        hidden = self.layer_norm(x) if self.norm_first else x
+        # (batch, num_layers, 2, max_len, num_key_value_heads, head_dim)
         return hidden, ops.stack(layer_caches, axis=1)
 
     def get_config(self):
@@ -335,4 +381,12 @@ class GPTBackbone(keras.Model):
             "dropout": self.dropout,
             "position": self.position,
             "causal": self.causal,
+            "norm": self.norm,
+            "norm_epsilon": self.norm_epsilon,
+            "mlp": self.mlp,
+            "num_key_value_heads": self.num_key_value_heads,
+            "rope_theta": self.rope_theta,
+            "use_bias": self.use_bias,
+            "tie_embeddings": self.tie_embeddings,
+            "norm_first": self.norm_first,
         }

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from tfllm.layers.initializers import clone_initializer
 from tfllm.models.task_model import TaskModel, backbone_inputs
 
 
@@ -27,7 +28,7 @@ class _MaskedLMHead(keras.layers.Layer):
         self.intermediate_dense = keras.layers.Dense(
             hidden_dim,
             activation="gelu",
-            kernel_initializer=kernel_initializer,
+            kernel_initializer=clone_initializer(kernel_initializer),
             dtype=self.dtype_policy,
             name="intermediate_dense",
         )
