@@ -22,7 +22,10 @@ setup(
         "sacrebleu>=2.4",
         "rouge-score>=0.1.2",
         "werkzeug>=3.0",
+        "safetensors>=0.4",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6"]},
+    # transformers and torch are the reference the imported checkpoints are tested against (CPU
+    # builds; 2.13.0 is the CPU wheel this project's machines carry).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "torch==2.13.0", "transformers>=4.51"]},
     entry_points={"console_scripts": ["tfllm=tfllm.cli:main"]},
 )

@@ -1,0 +1,38 @@
+"""Tiny randomly initialised checkpoints written by `transformers` itself (PyTorch, CPU, no
+network), one per family and layout, shared by the session."""
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+VOCAB = 96
+# initializer_range 0.3 rather than 0.02: logits of order 1, so that a wrong norm, scale or
+# head layout shows far above the 1e-4 tolerance.
+CHECKPOINTS = {
+    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4, initializer_range=0.3)),
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rope_theta=500000.0, tie_word_embeddings=False,
+        initializer_range=0.3)),
+    "llama_tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=True, initializer_range=0.3)),
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=64, sliding_window=None, initializer_range=0.3)),
+}
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """name -> (directory, the `transformers` model in eval mode)."""
+    root = tmp_path_factory.mktemp("hf")
+    made = {}
+    for name, make in CHECKPOINTS.items():
+        torch.manual_seed(0)
+        model = make().eval()
+        model.save_pretrained(root / name)
+        made[name] = (str(root / name), model)
+    return made

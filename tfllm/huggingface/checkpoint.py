@@ -1,0 +1,58 @@
+"""A Hugging Face checkpoint directory as a tfllm `CausalLM` with the checkpoint's weights."""
+
+import json
+import os
+
+from tfllm.errors import UserError
+from tfllm.huggingface.families import FAMILIES, to_variable
+from tfllm.huggingface.safetensors_reader import SafetensorsReader
+from tfllm.models import CausalLM, GPTBackbone
+
+
+def read_config(directory):
+    """The checkpoint's `config.json` as a dict, and its `Family`."""
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: give a directory in Hugging Face layout "
+                        "(config.json, model.safetensors and the tokenizer files)")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    model_type = config.get("model_type")
+    if model_type not in FAMILIES:
+        supported = "; ".join(f"{name} ({family.summary})" for name, family in FAMILIES.items())
+        raise UserError(f"{path}: model_type={model_type!r} is not supported; tfllm imports {supported}")
+    return config, FAMILIES[model_type]
+
+
+def load_causal_lm(directory, max_sequence_length=None):
+    """The checkpoint in `directory` as a float32 `CausalLM`, its backbone's weights read tensor by
+    tensor. `max_sequence_length` shortens the context (learned positions keep their first rows)."""
+    config, family = read_config(directory)
+    options = family.backbone_options(config)
+    if max_sequence_length:
+        options["max_sequence_length"] = min(max_sequence_length, options["max_sequence_length"])
+    backbone = GPTBackbone(**options, dtype="float32")
+    reader = SafetensorsReader(directory)
+    stored = reader.names()
+
+    def tensor(name):
+        for prefix in family.prefixes:
+            if prefix + name in stored:
+                return reader(prefix + name)
+        return reader(name)  # names the missing tensor
+
+    assigned = set()
+    for names, variable, how in family.layout(backbone):
+        value = to_variable([tensor(name) for name in names], variable, how)
+        if tuple(variable.shape) != value.shape:
+            raise UserError(f"{directory}: the tensor for {variable.path} has shape {value.shape}, the "
+                            f"model expects {tuple(variable.shape)}: config.json and the weights disagree")
+        variable.assign(value)
+        assigned.add(id(variable))
+    missed = [v.path for v in backbone.weights if id(v) not in assigned]
+    if missed:  # a family that forgets a weight would leave it random
+        raise AssertionError(f"{family.model_type}: no checkpoint tensor for {missed}")
+    return CausalLM(backbone)

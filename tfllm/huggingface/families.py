@@ -1,0 +1,194 @@
+"""The Hugging Face architectures tfllm builds, one record per `model_type`.
+
+A `Family` turns a checkpoint's `config.json` into `GPTBackbone` arguments (and a backbone back
+into a `config.json`), and lays out, for every weight of that backbone, the checkpoint tensors it
+is made of and how (`layout`); import and export both read that one layout. Hugging Face
+`Linear` layers store `(out, in)` matrices, Keras `Dense` kernels are `(in, out)`: transposed;
+GPT-2's `Conv1D` already stores `(in, out)`.
+"""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from tfllm.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    model_type: str
+    summary: str
+    backbone_options: Callable[[dict], dict]
+    layout: Callable  # backbone -> iterator of (checkpoint names, variable, how)
+    hf_config: Callable  # backbone -> the config.json of its checkpoint
+    # The backbone options that make a tfllm model this family (what export checks).
+    signature: dict
+    # Checkpoint tensor names that a prefix may precede (GPT2LMHeadModel saves "transformer.").
+    prefixes: tuple = ("",)
+
+
+def _gpt2_options(config):
+    return dict(
+        vocabulary_size=config["vocab_size"], num_layers=config["n_layer"], num_heads=config["n_head"],
+        hidden_dim=config["n_embd"], intermediate_dim=config.get("n_inner") or 4 * config["n_embd"],
+        max_sequence_length=config["n_positions"], position="learned",
+        norm="layer", norm_epsilon=config.get("layer_norm_epsilon", 1e-5), mlp="gelu_tanh",
+        use_bias=True, tie_embeddings=True,
+    )
+
+
+# How a checkpoint tensor becomes a backbone weight, and back.
+COPY = "copy"  # the same layout
+LINEAR = "linear"  # a `Linear` (out, in) matrix: transposed to an (in, out) kernel
+FUSED_LINEARS = "fused_linears"  # several `Linear`s side by side in one kernel (q, k, v)
+ROWS = "rows"  # a table of which the model keeps the first rows (positions of a shorter context)
+
+
+def _gpt2_layout(backbone):
+    """(checkpoint names, variable, how) for every backbone weight of a GPT-2 checkpoint."""
+    yield ("wte.weight",), backbone.token_embedding.embeddings, COPY
+    yield ("wpe.weight",), backbone.position_embedding.position_embeddings, ROWS
+    for i, block in enumerate(backbone.transformer_layers):
+        h = f"h.{i}."
+        attention = block.self_attention
+        yield from _norm(block.self_attention_layer_norm, h + "ln_1")
+        yield from _conv1d(attention.query_key_value_dense, h + "attn.c_attn")
+        yield from _conv1d(attention.output_dense, h + "attn.c_proj")
+        yield from _norm(block.feedforward_layer_norm, h + "ln_2")
+        yield from _conv1d(block.feedforward_intermediate_dense, h + "mlp.c_fc")
+        yield from _conv1d(block.feedforward_output_dense, h + "mlp.c_proj")
+    yield from _norm(backbone.layer_norm, "ln_f")
+
+
+def _gpt2_config(backbone):
+    return dict(
+        architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=backbone.vocabulary_size,
+        n_positions=backbone.max_sequence_length, n_embd=backbone.hidden_dim, n_layer=backbone.num_layers,
+        n_head=backbone.num_heads, n_inner=backbone.intermediate_dim, activation_function="gelu_new",
+        layer_norm_epsilon=backbone.norm_epsilon, tie_word_embeddings=True,
+    )
+
+
+def _rope_theta(config):
+    parameters = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or parameters
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in (None, "default"):
+        raise UserError(f"config.json: rope scaling {kind!r} is not supported yet; tfllm imports checkpoints "
+                        "with default rotary positions")
+    return float(parameters.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def _llama_options(config):
+    heads, hidden = config["num_attention_heads"], config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // heads
+    if head_dim * heads != hidden:
+        raise UserError(f"config.json: head_dim={head_dim} x num_attention_heads={heads} is not "
+                        f"hidden_size={hidden}; tfllm needs head_dim = hidden_size / num_attention_heads")
+    if config.get("hidden_act", "silu") != "silu":
+        raise UserError(f"config.json: hidden_act={config['hidden_act']!r}; this family needs 'silu' (SwiGLU)")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise UserError("config.json: attention_bias or mlp_bias is set; tfllm imports Llama checkpoints without biases")
+    return dict(
+        vocabulary_size=config["vocab_size"], num_layers=config["num_hidden_layers"], num_heads=heads,
+        hidden_dim=hidden, intermediate_dim=config["intermediate_size"],
+        max_sequence_length=config["max_position_embeddings"], position="rope", rope_theta=_rope_theta(config),
+        norm="rms", norm_epsilon=config.get("rms_norm_eps", 1e-6), mlp="swiglu",
+        num_key_value_heads=config.get("num_key_value_heads") or heads, use_bias=False,
+        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+    )
+
+
+def _mistral_options(config):
+    window = config.get("sliding_window")
+    if window is not None and window < config["max_position_embeddings"]:
+        raise UserError(f"config.json: sliding_window={window} is shorter than max_position_embeddings="
+                        f"{config['max_position_embeddings']}; tfllm attends over the whole context, so it "
+                        "imports Mistral checkpoints whose window covers it")
+    return _llama_options(config)
+
+
+def _llama_layout(backbone):
+    """(checkpoint names, variable, how) for every backbone weight of a Llama checkpoint."""
+    yield ("model.embed_tokens.weight",), backbone.token_embedding.embeddings, COPY
+    for i, block in enumerate(backbone.transformer_layers):
+        layer = f"model.layers.{i}."
+        attention = block.self_attention
+        yield (layer + "input_layernorm.weight",), block.self_attention_layer_norm.scale, COPY
+        # One fused (in, q + k + v) kernel: query heads, then key heads, then value heads.
+        qkv = tuple(layer + f"self_attn.{name}_proj.weight" for name in "qkv")
+        yield qkv, attention.query_key_value_dense.kernel, FUSED_LINEARS
+        yield (layer + "self_attn.o_proj.weight",), attention.output_dense.kernel, LINEAR
+        yield (layer + "post_attention_layernorm.weight",), block.feedforward_layer_norm.scale, COPY
+        yield (layer + "mlp.gate_proj.weight",), block.feedforward_gate_dense.kernel, LINEAR
+        yield (layer + "mlp.up_proj.weight",), block.feedforward_intermediate_dense.kernel, LINEAR
+        yield (layer + "mlp.down_proj.weight",), block.feedforward_output_dense.kernel, LINEAR
+    yield ("model.norm.weight",), backbone.layer_norm.scale, COPY
+    if not backbone.tie_embeddings:
+        yield ("lm_head.weight",), backbone.token_embedding.output_embeddings, COPY
+
+
+def _llama_config(backbone):
+    return dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=backbone.vocabulary_size,
+        hidden_size=backbone.hidden_dim, intermediate_size=backbone.intermediate_dim,
+        num_hidden_layers=backbone.num_layers, num_attention_heads=backbone.num_heads,
+        num_key_value_heads=backbone.num_key_value_heads, head_dim=backbone.head_dim,
+        max_position_embeddings=backbone.max_sequence_length, rms_norm_eps=backbone.norm_epsilon,
+        rope_theta=float(backbone.rope_theta), hidden_act="silu", attention_bias=False, mlp_bias=False,
+        tie_word_embeddings=backbone.tie_embeddings,
+    )
+
+
+def _conv1d(layer, name):
+    """GPT-2's `Conv1D` stores (in, out), as a Keras kernel does."""
+    yield (name + ".weight",), layer.kernel, COPY
+    yield (name + ".bias",), layer.bias, COPY
+
+
+def _norm(layer, name):
+    yield (name + ".weight",), layer.gamma, COPY
+    yield (name + ".bias",), layer.beta, COPY
+
+
+def to_variable(arrays, variable, how):
+    """The value of `variable` made from its checkpoint tensors `arrays` (float32)."""
+    if how == LINEAR:
+        return arrays[0].T
+    if how == FUSED_LINEARS:
+        return np.concatenate([array.T for array in arrays], axis=1)
+    if how == ROWS:
+        return arrays[0][: variable.shape[0]]
+    return arrays[0]
+
+
+def to_tensors(value, names, how, backbone):
+    """The checkpoint tensors `names` of a variable's `value` (the inverse of `to_variable`)."""
+    if how == LINEAR:
+        return [value.T]
+    if how == FUSED_LINEARS:
+        head_dim = backbone.head_dim
+        query = backbone.num_heads * head_dim
+        key_value = backbone.num_key_value_heads * head_dim
+        return [part.T for part in np.split(value, [query, query + key_value], axis=1)]
+    return [value]
+
+
+GPT2_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu_tanh", use_bias=True, tie_embeddings=True,
+                      norm_first=True, causal=True)
+LLAMA_SIGNATURE = dict(position="rope", norm="rms", mlp="swiglu", use_bias=False, norm_first=True, causal=True)
+
+FAMILIES = {
+    family.model_type: family
+    for family in (
+        Family("gpt2", "GPT-2: learned positions, LayerNorm, GELU (tanh), tied head", _gpt2_options, _gpt2_layout,
+               _gpt2_config, GPT2_SIGNATURE, prefixes=("", "transformer.")),
+        Family("llama", "Llama 2 and 3: RMSNorm, SwiGLU, rotary positions, grouped-query attention",
+               _llama_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
+        Family("mistral", "Mistral: Llama's blocks, when its sliding window covers the context",
+               _mistral_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
+    )
+}
+# The family a tfllm backbone exports as (Mistral checkpoints come back as Llama ones: the same blocks).
+EXPORT_FAMILIES = ("gpt2", "llama")

@@ -1,0 +1,59 @@
+"""Tensors of a Hugging Face checkpoint directory, one at a time: `model.safetensors`, or the
+shards that `model.safetensors.index.json` names."""
+
+import json
+import os
+
+import tensorflow as tf
+from safetensors import safe_open
+
+from tfllm.errors import UserError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class SafetensorsReader:
+    """`reader(name)` is the checkpoint's tensor `name` as float32 NumPy.
+
+    Files are opened memory-mapped and a tensor is read only when asked for, so importing holds
+    one tensor at a time besides the model. Read through TensorFlow, which has bfloat16 (NumPy
+    does not): bf16 and fp16 checkpoints load like float32 ones.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        index_path = os.path.join(directory, INDEX_FILE)
+        if os.path.exists(index_path):
+            with open(index_path) as f:
+                self.files = json.load(f)["weight_map"]
+        elif os.path.exists(os.path.join(directory, SINGLE_FILE)):
+            self.files = None
+        else:
+            raise UserError(f"{directory} has no {SINGLE_FILE} nor {INDEX_FILE}: "
+                            "give a checkpoint saved with safetensors")
+        self._open = {}
+
+    def names(self):
+        if self.files is not None:
+            return set(self.files)
+        return set(self._file(SINGLE_FILE).keys())
+
+    def __call__(self, name):
+        filename = SINGLE_FILE if self.files is None else self.files.get(name)
+        if filename is None:
+            raise UserError(f"{os.path.join(self.directory, INDEX_FILE)} names no tensor {name!r}: "
+                            "the checkpoint is incomplete or of another architecture")
+        handle = self._file(filename)
+        if name not in handle.keys():
+            raise UserError(f"{os.path.join(self.directory, filename)} holds no tensor {name!r}: "
+                            "the checkpoint is incomplete or of another architecture")
+        return tf.cast(handle.get_tensor(name), tf.float32).numpy()
+
+    def _file(self, filename):
+        if filename not in self._open:
+            path = os.path.join(self.directory, filename)
+            if not os.path.exists(path):
+                raise UserError(f"{path} is missing: download every shard that {INDEX_FILE} names")
+            self._open[filename] = safe_open(path, framework="tf")
+        return self._open[filename]
