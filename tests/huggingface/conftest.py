@@ -22,6 +22,10 @@ CHECKPOINTS = {
     "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=1, max_position_embeddings=64, sliding_window=None, initializer_range=0.3)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rope_theta=1e6, tie_word_embeddings=True,
+        initializer_range=0.3)),
 }
 
 
@@ -33,6 +37,11 @@ def checkpoints(tmp_path_factory):
     for name, make in CHECKPOINTS.items():
         torch.manual_seed(0)
         model = make().eval()
+        # Biases start at 0 and norm scales at 1: moved, so that a misplaced one shows.
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.ndim == 1:
+                    parameter.add_(0.3 * torch.randn_like(parameter))
         model.save_pretrained(root / name)
         made[name] = (str(root / name), model)
     return made

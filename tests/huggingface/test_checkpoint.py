@@ -80,7 +80,7 @@ def test_bad_checkpoints_are_one_clear_error(checkpoints, tmp_path):
         load_causal_lm(str(tmp_path))
     unknown = copy_of(checkpoints, "gpt2", tmp_path)
     edit_config(unknown, model_type="mixtral")
-    with pytest.raises(UserError, match=r"model_type='mixtral' is not supported; tfllm imports gpt2 .*llama .*mistral"):
+    with pytest.raises(UserError, match=r"model_type='mixtral' is not supported; tfllm imports gpt2 .*llama .*mistral .*qwen2"):
         load_causal_lm(str(unknown))
     wrong_shape = copy_of(checkpoints, "llama", tmp_path)
     edit_config(wrong_shape, intermediate_size=40)

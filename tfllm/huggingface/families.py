@@ -43,6 +43,7 @@ COPY = "copy"  # the same layout
 LINEAR = "linear"  # a `Linear` (out, in) matrix: transposed to an (in, out) kernel
 FUSED_LINEARS = "fused_linears"  # several `Linear`s side by side in one kernel (q, k, v)
 ROWS = "rows"  # a table of which the model keeps the first rows (positions of a shorter context)
+FUSED_BIASES = "fused_biases"  # the biases of FUSED_LINEARS, end to end
 
 
 def _gpt2_layout(backbone):
@@ -100,6 +101,15 @@ def _llama_options(config):
     )
 
 
+def _qwen2_options(config):
+    window = config.get("sliding_window")
+    if config.get("use_sliding_window") and window is not None and window < config["max_position_embeddings"]:
+        raise UserError(f"config.json: use_sliding_window with sliding_window={window} below "
+                        f"max_position_embeddings={config['max_position_embeddings']}; tfllm attends over the whole "
+                        "context")
+    return {**_llama_options({**config, "attention_bias": False}), "qkv_bias": True}
+
+
 def _mistral_options(config):
     window = config.get("sliding_window")
     if window is not None and window < config["max_position_embeddings"]:
@@ -119,6 +129,9 @@ def _llama_layout(backbone):
         # One fused (in, q + k + v) kernel: query heads, then key heads, then value heads.
         qkv = tuple(layer + f"self_attn.{name}_proj.weight" for name in "qkv")
         yield qkv, attention.query_key_value_dense.kernel, FUSED_LINEARS
+        if attention.qkv_bias:  # Qwen2
+            biases = tuple(layer + f"self_attn.{name}_proj.bias" for name in "qkv")
+            yield biases, attention.query_key_value_dense.bias, FUSED_BIASES
         yield (layer + "self_attn.o_proj.weight",), attention.output_dense.kernel, LINEAR
         yield (layer + "post_attention_layernorm.weight",), block.feedforward_layer_norm.scale, COPY
         yield (layer + "mlp.gate_proj.weight",), block.feedforward_gate_dense.kernel, LINEAR
@@ -141,6 +154,12 @@ def _llama_config(backbone):
     )
 
 
+def _qwen2_config(backbone):
+    config = {**_llama_config(backbone), "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}
+    del config["attention_bias"], config["mlp_bias"]
+    return config
+
+
 def _conv1d(layer, name):
     """GPT-2's `Conv1D` stores (in, out), as a Keras kernel does."""
     yield (name + ".weight",), layer.kernel, COPY
@@ -158,6 +177,8 @@ def to_variable(arrays, variable, how):
         return arrays[0].T
     if how == FUSED_LINEARS:
         return np.concatenate([array.T for array in arrays], axis=1)
+    if how == FUSED_BIASES:
+        return np.concatenate(arrays)
     if how == ROWS:
         return arrays[0][: variable.shape[0]]
     return arrays[0]
@@ -172,12 +193,17 @@ def to_tensors(value, names, how, backbone):
         query = backbone.num_heads * head_dim
         key_value = backbone.num_key_value_heads * head_dim
         return [part.T for part in np.split(value, [query, query + key_value], axis=1)]
+    if how == FUSED_BIASES:
+        query = backbone.num_heads * backbone.head_dim
+        return np.split(value, [query, query + backbone.num_key_value_heads * backbone.head_dim])
     return [value]
 
 
-GPT2_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu_tanh", use_bias=True, tie_embeddings=True,
-                      norm_first=True, causal=True)
-LLAMA_SIGNATURE = dict(position="rope", norm="rms", mlp="swiglu", use_bias=False, norm_first=True, causal=True)
+GPT2_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu_tanh", use_bias=True, qkv_bias=True,
+                      tie_embeddings=True, norm_first=True, causal=True)
+LLAMA_SIGNATURE = dict(position="rope", norm="rms", mlp="swiglu", use_bias=False, qkv_bias=False, norm_first=True,
+                       causal=True)
+QWEN2_SIGNATURE = {**LLAMA_SIGNATURE, "qkv_bias": True}
 
 FAMILIES = {
     family.model_type: family
@@ -188,7 +214,9 @@ FAMILIES = {
                _llama_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
         Family("mistral", "Mistral: Llama's blocks, when its sliding window covers the context",
                _mistral_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
+        Family("qwen2", "Qwen2 and 2.5: Llama's blocks with query/key/value biases",
+               _qwen2_options, _llama_layout, _qwen2_config, QWEN2_SIGNATURE),
     )
 }
-# The family a tfllm backbone exports as (Mistral checkpoints come back as Llama ones: the same blocks).
-EXPORT_FAMILIES = ("gpt2", "llama")
+# The families a tfllm backbone exports as (Mistral checkpoints come back as Llama ones: the same blocks).
+EXPORT_FAMILIES = ("gpt2", "llama", "qwen2")

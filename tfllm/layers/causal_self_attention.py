@@ -87,8 +87,11 @@ class CausalSelfAttention(keras.layers.Layer):
             Defaults to `True`.
         num_key_value_heads: int or `None`. Key and value heads; must divide
             `num_heads`. Defaults to `None`, one per query head.
-        use_bias: bool. Biases on both projections (GPT-2, BERT, and Qwen2's
-            query/key/value); Llama has none. Defaults to `True`.
+        use_bias: bool. Biases on both projections (GPT-2, BERT); Llama has
+            none. Defaults to `True`.
+        qkv_bias: bool or `None`. A bias on the query/key/value projection
+            alone, overriding `use_bias` there (Qwen2: `use_bias=False`,
+            `qkv_bias=True`). Defaults to `None` (`use_bias`).
         kernel_initializer: initializer of both projection kernels.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of both projection biases.
@@ -142,6 +145,7 @@ class CausalSelfAttention(keras.layers.Layer):
         causal=True,
         num_key_value_heads=None,
         use_bias=True,
+        qkv_bias=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -168,6 +172,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.causal = causal
         self.num_key_value_heads = num_key_value_heads
         self.use_bias = use_bias
+        self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.head_dim = hidden_dim // num_heads
@@ -179,7 +184,7 @@ class CausalSelfAttention(keras.layers.Layer):
 
         self.query_key_value_dense = keras.layers.Dense(
             (num_heads + 2 * num_key_value_heads) * self.head_dim,
-            use_bias=use_bias,
+            use_bias=self.qkv_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
@@ -351,6 +356,7 @@ class CausalSelfAttention(keras.layers.Layer):
                 "causal": self.causal,
                 "num_key_value_heads": self.num_key_value_heads,
                 "use_bias": self.use_bias,
+                "qkv_bias": self.qkv_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }

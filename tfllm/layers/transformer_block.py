@@ -51,6 +51,8 @@ class TransformerBlock(keras.layers.Layer):
         num_key_value_heads: int or `None`. Grouped-query attention's key-value
             heads; `None` means `num_heads`. Defaults to `None`.
         use_bias: bool. Biases on the attention projections. Defaults to `True`.
+        qkv_bias: bool or `None`. A bias on the query/key/value projection
+            alone (Qwen2); `None` follows `use_bias`. Defaults to `None`.
         mlp_use_bias: bool. Biases on the MLP's dense layers. Defaults to `True`.
         norm_first: bool. Pre-norm (`True`) or post-norm (`False`).
             Defaults to `True`.
@@ -90,6 +92,7 @@ class TransformerBlock(keras.layers.Layer):
         mlp="gelu_tanh",
         num_key_value_heads=None,
         use_bias=True,
+        qkv_bias=None,
         mlp_use_bias=True,
         norm_first=True,
         kernel_initializer="glorot_uniform",
@@ -111,6 +114,7 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp = mlp
         self.num_key_value_heads = num_key_value_heads
         self.use_bias = use_bias
+        self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
         self.mlp_use_bias = mlp_use_bias
         self.norm_first = norm_first
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -127,6 +131,7 @@ class TransformerBlock(keras.layers.Layer):
             causal=causal,
             num_key_value_heads=num_key_value_heads,
             use_bias=use_bias,
+            qkv_bias=self.qkv_bias,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name="self_attention",
@@ -245,6 +250,7 @@ class TransformerBlock(keras.layers.Layer):
                 "mlp": self.mlp,
                 "num_key_value_heads": self.num_key_value_heads,
                 "use_bias": self.use_bias,
+                "qkv_bias": self.qkv_bias,
                 "mlp_use_bias": self.mlp_use_bias,
                 "norm_first": self.norm_first,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

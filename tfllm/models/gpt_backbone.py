@@ -141,6 +141,9 @@ class GPTBackbone(keras.Model):
         rope_theta: float. The rotary maximum wavelength. Defaults to `10000`.
         use_bias: bool. Biases on the attention projections and the MLP.
             Defaults to `True`.
+        qkv_bias: bool or `None`. A bias on the query/key/value projection
+            alone (Qwen2: `use_bias=False, qkv_bias=True`); `None` follows
+            `use_bias`. Defaults to `None`.
         tie_embeddings: bool. The output head is the token embedding matrix.
             Defaults to `True`.
         norm_first: bool. Pre-norm blocks with a final norm (`True`), or
@@ -197,6 +200,7 @@ class GPTBackbone(keras.Model):
         num_key_value_heads=None,
         rope_theta=10000,
         use_bias=True,
+        qkv_bias=None,
         tie_embeddings=True,
         norm_first=True,
         dtype=None,
@@ -248,6 +252,7 @@ class GPTBackbone(keras.Model):
                 mlp=mlp,
                 num_key_value_heads=num_key_value_heads,
                 use_bias=use_bias,
+                qkv_bias=qkv_bias,
                 mlp_use_bias=use_bias,
                 norm_first=norm_first,
                 kernel_initializer=initializer,
@@ -321,6 +326,7 @@ class GPTBackbone(keras.Model):
         self.num_key_value_heads = num_heads if num_key_value_heads is None else num_key_value_heads
         self.rope_theta = rope_theta
         self.use_bias = use_bias
+        self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
         self.tie_embeddings = tie_embeddings
         self.norm_first = norm_first
 
@@ -387,6 +393,7 @@ class GPTBackbone(keras.Model):
             "num_key_value_heads": self.num_key_value_heads,
             "rope_theta": self.rope_theta,
             "use_bias": self.use_bias,
+            "qkv_bias": self.qkv_bias,
             "tie_embeddings": self.tie_embeddings,
             "norm_first": self.norm_first,
         }
