@@ -91,8 +91,8 @@ def test_bad_checkpoints_are_one_clear_error(checkpoints, tmp_path):
     with pytest.raises(UserError, match=r"has no model.safetensors nor model.safetensors.index.json"):
         load_causal_lm(str(no_weights))
     scaled = copy_of(checkpoints, "llama", tmp_path / "s")
-    edit_config(scaled, rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0})
-    with pytest.raises(UserError, match=r"rope scaling 'llama3' is not supported yet"):
+    edit_config(scaled, rope_parameters={"rope_type": "yarn", "rope_theta": 500000.0, "factor": 8.0})
+    with pytest.raises(UserError, match=r"rope scaling 'yarn' is not supported; tfllm imports"):
         load_causal_lm(str(scaled))
     windowed = copy_of(checkpoints, "mistral", tmp_path / "m")
     edit_config(windowed, sliding_window=16)

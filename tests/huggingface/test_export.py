@@ -16,7 +16,7 @@ def logits_of(lm):
     return lm({"token_ids": IDS, "padding_mask": MASK}).numpy()
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "llama_tied", "mistral", "qwen2"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "llama3", "llama_tied", "mistral", "qwen2"])
 def test_import_then_export_gives_transformers_the_same_model(name, checkpoints, tmp_path):
     directory, reference = checkpoints[name]
     save_pretrained(load_causal_lm(directory), str(tmp_path / "out"))

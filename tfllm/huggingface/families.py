@@ -71,14 +71,20 @@ def _gpt2_config(backbone):
     )
 
 
-def _rope_theta(config):
+def _rope(config):
+    """(rope_theta, llama3_scaling) of a config.json: transformers 5 writes `rope_parameters`,
+    earlier versions `rope_theta` and `rope_scaling`."""
     parameters = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or parameters
     kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in (None, "default"):
-        raise UserError(f"config.json: rope scaling {kind!r} is not supported yet; tfllm imports checkpoints "
-                        "with default rotary positions")
-    return float(parameters.get("rope_theta", config.get("rope_theta", 10000.0)))
+    theta = float(parameters.get("rope_theta", config.get("rope_theta", 10000.0)))
+    if kind in (None, "default"):
+        return theta, None
+    if kind == "llama3":
+        return theta, (scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"],
+                       scaling["original_max_position_embeddings"])
+    raise UserError(f"config.json: rope scaling {kind!r} is not supported; tfllm imports checkpoints with "
+                    "default rotary positions or Llama 3's ('llama3')")
 
 
 def _llama_options(config):
@@ -94,7 +100,8 @@ def _llama_options(config):
     return dict(
         vocabulary_size=config["vocab_size"], num_layers=config["num_hidden_layers"], num_heads=heads,
         hidden_dim=hidden, intermediate_dim=config["intermediate_size"],
-        max_sequence_length=config["max_position_embeddings"], position="rope", rope_theta=_rope_theta(config),
+        max_sequence_length=config["max_position_embeddings"], position="rope", rope_theta=_rope(config)[0],
+        llama3_scaling=_rope(config)[1],
         norm="rms", norm_epsilon=config.get("rms_norm_eps", 1e-6), mlp="swiglu",
         num_key_value_heads=config.get("num_key_value_heads") or heads, use_bias=False,
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
@@ -149,9 +156,17 @@ def _llama_config(backbone):
         num_hidden_layers=backbone.num_layers, num_attention_heads=backbone.num_heads,
         num_key_value_heads=backbone.num_key_value_heads, head_dim=backbone.head_dim,
         max_position_embeddings=backbone.max_sequence_length, rms_norm_eps=backbone.norm_epsilon,
-        rope_theta=float(backbone.rope_theta), hidden_act="silu", attention_bias=False, mlp_bias=False,
+        rope_theta=float(backbone.rope_theta), rope_scaling=_llama3_rope_scaling(backbone), hidden_act="silu", attention_bias=False, mlp_bias=False,
         tie_word_embeddings=backbone.tie_embeddings,
     )
+
+
+def _llama3_rope_scaling(backbone):
+    if backbone.llama3_scaling is None:
+        return None
+    factor, low, high, original = backbone.llama3_scaling
+    return dict(rope_type="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
+                original_max_position_embeddings=int(original))
 
 
 def _qwen2_config(backbone):

@@ -92,6 +92,8 @@ class CausalSelfAttention(keras.layers.Layer):
         qkv_bias: bool or `None`. A bias on the query/key/value projection
             alone, overriding `use_bias` there (Qwen2: `use_bias=False`,
             `qkv_bias=True`). Defaults to `None` (`use_bias`).
+        llama3_scaling: `None` or Llama 3.1's rotary frequency scaling; see
+            `RotaryEmbedding`. Defaults to `None`.
         kernel_initializer: initializer of both projection kernels.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of both projection biases.
@@ -146,6 +148,7 @@ class CausalSelfAttention(keras.layers.Layer):
         num_key_value_heads=None,
         use_bias=True,
         qkv_bias=None,
+        llama3_scaling=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -173,6 +176,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.num_key_value_heads = num_key_value_heads
         self.use_bias = use_bias
         self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
+        self.llama3_scaling = llama3_scaling
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.head_dim = hidden_dim // num_heads
@@ -204,6 +208,7 @@ class CausalSelfAttention(keras.layers.Layer):
             self.rotary_embedding = RotaryEmbedding(
                 max_wavelength=max_wavelength,
                 sequence_axis=-2,
+                llama3_scaling=llama3_scaling,
                 dtype=self.dtype_policy,
                 name="rotary_embedding",
             )
@@ -357,6 +362,7 @@ class CausalSelfAttention(keras.layers.Layer):
                 "num_key_value_heads": self.num_key_value_heads,
                 "use_bias": self.use_bias,
                 "qkv_bias": self.qkv_bias,
+                "llama3_scaling": self.llama3_scaling,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }

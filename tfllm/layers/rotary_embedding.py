@@ -22,6 +22,13 @@ class RotaryEmbedding(keras.layers.Layer):
         sequence_axis: int. The axis of `inputs` that holds positions. The last
             axis holds features; every other axis is broadcast over.
             Defaults to `1`, i.e. inputs of shape `(batch, seq, ..., dim)`.
+        llama3_scaling: `None` or `(factor, low_frequency_factor,
+            high_frequency_factor, original_max_position)`: Llama 3.1's
+            stretch of the low frequencies for a longer context. Frequencies
+            whose wavelength exceeds `original_max_position /
+            low_frequency_factor` are divided by `factor`, those whose
+            wavelength is below `original_max_position / high_frequency_factor`
+            are kept, and those between are interpolated. Defaults to `None`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -45,7 +52,7 @@ class RotaryEmbedding(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, max_wavelength=10000, sequence_axis=1, **kwargs):
+    def __init__(self, max_wavelength=10000, sequence_axis=1, llama3_scaling=None, **kwargs):
         super().__init__(**kwargs)
         if max_wavelength <= 0:
             raise ValueError(
@@ -54,6 +61,7 @@ class RotaryEmbedding(keras.layers.Layer):
             )
         self.max_wavelength = max_wavelength
         self.sequence_axis = sequence_axis
+        self.llama3_scaling = None if llama3_scaling is None else tuple(float(v) for v in llama3_scaling)
 
     def build(self, inputs_shape):
         feature_dim = inputs_shape[-1]
@@ -70,7 +78,10 @@ class RotaryEmbedding(keras.layers.Layer):
         feature_dim = inputs.shape[-1]
         # The frequencies are constants of the graph, folded at trace time.
         exponents = np.arange(0, feature_dim, 2, dtype="float64") / feature_dim
-        inverse_frequencies = (1.0 / self.max_wavelength**exponents).astype("float32")
+        inverse_frequencies = 1.0 / self.max_wavelength**exponents
+        if self.llama3_scaling is not None:
+            inverse_frequencies = llama3_frequencies(inverse_frequencies, *self.llama3_scaling)
+        inverse_frequencies = inverse_frequencies.astype("float32")
 
         if positions is None:
             sequence_length = ops.shape(inputs)[sequence_axis]
@@ -107,6 +118,21 @@ class RotaryEmbedding(keras.layers.Layer):
             {
                 "max_wavelength": self.max_wavelength,
                 "sequence_axis": self.sequence_axis,
+                "llama3_scaling": self.llama3_scaling,
             }
         )
         return config
+
+
+def llama3_frequencies(inverse_frequencies, factor, low_frequency_factor, high_frequency_factor,
+                       original_max_position):
+    """Llama 3.1's rotary frequencies (float64 in and out): low frequencies divided by `factor`,
+    high ones kept, a smooth blend between."""
+    wavelengths = 2 * np.pi / inverse_frequencies
+    low_frequency_wavelength = original_max_position / low_frequency_factor
+    high_frequency_wavelength = original_max_position / high_frequency_factor
+    scaled = np.where(wavelengths > low_frequency_wavelength, inverse_frequencies / factor, inverse_frequencies)
+    smooth = (original_max_position / wavelengths - low_frequency_factor) / (high_frequency_factor - low_frequency_factor)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelengths >= high_frequency_wavelength) & (wavelengths <= low_frequency_wavelength)
+    return np.where(medium, blended, scaled)

@@ -53,6 +53,8 @@ class TransformerBlock(keras.layers.Layer):
         use_bias: bool. Biases on the attention projections. Defaults to `True`.
         qkv_bias: bool or `None`. A bias on the query/key/value projection
             alone (Qwen2); `None` follows `use_bias`. Defaults to `None`.
+        llama3_scaling: `None` or Llama 3.1's rotary frequency scaling; see
+            `RotaryEmbedding`. Defaults to `None`.
         mlp_use_bias: bool. Biases on the MLP's dense layers. Defaults to `True`.
         norm_first: bool. Pre-norm (`True`) or post-norm (`False`).
             Defaults to `True`.
@@ -93,6 +95,7 @@ class TransformerBlock(keras.layers.Layer):
         num_key_value_heads=None,
         use_bias=True,
         qkv_bias=None,
+        llama3_scaling=None,
         mlp_use_bias=True,
         norm_first=True,
         kernel_initializer="glorot_uniform",
@@ -115,6 +118,7 @@ class TransformerBlock(keras.layers.Layer):
         self.num_key_value_heads = num_key_value_heads
         self.use_bias = use_bias
         self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
+        self.llama3_scaling = llama3_scaling
         self.mlp_use_bias = mlp_use_bias
         self.norm_first = norm_first
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -132,6 +136,7 @@ class TransformerBlock(keras.layers.Layer):
             num_key_value_heads=num_key_value_heads,
             use_bias=use_bias,
             qkv_bias=self.qkv_bias,
+            llama3_scaling=llama3_scaling,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name="self_attention",
@@ -251,6 +256,7 @@ class TransformerBlock(keras.layers.Layer):
                 "num_key_value_heads": self.num_key_value_heads,
                 "use_bias": self.use_bias,
                 "qkv_bias": self.qkv_bias,
+                "llama3_scaling": self.llama3_scaling,
                 "mlp_use_bias": self.mlp_use_bias,
                 "norm_first": self.norm_first,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

@@ -139,6 +139,9 @@ class GPTBackbone(keras.Model):
             key-value heads, dividing `num_heads`. Defaults to `None`
             (`num_heads`).
         rope_theta: float. The rotary maximum wavelength. Defaults to `10000`.
+        llama3_scaling: `None` or `(factor, low_frequency_factor,
+            high_frequency_factor, original_max_position)`, Llama 3.1's
+            rotary frequency scaling (see `RotaryEmbedding`). Defaults to `None`.
         use_bias: bool. Biases on the attention projections and the MLP.
             Defaults to `True`.
         qkv_bias: bool or `None`. A bias on the query/key/value projection
@@ -199,6 +202,7 @@ class GPTBackbone(keras.Model):
         mlp="gelu_tanh",
         num_key_value_heads=None,
         rope_theta=10000,
+        llama3_scaling=None,
         use_bias=True,
         qkv_bias=None,
         tie_embeddings=True,
@@ -246,6 +250,7 @@ class GPTBackbone(keras.Model):
                 dropout=dropout,
                 use_rotary=position == "rope",
                 max_wavelength=rope_theta,
+                llama3_scaling=llama3_scaling,
                 causal=causal,
                 layer_norm_epsilon=norm_epsilon,
                 norm=norm,
@@ -325,6 +330,7 @@ class GPTBackbone(keras.Model):
         self.mlp = mlp
         self.num_key_value_heads = num_heads if num_key_value_heads is None else num_key_value_heads
         self.rope_theta = rope_theta
+        self.llama3_scaling = None if llama3_scaling is None else tuple(llama3_scaling)
         self.use_bias = use_bias
         self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
         self.tie_embeddings = tie_embeddings
@@ -392,6 +398,7 @@ class GPTBackbone(keras.Model):
             "mlp": self.mlp,
             "num_key_value_heads": self.num_key_value_heads,
             "rope_theta": self.rope_theta,
+            "llama3_scaling": self.llama3_scaling,
             "use_bias": self.use_bias,
             "qkv_bias": self.qkv_bias,
             "tie_embeddings": self.tie_embeddings,
