@@ -2,11 +2,10 @@
 
 import os
 
+from tfllm import files
+
 
 def write_atomically(path, text):
-    """Write `text` to `path` through a temporary file, so a killed run leaves no half table."""
+    """Write `text` to `path` (its folder made if needed), so a killed run leaves no half table."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(temporary, path)
+    files.write_atomically(path, text)

@@ -255,26 +255,11 @@ class CausalSelfAttention(keras.layers.Layer):
         # (tokens, hidden_dim): 2-D MatMuls are the fastest path and their
         # kernel gradient needs no reduction over a broadcast batch axis.
         qkv = self.query_key_value_dense(ops.reshape(x, (-1, self.hidden_dim)))
-        heads, key_value_heads = self.num_heads, self.num_key_value_heads
-        # (batch, seq, heads + 2 * key_value_heads, head_dim)
-        qkv = ops.reshape(
-            qkv, (batch_size, sequence_length, heads + 2 * key_value_heads, self.head_dim)
-        )
-        # (batch, heads + 2 * key_value_heads, seq, head_dim): one transpose for q, k and v.
-        qkv = ops.transpose(qkv, (0, 2, 1, 3))
-        query = qkv[:, :heads]
-        key = qkv[:, heads : heads + key_value_heads]
-        value = qkv[:, heads + key_value_heads :]
         start = 0 if cache is None else cache_index
-        if self.rotary_embedding is not None:
-            if positions is None:
-                query = self.rotary_embedding(query, start_index=start)
-                key = self.rotary_embedding(key, start_index=start)
-            else:
-                # (batch, 1, seq): the axes of (batch, heads, seq, head_dim) up to the sequence axis.
-                positions = positions[:, None, :]
-                query = self.rotary_embedding(query, positions=positions)
-                key = self.rotary_embedding(key, positions=positions)
+        if self.num_key_value_heads == self.num_heads:
+            query, key, value = self._split_heads(qkv, batch_size, sequence_length, start, positions)
+        else:
+            query, key, value = self._split_grouped_heads(qkv, batch_size, sequence_length, start, positions)
 
         if cache is None:
             bias = _attention_bias(
@@ -309,6 +294,42 @@ class CausalSelfAttention(keras.layers.Layer):
         if cache is None:
             return out
         return out, cache
+
+    def _split_heads(self, qkv, batch_size, sequence_length, start, positions):
+        """Queries, keys and values `(batch, heads, seq, head_dim)` of a fused projection with
+        as many key-value heads as query heads, rotated when the layer uses RoPE."""
+        # (batch, seq, 3, heads, head_dim)
+        qkv = ops.reshape(qkv, (batch_size, sequence_length, 3, self.num_heads, self.head_dim))
+        # (3, batch, heads, seq, head_dim): one transpose for q, k and v, each a contiguous slice.
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
+        if self.rotary_embedding is None:
+            return ops.unstack(qkv, 3, axis=0)
+        # One rotation for the stacked (2, batch, heads, seq, head_dim) queries and keys.
+        if positions is None:
+            query_key = self.rotary_embedding(qkv[:2], start_index=start)
+        else:
+            # (1, batch, 1, seq): the axes of the stack up to the sequence axis.
+            query_key = self.rotary_embedding(qkv[:2], positions=positions[None, :, None, :])
+        query, key = ops.unstack(query_key, 2, axis=0)
+        return query, key, qkv[2]
+
+    def _split_grouped_heads(self, qkv, batch_size, sequence_length, start, positions):
+        """`_split_heads` for fewer key-value heads than query heads: keys and values
+        `(batch, key_value_heads, seq, head_dim)`."""
+        heads, key_value_heads = self.num_heads, self.num_key_value_heads
+        # (batch, seq, heads + 2 * key_value_heads, head_dim)
+        qkv = ops.reshape(qkv, (batch_size, sequence_length, heads + 2 * key_value_heads, self.head_dim))
+        # (batch, heads + 2 * key_value_heads, seq, head_dim)
+        qkv = ops.transpose(qkv, (0, 2, 1, 3))
+        query = qkv[:, :heads]
+        key = qkv[:, heads : heads + key_value_heads]
+        value = qkv[:, heads + key_value_heads :]
+        if self.rotary_embedding is not None:
+            # (batch, 1, seq): the axes of (batch, heads, seq, head_dim) up to the sequence axis.
+            positions = None if positions is None else positions[:, None, :]
+            query = self.rotary_embedding(query, start_index=start, positions=positions)
+            key = self.rotary_embedding(key, start_index=start, positions=positions)
+        return query, key, value
 
     def _attend(self, query, key, value, bias, training):
         """Softmax attention on `(batch, heads, seq, head_dim)` tensors (keys and values with
