@@ -33,7 +33,11 @@ CHECKPOINTS = {
         vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, rope_theta=1e6, tie_word_embeddings=True,
         initializer_range=0.3)),
+    "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, type_vocab_size=2, initializer_range=0.3)),
 }
+CAUSAL = sorted(name for name in CHECKPOINTS if name != "bert")
 
 
 @pytest.fixture(scope="session")

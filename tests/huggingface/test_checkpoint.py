@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.huggingface.conftest import CHECKPOINTS, VOCAB, torch, transformers
+from tests.huggingface.conftest import CAUSAL, CHECKPOINTS, VOCAB, torch, transformers
 from tfllm.errors import UserError
 from tfllm.generator import Generator
-from tfllm.huggingface import load_causal_lm
+from tfllm.huggingface import load_causal_lm, load_model
 from tfllm.samplers import GreedySampler
 
 IDS = np.random.default_rng(0).integers(0, VOCAB, (3, 9)).astype("int32")
@@ -25,7 +25,7 @@ def reference_logits(model, ids, mask):
 @pytest.mark.parametrize("name", sorted(CHECKPOINTS))
 def test_logits_equal_transformers_on_a_padded_batch(name, checkpoints):
     directory, reference = checkpoints[name]
-    lm = load_causal_lm(directory)
+    lm = load_model(directory)  # a CausalLM, or BERT's MaskedLM
     got = lm({"token_ids": IDS, "padding_mask": MASK}).numpy()
     want = reference_logits(reference, IDS, MASK)
     assert np.abs(want).max() > 1.0  # logits large enough for the tolerance to mean something
@@ -33,7 +33,7 @@ def test_logits_equal_transformers_on_a_padded_batch(name, checkpoints):
     np.testing.assert_allclose(got[real], want[real], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("name", CAUSAL)
 def test_greedy_generation_equals_transformers(name, checkpoints):
     directory, reference = checkpoints[name]
     prompts = IDS[:, :5]
@@ -98,6 +98,11 @@ def test_bad_checkpoints_are_one_clear_error(checkpoints, tmp_path):
     edit_config(windowed, sliding_window=16)
     with pytest.raises(UserError, match=r"sliding_window=16 is shorter than max_position_embeddings=64"):
         load_causal_lm(str(windowed))
+
+
+def test_a_masked_lm_checkpoint_is_not_a_causal_lm(checkpoints):
+    with pytest.raises(UserError, match=r"holds a bert checkpoint, a masked_lm model; a causal_lm model is needed"):
+        load_causal_lm(checkpoints["bert"][0])
 
 
 def test_a_missing_shard_is_named(checkpoints, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from tests.huggingface.conftest import torch, transformers
 from tests.huggingface.test_checkpoint import IDS, MASK, reference_logits
 from tfllm.errors import UserError
-from tfllm.huggingface import load_causal_lm, save_pretrained
+from tfllm.huggingface import load_causal_lm, load_model, save_pretrained
 from tfllm.models import CausalLM, GPTBackbone
 
 REAL = MASK.astype(bool)
@@ -16,11 +16,12 @@ def logits_of(lm):
     return lm({"token_ids": IDS, "padding_mask": MASK}).numpy()
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "llama3", "llama_tied", "mistral", "qwen2"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "llama3", "llama_tied", "mistral", "qwen2", "bert"])
 def test_import_then_export_gives_transformers_the_same_model(name, checkpoints, tmp_path):
     directory, reference = checkpoints[name]
-    save_pretrained(load_causal_lm(directory), str(tmp_path / "out"))
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    save_pretrained(load_model(directory), str(tmp_path / "out"))
+    auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
+    reloaded = auto.from_pretrained(tmp_path / "out").eval()
     np.testing.assert_allclose(reference_logits(reloaded, IDS, MASK)[REAL], reference_logits(reference, IDS, MASK)[REAL],
                                atol=1e-5, rtol=0)
 

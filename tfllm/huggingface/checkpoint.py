@@ -6,7 +6,9 @@ import os
 from tfllm.errors import UserError
 from tfllm.huggingface.families import FAMILIES, to_variable
 from tfllm.huggingface.safetensors_reader import SafetensorsReader
-from tfllm.models import CausalLM, GPTBackbone
+from tfllm.models import CausalLM, GPTBackbone, MaskedLM
+
+TASK_MODELS = {"causal_lm": CausalLM, "masked_lm": MaskedLM}
 
 
 def read_config(directory):
@@ -28,13 +30,23 @@ def read_config(directory):
 
 
 def load_causal_lm(directory, max_sequence_length=None):
-    """The checkpoint in `directory` as a float32 `CausalLM`, its backbone's weights read tensor by
-    tensor. `max_sequence_length` shortens the context (learned positions keep their first rows)."""
+    """The checkpoint in `directory` as a float32 `CausalLM`, its weights read tensor by tensor.
+    `max_sequence_length` shortens the context (learned positions keep their first rows)."""
+    return load_model(directory, max_sequence_length, task="causal_lm")
+
+
+def load_model(directory, max_sequence_length=None, task=None):
+    """The checkpoint in `directory` as the float32 task model its family holds (`CausalLM`, or
+    `MaskedLM` for BERT); `task` names the one the caller needs."""
     config, family = read_config(directory)
+    if task is not None and family.task != task:
+        raise UserError(f"{directory} holds a {family.model_type} checkpoint, a {family.task} model; "
+                        f"a {task} model is needed here")
     options = family.backbone_options(config)
     if max_sequence_length:
         options["max_sequence_length"] = min(max_sequence_length, options["max_sequence_length"])
     backbone = GPTBackbone(**options, dtype="float32")
+    model = TASK_MODELS[family.task](backbone)
     reader = SafetensorsReader(directory)
     stored = reader.names()
 
@@ -45,14 +57,14 @@ def load_causal_lm(directory, max_sequence_length=None):
         return reader(name)  # names the missing tensor
 
     assigned = set()
-    for names, variable, how in family.layout(backbone):
+    for names, variable, how in family.layout(model):
         value = to_variable([tensor(name) for name in names], variable, how)
         if tuple(variable.shape) != value.shape:
             raise UserError(f"{directory}: the tensor for {variable.path} has shape {value.shape}, the "
                             f"model expects {tuple(variable.shape)}: config.json and the weights disagree")
         variable.assign(value)
         assigned.add(id(variable))
-    missed = [v.path for v in backbone.weights if id(v) not in assigned]
+    missed = [v.path for v in model.weights if id(v) not in assigned]
     if missed:  # a family that forgets a weight would leave it random
         raise AssertionError(f"{family.model_type}: no checkpoint tensor for {missed}")
-    return CausalLM(backbone)
+    return model

@@ -22,13 +22,13 @@ def family_of(backbone):
     raise UserError(f"this model's architecture is no Hugging Face family tfllm writes ({wanted})")
 
 
-def save_pretrained(causal_lm, directory):
-    """Write `config.json` and `model.safetensors` (float32) of `causal_lm` into `directory`,
-    which must not exist; it appears whole or not at all."""
-    backbone = causal_lm.backbone
+def save_pretrained(model, directory):
+    """Write `config.json` and `model.safetensors` (float32) of `model`, a `CausalLM` (or a BERT-
+    shaped `MaskedLM`), into `directory`, which must not exist; it appears whole or not at all."""
+    backbone = model.backbone
     family = family_of(backbone)
     tensors = {}
-    for names, variable, how in family.layout(backbone):
+    for names, variable, how in family.layout(model):
         value = np.asarray(variable.numpy(), np.float32)
         for name, array in zip(names, to_tensors(value, names, how, backbone)):
             tensors[name] = np.ascontiguousarray(array)

@@ -20,12 +20,14 @@ class Family:
     model_type: str
     summary: str
     backbone_options: Callable[[dict], dict]
-    layout: Callable  # backbone -> iterator of (checkpoint names, variable, how)
+    layout: Callable  # task model -> iterator of (checkpoint names, variable, how)
     hf_config: Callable  # backbone -> the config.json of its checkpoint
     # The backbone options that make a tfllm model this family (what export checks).
     signature: dict
     # Checkpoint tensor names that a prefix may precede (GPT2LMHeadModel saves "transformer.").
     prefixes: tuple = ("",)
+    # The task model the checkpoint holds: a causal LM, or a masked LM (BERT).
+    task: str = "causal_lm"
 
 
 def _gpt2_options(config):
@@ -44,10 +46,12 @@ LINEAR = "linear"  # a `Linear` (out, in) matrix: transposed to an (in, out) ker
 FUSED_LINEARS = "fused_linears"  # several `Linear`s side by side in one kernel (q, k, v)
 ROWS = "rows"  # a table of which the model keeps the first rows (positions of a shorter context)
 FUSED_BIASES = "fused_biases"  # the biases of FUSED_LINEARS, end to end
+ROWS_PLUS_TYPE_0 = "rows_plus_type_0"  # BERT's positions with the type-0 embedding added
 
 
-def _gpt2_layout(backbone):
-    """(checkpoint names, variable, how) for every backbone weight of a GPT-2 checkpoint."""
+def _gpt2_layout(model):
+    """(checkpoint names, variable, how) for every weight of a GPT-2 checkpoint's causal LM."""
+    backbone = model.backbone
     yield ("wte.weight",), backbone.token_embedding.embeddings, COPY
     yield ("wpe.weight",), backbone.position_embedding.position_embeddings, ROWS
     for i, block in enumerate(backbone.transformer_layers):
@@ -126,8 +130,9 @@ def _mistral_options(config):
     return _llama_options(config)
 
 
-def _llama_layout(backbone):
-    """(checkpoint names, variable, how) for every backbone weight of a Llama checkpoint."""
+def _llama_layout(model):
+    """(checkpoint names, variable, how) for every weight of a Llama checkpoint's causal LM."""
+    backbone = model.backbone
     yield ("model.embed_tokens.weight",), backbone.token_embedding.embeddings, COPY
     for i, block in enumerate(backbone.transformer_layers):
         layer = f"model.layers.{i}."
@@ -175,6 +180,63 @@ def _qwen2_config(backbone):
     return config
 
 
+def _bert_options(config):
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise UserError(f"config.json: position_embedding_type={config['position_embedding_type']!r}; tfllm "
+                        "imports BERT checkpoints with absolute positions")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise UserError(f"config.json: hidden_act={config['hidden_act']!r}; tfllm imports BERT with 'gelu'")
+    return dict(
+        vocabulary_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"], hidden_dim=config["hidden_size"],
+        intermediate_dim=config["intermediate_size"], max_sequence_length=config["max_position_embeddings"],
+        position="learned", norm="layer", norm_epsilon=config.get("layer_norm_eps", 1e-12), mlp="gelu",
+        use_bias=True, tie_embeddings=True, norm_first=False, causal=False,
+    )
+
+
+def _bert_layout(model):
+    """(checkpoint names, variable, how) for every weight of a BERT checkpoint's masked LM.
+
+    tfllm rows carry one segment (token type 0): its type embedding is folded into every
+    position's embedding, which is what BERT adds to a type-0 token."""
+    backbone = model.backbone
+    embeddings = "bert.embeddings."
+    yield (embeddings + "word_embeddings.weight",), backbone.token_embedding.embeddings, COPY
+    yield ((embeddings + "position_embeddings.weight", embeddings + "token_type_embeddings.weight"),
+           backbone.position_embedding.position_embeddings, ROWS_PLUS_TYPE_0)
+    yield from _norm(backbone.layer_norm, embeddings + "LayerNorm")
+    for i, block in enumerate(backbone.transformer_layers):
+        layer = f"bert.encoder.layer.{i}."
+        attention = block.self_attention
+        qkv = tuple(layer + f"attention.self.{name}" for name in ("query", "key", "value"))
+        yield tuple(name + ".weight" for name in qkv), attention.query_key_value_dense.kernel, FUSED_LINEARS
+        yield tuple(name + ".bias" for name in qkv), attention.query_key_value_dense.bias, FUSED_BIASES
+        yield from _linear(attention.output_dense, layer + "attention.output.dense")
+        yield from _norm(block.self_attention_layer_norm, layer + "attention.output.LayerNorm")
+        yield from _linear(block.feedforward_intermediate_dense, layer + "intermediate.dense")
+        yield from _linear(block.feedforward_output_dense, layer + "output.dense")
+        yield from _norm(block.feedforward_layer_norm, layer + "output.LayerNorm")
+    yield from _linear(model.head.intermediate_dense, "cls.predictions.transform.dense")
+    yield from _norm(model.head.layer_norm, "cls.predictions.transform.LayerNorm")
+    yield ("cls.predictions.bias",), model.head.output_bias, COPY
+
+
+def _bert_config(backbone):
+    return dict(
+        architectures=["BertForMaskedLM"], model_type="bert", vocab_size=backbone.vocabulary_size,
+        hidden_size=backbone.hidden_dim, num_hidden_layers=backbone.num_layers,
+        num_attention_heads=backbone.num_heads, intermediate_size=backbone.intermediate_dim,
+        max_position_embeddings=backbone.max_sequence_length, type_vocab_size=1, hidden_act="gelu",
+        layer_norm_eps=backbone.norm_epsilon, position_embedding_type="absolute",
+    )
+
+
+def _linear(layer, name):
+    yield (name + ".weight",), layer.kernel, LINEAR
+    yield (name + ".bias",), layer.bias, COPY
+
+
 def _conv1d(layer, name):
     """GPT-2's `Conv1D` stores (in, out), as a Keras kernel does."""
     yield (name + ".weight",), layer.kernel, COPY
@@ -196,6 +258,8 @@ def to_variable(arrays, variable, how):
         return np.concatenate(arrays)
     if how == ROWS:
         return arrays[0][: variable.shape[0]]
+    if how == ROWS_PLUS_TYPE_0:
+        return arrays[0][: variable.shape[0]] + arrays[1][0]
     return arrays[0]
 
 
@@ -211,6 +275,8 @@ def to_tensors(value, names, how, backbone):
     if how == FUSED_BIASES:
         query = backbone.num_heads * backbone.head_dim
         return np.split(value, [query, query + backbone.num_key_value_heads * backbone.head_dim])
+    if how == ROWS_PLUS_TYPE_0:
+        return [value, np.zeros((1, value.shape[1]), value.dtype)]  # type 0 already in the rows
     return [value]
 
 
@@ -219,6 +285,8 @@ GPT2_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu_tanh", use_bia
 LLAMA_SIGNATURE = dict(position="rope", norm="rms", mlp="swiglu", use_bias=False, qkv_bias=False, norm_first=True,
                        causal=True)
 QWEN2_SIGNATURE = {**LLAMA_SIGNATURE, "qkv_bias": True}
+BERT_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu", use_bias=True, tie_embeddings=True,
+                      norm_first=False, causal=False)
 
 FAMILIES = {
     family.model_type: family
@@ -231,7 +299,9 @@ FAMILIES = {
                _mistral_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
         Family("qwen2", "Qwen2 and 2.5: Llama's blocks with query/key/value biases",
                _qwen2_options, _llama_layout, _qwen2_config, QWEN2_SIGNATURE),
+        Family("bert", "BERT: post-norm encoder, exact GELU, with its masked-LM head", _bert_options, _bert_layout,
+               _bert_config, BERT_SIGNATURE, task="masked_lm"),
     )
 }
 # The families a tfllm backbone exports as (Mistral checkpoints come back as Llama ones: the same blocks).
-EXPORT_FAMILIES = ("gpt2", "llama", "qwen2")
+EXPORT_FAMILIES = ("gpt2", "llama", "qwen2", "bert")

@@ -113,7 +113,7 @@ class MaskedLM(TaskModel):
         self.backbone = backbone
         self.head = _MaskedLMHead(
             token_embedding=backbone.token_embedding,
-            layer_norm_epsilon=1e-5,
+            layer_norm_epsilon=getattr(backbone, "norm_epsilon", 1e-5),
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
             dtype=backbone.dtype_policy,
             name="masked_lm_head",
