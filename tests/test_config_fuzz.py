@@ -128,12 +128,14 @@ CHOICES = {
     "data.tokenizer": config_lib.TOKENIZERS, "model.position": config_lib.POSITIONS,
     "train.precision": config_lib.PRECISIONS, "distribute.strategy": config_lib.STRATEGIES,
     "model.task": config_lib.TASKS, "train.class_weights": config_lib.CLASS_WEIGHTS,
-    "train.jit_compile": (True, False, "auto"),
+    "train.jit_compile": (True, False, "auto"), "model.norm": config_lib.NORMS,
+    "model.norm_position": config_lib.NORM_POSITIONS, "model.mlp": config_lib.MLPS,
 }
+POSITIVE = st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False)
 FLOATS = {
     "data.val_fraction": UNIT, "model.dropout": UNIT, "train.beta1": UNIT, "train.beta2": UNIT,
     "data.mask_rate": st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
-    "train.learning_rate": st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False),
+    "train.learning_rate": POSITIVE, "model.norm_epsilon": POSITIVE, "model.rope_theta": POSITIVE,
 }
 INT_MINIMUM = {"data.vocab_size": 8, "data.min_chars": 0, "train.warmup_steps": 0, "train.checkpoint_every": 0,
                "train.early_stopping_patience": 0, "train.seed": None, "train.samples": None,
@@ -164,6 +166,7 @@ def valid_trees(draw):
     model, train = tree.get("model", {}), tree.get("train", {})
     num_heads = model.get("num_heads", config_lib.ModelConfig.num_heads)
     model["hidden_dim"] = num_heads * draw(st.integers(1, 64))
+    model["num_kv_heads"] = draw(st.just(0) | st.sampled_from([n for n in range(1, 65) if num_heads % n == 0]))
     seq_len = model.get("seq_len", config_lib.ModelConfig.seq_len)
     model["max_seq_len"] = draw(st.just(0) | st.integers(seq_len, 2 * seq_len))
     learning_rate = train.get("learning_rate", config_lib.TrainConfig.learning_rate)

@@ -39,7 +39,7 @@ def load_model(directory, max_sequence_length=None, task=None):
     """The checkpoint in `directory` as the float32 task model its family holds (`CausalLM`, or
     `MaskedLM` for BERT); `task` names the one the caller needs."""
     config, family = read_config(directory)
-    if task is not None and family.task != task:
+    if task not in (None, family.task):
         raise UserError(f"{directory} holds a {family.model_type} checkpoint, a {family.task} model; "
                         f"a {task} model is needed here")
     options = family.backbone_options(config)
