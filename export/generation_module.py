@@ -83,7 +83,8 @@ class GenerationModule(tf.Module):
 
     def __init__(self, model, tokenizer, max_length, jit_compile=True):
         super().__init__(name="generation_module")
-        self.packer = PromptPacker(max_length)
+        self.packer = PromptPacker.for_tokenizer(max_length, tokenizer)
+        self.stop_token_ids = (tokenizer.eos_id,)
         if not isinstance(jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}")
         self.max_length = max_length
@@ -129,7 +130,7 @@ class GenerationModule(tf.Module):
         # a separate object of the SavedModel. Its inputs carry every shape XLA needs.
         decode = tf.function(self._decode, jit_compile=self.jit_compile, autograph=False)
         tokens = decode(packed, temperature, top_k, top_p, seed)
-        completions = decoding.completions(tokens, packed.lengths, max_new_tokens)
+        completions = decoding.completions(tokens, packed.lengths, max_new_tokens, self.stop_token_ids)
         text = self.tokenizer.detokenize(completions)
         # Byte-level tokens can end inside a character; the answer must stay valid UTF-8.
         text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
@@ -169,4 +170,4 @@ class GenerationModule(tf.Module):
     def _decode(self, packed, temperature, top_k, top_p, seed):
         """The buffer of `packed` (a `PackedPrompts`) decoded with the request's settings."""
         sampler = ControlledSampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-        return decoding.decode(self._build_cache, self._call_with_cache, sampler, packed)
+        return decoding.decode(self._build_cache, self._call_with_cache, sampler, packed, self.stop_token_ids)

@@ -12,6 +12,7 @@ from tfllm.errors import TrainingInterrupted, UserError
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEFAULT_CONFIG = "gpt-tiny"
+EXPORT_FORMATS = {"savedmodel": "tfllm.export.saved_model", "huggingface": "tfllm.export.huggingface_checkpoint"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -108,7 +109,19 @@ def add_export(sub):
     p.add_argument("--out", required=True, help="export base directory (TF Serving layout: OUT/VERSION/)")
     p.add_argument("--version", type=int, default=None, help="version number (default: newest + 1)")
     p.add_argument("--force", action="store_true", help="overwrite an existing version")
-    p.set_defaults(run=lazy("tfllm.export.saved_model"))
+    p.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="savedmodel",
+                   help="savedmodel (text in, text out, for TF Serving) or huggingface (config.json, "
+                        "model.safetensors and tokenizer files into --out, for transformers)")
+    p.set_defaults(run=lambda args: lazy(EXPORT_FORMATS[args.format])(args))
+
+
+def add_import(sub):
+    p = sub.add_parser("import", help="make a run directory of a Hugging Face checkpoint (GPT-2, BERT, Llama family)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", help="a checkpoint directory (config.json, model.safetensors, tokenizer files) "
+                                  "or hf://ORG/NAME to download")
+    p.add_argument("--run-dir", required=True, help="the new run directory")
+    p.set_defaults(run=lazy("tfllm.trainers.import_checkpoint"))
 
 
 def add_serve(sub):
@@ -152,7 +165,7 @@ def build_parser():
         prog="tfllm", description="Train, evaluate, export and serve language models with TensorFlow and Keras."
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for add in (add_train, add_generate, add_evaluate, add_export, add_serve):
+    for add in (add_train, add_import, add_generate, add_evaluate, add_export, add_serve):
         add(sub)
     return parser
 

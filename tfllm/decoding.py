@@ -8,8 +8,6 @@ Only TensorFlow ops: the functions are traced into the SavedModel, which runs wi
 
 import tensorflow as tf
 
-from tfllm.tokenizers import EOS_ID
-
 
 def fill_cache(build_cache, call_with_cache, prompt_columns, cache_length):
     """A KV cache of `cache_length` positions filled by one pass over `prompt_columns`.
@@ -44,7 +42,7 @@ def cached_next(call_with_cache):
     return next
 
 
-def decode(build_cache, call_with_cache, sampler, packed, stop_token_ids=(EOS_ID,), wrap_next=None):
+def decode(build_cache, call_with_cache, sampler, packed, stop_token_ids, wrap_next=None):
     """The buffer of `packed` filled by `sampler` from `packed.index` to `packed.end_index`.
 
     Args:
@@ -52,7 +50,8 @@ def decode(build_cache, call_with_cache, sampler, packed, stop_token_ids=(EOS_ID
         call_with_cache: the model's `call_with_cache(token_ids, cache, cache_index)`.
         sampler: a `tfllm.samplers.Sampler`.
         packed: a `tfllm.prompt_packer.PackedPrompts`.
-        stop_token_ids: ids that end a row; empty fills every row to `end_index`.
+        stop_token_ids: ids that end a row (the tokenizer's end-of-text id); empty fills every row
+            to `end_index`.
         wrap_next: None, or a callable that takes `next` and returns the callback the sampler
             calls instead (streaming watches and steers the tokens this way).
 
@@ -66,7 +65,7 @@ def decode(build_cache, call_with_cache, sampler, packed, stop_token_ids=(EOS_ID
                    stop_token_ids=tuple(stop_token_ids) or None, end_index=packed.end_index)
 
 
-def completions(tokens, lengths, max_new_tokens, stop_token_ids=(EOS_ID,)):
+def completions(tokens, lengths, max_new_tokens, stop_token_ids):
     """int32 ragged (batch, None): each row's new tokens, before its first stop id.
 
     Args:

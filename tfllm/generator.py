@@ -10,7 +10,6 @@ from tfllm import decoding
 from tfllm.prompt_packer import PackedPrompts, PromptPacker
 from tfllm.samplers import BeamSampler, Sampler
 from tfllm.samplers.validation import check_setting
-from tfllm.tokenizers import EOS_ID
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Generator:
     """
 
     def __init__(self, model, tokenizer, max_length, jit_compile="auto"):
-        self.packer = PromptPacker(max_length)
+        self.packer = PromptPacker.for_tokenizer(max_length, tokenizer)
         if jit_compile not in (True, False, "auto"):
             raise ValueError(f"jit_compile must be True, False or 'auto'. Received: jit_compile={jit_compile!r}")
         self.model = model
@@ -144,7 +143,7 @@ class Generator:
                 f"return_all_beams={sampler.return_all_beams}, streaming={streaming}"
             )
 
-    def generate_from_ids(self, prompt_ids, max_new_tokens, sampler, stop_token_ids=(EOS_ID,)):
+    def generate_from_ids(self, prompt_ids, max_new_tokens, sampler, stop_token_ids=None):
         """Generated ids after each prompt of token ids (used as given, no EOS added).
 
         Each row is cut at its first stop id (excluded) and holds at most `max_new_tokens` ids.
@@ -156,27 +155,28 @@ class Generator:
             return []
         token_ids = tf.ragged.constant([[int(token) for token in row] for row in prompt_ids], tf.int32)
         return self._decode(self._pack(token_ids, max_new_tokens, add_start_id=False), max_new_tokens, sampler,
-                            tuple(stop_token_ids or ()))
+                            self._stops(stop_token_ids))
 
-    def generate_ids(self, prompts, max_new_tokens, sampler, stop_token_ids=(EOS_ID,)):
+    def generate_ids(self, prompts, max_new_tokens, sampler, stop_token_ids=None):
         """Generated token ids of each prompt string (without the prompt), cut at the first stop id."""
         self._check(max_new_tokens, sampler, streaming=False)
         if not prompts:
             return []
-        return self._decode(self.pack(prompts, max_new_tokens), max_new_tokens, sampler, tuple(stop_token_ids or ()))
+        return self._decode(self.pack(prompts, max_new_tokens), max_new_tokens, sampler, self._stops(stop_token_ids))
 
-    def generate(self, prompts, max_new_tokens, sampler, stop_token_ids=(EOS_ID,), stop_strings=(), on_text=None):
+    def generate(self, prompts, max_new_tokens, sampler, stop_token_ids=None, stop_strings=(), on_text=None):
         """Completions (the text after each prompt) of a list of prompt strings.
 
         Args:
             prompts: list of str.
             max_new_tokens: int in [1, max_length - 1].
             sampler: a `tfllm.samplers.Sampler`.
-            stop_token_ids: ids that end a row (not part of its completion).
+            stop_token_ids: ids that end a row (not part of its completion); None: the
+                tokenizer's end-of-text id, () none.
             stop_strings: strings that end a row; the completion stops before the first one.
             on_text: callable `(row, piece)` to stream the completions, or None.
         """
-        stop_token_ids = tuple(stop_token_ids or ())
+        stop_token_ids = self._stops(stop_token_ids)
         self._check(max_new_tokens, sampler, streaming=on_text is not None)
         if not prompts:
             return []
@@ -201,6 +201,10 @@ class Generator:
             return []
         ragged = tf.ragged.constant(ids, dtype=tf.int32)
         return [t.decode("utf-8", errors="replace") for t in self.tokenizer.detokenize(ragged).numpy()]
+
+    def _stops(self, stop_token_ids):
+        """The stop ids as a tuple: None means the tokenizer's end-of-text id."""
+        return (self.tokenizer.eos_id,) if stop_token_ids is None else tuple(stop_token_ids)
 
     def _decode(self, packed, max_new_tokens, sampler, stop_token_ids, streaming=False):
         tokens = self._decode_fn(sampler, stop_token_ids, streaming)(packed)

@@ -5,6 +5,7 @@ import collections
 import tensorflow as tf
 
 from tfllm.tokenizers import EOS_ID
+from tfllm.tokenizers.tokenizer import prepend_start_id
 
 # Buffers are powers of two from here: few shapes for XLA to compile, and still short buffers
 # for short prompts.
@@ -44,7 +45,8 @@ class PromptPacker:
     """Packs tokenized prompts into the buffer of KV-cached decoding.
 
     Each prompt gets `start_id` in front, the context a document has in training, so an empty
-    prompt generates a document from scratch. A prompt that leaves no room for
+    prompt generates a document from scratch (a checkpoint's tokenizer may put nothing in front:
+    then only an empty prompt gets `empty_id`). A prompt that leaves no room for
     `max_new_tokens` in the `max_length`-token context is cut from the left: its last
     `max_length - max_new_tokens` tokens are kept. Prompts are right-padded with 0 into a
     buffer of the longest prompt rounded up to a power of two (at least `MIN_BUCKET`), plus
@@ -58,7 +60,10 @@ class PromptPacker:
 
     Args:
         max_length: int >= 2. The model's context in tokens.
-        start_id: int. The id put in front of every prompt. Defaults to the end-of-text id.
+        start_id: int or None. The id put in front of every prompt (`Tokenizer.start_id`).
+            Defaults to the end-of-text id of tfllm's tokenizers.
+        empty_id: int. With `start_id` None, the id an empty prompt starts from
+            (`Tokenizer.eos_id`).
 
     Call arguments:
         token_ids: int ragged (batch, None), at least one prompt.
@@ -77,11 +82,20 @@ class PromptPacker:
     ```
     """
 
-    def __init__(self, max_length, start_id=EOS_ID):
+    @classmethod
+    def for_tokenizer(cls, max_length, tokenizer):
+        """The packer of `tokenizer`'s prompt convention (tfllm's when there is no tokenizer:
+        prompts given as ids)."""
+        if tokenizer is None:
+            return cls(max_length)
+        return cls(max_length, start_id=tokenizer.start_id, empty_id=tokenizer.eos_id)
+
+    def __init__(self, max_length, start_id=EOS_ID, empty_id=EOS_ID):
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2. Received: max_length={max_length!r}")
         self.max_length = max_length
         self.start_id = start_id
+        self.empty_id = empty_id
         # Powers of two from MIN_BUCKET up to the first that holds the whole context.
         self.buckets = [MIN_BUCKET]
         while self.buckets[-1] < max_length:
@@ -109,12 +123,8 @@ class PromptPacker:
         )
 
     def add_start_id(self, token_ids):
-        """int32 ragged (batch, None): `start_id`, then each row of `token_ids`."""
-        token_ids = tf.cast(token_ids, tf.int32)
-        batch = token_ids.nrows(out_type=tf.int32)
-        start = tf.fill(tf.stack([batch, 1]), tf.constant(self.start_id, tf.int32))  # (batch, 1)
-        start = tf.RaggedTensor.from_tensor(start, row_splits_dtype=token_ids.row_splits.dtype)
-        return tf.concat([start, token_ids], axis=1)
+        """int32 ragged (batch, None): `start_id` (see the class), then each row of `token_ids`."""
+        return prepend_start_id(token_ids, self.start_id, self.empty_id)
 
     @staticmethod
     def keep_last(token_ids, room):

@@ -56,3 +56,30 @@ def checkpoints(tmp_path_factory):
         model.save_pretrained(root / name)
         made[name] = (str(root / name), model)
     return made
+
+
+@pytest.fixture(scope="session")
+def gpt2_checkpoint(tmp_path_factory):
+    """(directory, model, tokenizer): a tiny GPT-2 with a byte-level BPE trained by `tokenizers`
+    on the built-in corpus, both saved by `transformers` (vocab.json, merges.txt, tokenizer.json,
+    tokenizer_config.json, special_tokens_map.json)."""
+    import tokenizers
+    from pydoc_data.topics import topics
+
+    directory = tmp_path_factory.mktemp("hf") / "gpt2_with_tokenizer"
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's own pattern
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(list(topics.values()), trainer)
+    tokenizer = transformers.GPT2TokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
+                                               bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=4, initializer_range=0.3,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory), model, tokenizer

@@ -215,6 +215,13 @@ def restore_weights(model, path):
     return model
 
 
+def save_weights(model, directory, step):
+    """Write the model weights alone as the checkpoint of `step` in `directory` (a `latest/`),
+    as `restore_weights` reads them: the one checkpoint of an imported run."""
+    checkpoint = tf.train.Checkpoint(model=variables_in_order(model.weights))
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1).save(checkpoint_number=step)
+
+
 def checkpoint_step(path):
     """The step of a checkpoint path (`.../ckpt-120` -> 120): the one parser of checkpoint names
     (`tf.train.CheckpointManager` names them `ckpt-STEP`, the step passed to `save`)."""

@@ -10,7 +10,8 @@ from typing import Sequence
 import tensorflow as tf
 
 from tfllm.data.pipeline import tokenize_ragged
-from tfllm.tokenizers import EOS_ID, PAD_ID
+from tfllm.tokenizers import PAD_ID
+from tfllm.tokenizers.tokenizer import prepend_start_id
 
 POOLINGS = ("first", "last")
 
@@ -86,7 +87,7 @@ def encode_classification(tokenizer, texts: tf.Tensor, seq_len: int, pooling: st
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2. Received: seq_len={seq_len}")
     ids = tokenize_ragged(tokenizer, texts)  # (batch, None)
-    eos = tf.fill([ids.nrows(), 1], tf.constant(EOS_ID, tf.int32))  # (batch, 1)
+    eos = tf.fill([ids.nrows(), 1], tf.constant(tokenizer.eos_id, tf.int32))  # (batch, 1)
     if pooling == "first":
         ids = tf.concat([eos, ids], axis=1)[:, :seq_len]
     else:
@@ -136,14 +137,14 @@ def sft_dataset(
     def encode(prompts, completions):
         prompt = tokenize_ragged(tokenizer, prompts)  # (batch, None)
         completion = tokenize_ragged(tokenizer, completions)  # (batch, None)
-        eos = tf.fill([prompt.nrows(), 1], tf.constant(EOS_ID, tf.int32))  # (batch, 1)
-        # A leading EOS, as generation puts before every prompt: the first prompt token has the
-        # same context in training and at generation, and an empty prompt still predicts.
-        sequence = tf.concat([eos, prompt, completion, eos], axis=1)[:, : seq_len + 1]
+        eos = tf.fill([prompt.nrows(), 1], tf.constant(tokenizer.eos_id, tf.int32))  # (batch, 1)
+        # The start id in front, as generation puts it (`Tokenizer.start_id`): the first prompt
+        # token has the same context in training and at generation, and an empty prompt still predicts.
+        prompt = prepend_start_id(prompt, tokenizer.start_id, tokenizer.eos_id)
+        sequence = tf.concat([prompt, completion, eos], axis=1)[:, : seq_len + 1]
         # 1.0 for the tokens to be predicted; shifted like the ids, it weighs y.
         target = tf.concat(
-            [tf.zeros_like(eos, tf.float32), tf.zeros_like(prompt, tf.float32),
-             tf.ones_like(completion, tf.float32), tf.ones_like(eos, tf.float32)],
+            [tf.zeros_like(prompt, tf.float32), tf.ones_like(completion, tf.float32), tf.ones_like(eos, tf.float32)],
             axis=1,
         )[:, : seq_len + 1]
         token_ids, padding_mask = _pad(sequence[:, :-1], seq_len)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfllm.data.pipeline import segment_ids, token_blocks
 from tfllm.errors import UserError
-from tfllm.tokenizers import EOS_ID, MASK_ID, WordPieceTokenizer
+from tfllm.tokenizers import MASK_ID, WordPieceTokenizer
 from tfllm.tokenizers.tokenizer import NUM_SPECIAL_TOKENS
 from tfllm.tokenizers.word_piece_tokenizer import SUFFIX_INDICATOR
 
@@ -158,7 +158,7 @@ def masked_lm_dataset(
     table = _continuation_table(tokenizer) if whole_word else None
     blocks = token_blocks(
         files, tokenizer, block_len=seq_len, batch_size=batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
-        shuffle_buffer=shuffle_buffer, num_shards=num_shards, shard_index=shard_index, eos_id=EOS_ID,
+        shuffle_buffer=shuffle_buffer, num_shards=num_shards, shard_index=shard_index, eos_id=tokenizer.eos_id,
     )
     base_seed = tf.constant([seed, shard_index], tf.int64)
 
@@ -172,7 +172,7 @@ def masked_lm_dataset(
         )
         x = {"token_ids": masked_ids[0], "padding_mask": tf.ones_like(labels[0])}
         if pack:
-            x["segment_ids"] = segment_ids(labels, EOS_ID)[0]
+            x["segment_ids"] = segment_ids(labels, tokenizer.eos_id)[0]
         return x, labels[0], weights[0]
 
     # The block counter is part of the pipeline's state, so an iterator checkpoint resumes the masks.

@@ -55,8 +55,8 @@ def lm_dataset(
         num_shards: split the documents between this many input pipelines
             (one per worker); each keeps every `num_shards`-th document.
         shard_index: which of the `num_shards` parts this pipeline reads.
-        eos_id: the id appended after every document; `None` means
-            `tfllm.tokenizers.EOS_ID`.
+        eos_id: the id appended after every document; `None` means the
+            tokenizer's `eos_id`.
         pack: make `x` a dict of `"token_ids"` and `"segment_ids"`, both
             `(batch_size, seq_len)`: the segment id is 1 for the first
             document of a row and grows by one after each end-of-sequence id
@@ -73,7 +73,7 @@ def lm_dataset(
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be positive. Received: seq_len={seq_len}")
-    eos_id = _default_eos(eos_id)
+    eos_id = _default_eos(tokenizer, eos_id)
     batches = token_blocks(
         files, tokenizer, block_len=seq_len + 1, batch_size=batch_size, shuffle=shuffle, seed=seed,
         repeat=repeat, shuffle_buffer=shuffle_buffer, docs_per_batch=docs_per_batch, num_shards=num_shards,
@@ -171,7 +171,7 @@ def _token_chunks(files, tokenizer, *, docs_per_batch, shuffle, seed, repeat, nu
         raise ValueError(
             f"shard_index must be in [0, num_shards). Received: shard_index={shard_index}, num_shards={num_shards}"
         )
-    eos_id = _default_eos(eos_id)
+    eos_id = _default_eos(tokenizer, eos_id)
     files = tf.constant(files)
     cycle_length = min(len(files), _SHUFFLE_CYCLE_LENGTH) if shuffle else 1
 
@@ -210,13 +210,14 @@ def tokenize_ragged(tokenizer, strings: tf.Tensor) -> tf.RaggedTensor:
     return tf.cast(ids, tf.int32)
 
 
-def _default_eos(eos_id: Optional[int]) -> int:
+def _default_eos(tokenizer, eos_id: Optional[int]) -> int:
+    """`eos_id`, else the tokenizer's end-of-text id (tfllm's reserved one for a bare tokenizer)."""
     if eos_id is not None:
         return eos_id
     # Imported here so that the data package does not need the tokenizer package to load.
     from tfllm.tokenizers import EOS_ID
 
-    return EOS_ID
+    return getattr(tokenizer, "eos_id", EOS_ID)
 
 
 def _check_files(files) -> list:

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfllm.tokenizers import EOS_ID
 
 # Documents tokenized per call of the tokenizer.
 _DOCS_PER_CALL = 64
@@ -89,14 +88,15 @@ class TextScorer:
 
     def _blocks(self, texts, counts):
         """Yields lists of at most `seq_len + 1` ids; see the class docstring."""
-        stream = [EOS_ID]
+        eos = self.tokenizer.eos_id
+        stream = [eos]
         for chunk in _chunks(texts, _DOCS_PER_CALL):
             rows = self.tokenizer.tokenize(tf.constant(chunk, tf.string)).to_list()
             for text, row in zip(chunk, rows):
                 counts["bytes"] += len(text.encode("utf-8")) + 1
                 counts["documents"] += 1
                 stream.extend(row)
-                stream.append(EOS_ID)
+                stream.append(eos)
             start = 0
             while len(stream) - start >= self.seq_len + 1:
                 yield stream[start : start + self.seq_len + 1]

@@ -9,6 +9,7 @@ from safetensors.numpy import save_file
 from tfllm.errors import UserError
 from tfllm.files import staging_directory
 from tfllm.huggingface.families import EXPORT_FAMILIES, FAMILIES, to_tensors
+from tfllm.huggingface.tokenizer import save_checkpoint_tokenizer
 
 
 def family_of(backbone):
@@ -22,9 +23,10 @@ def family_of(backbone):
     raise UserError(f"this model's architecture is no Hugging Face family tfllm writes ({wanted})")
 
 
-def save_pretrained(model, directory):
+def save_pretrained(model, directory, tokenizer=None):
     """Write `config.json` and `model.safetensors` (float32) of `model`, a `CausalLM` (or a BERT-
-    shaped `MaskedLM`), into `directory`, which must not exist; it appears whole or not at all."""
+    shaped `MaskedLM`), and the files of `tokenizer` when given, into `directory`, which must not
+    exist; it appears whole or not at all."""
     backbone = model.backbone
     family = family_of(backbone)
     tensors = {}
@@ -38,5 +40,15 @@ def save_pretrained(model, directory):
     with staging_directory(directory) as staging:
         save_file(tensors, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(staging, "config.json"), "w") as f:
-            json.dump({**family.hf_config(backbone), "torch_dtype": "float32"}, f, indent=2)
+            json.dump({**family.hf_config(backbone), "torch_dtype": "float32", **_special_ids(tokenizer)}, f, indent=2)
+        if tokenizer is not None:
+            save_checkpoint_tokenizer(tokenizer, staging)
     return family
+
+
+def _special_ids(tokenizer):
+    """config.json's end-of-text and start ids, which `generate` reads."""
+    if tokenizer is None:
+        return {}
+    return {"eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.eos_id if tokenizer.start_id is None
+            else tokenizer.start_id}

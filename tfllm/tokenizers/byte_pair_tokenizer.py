@@ -87,7 +87,7 @@ class BytePairTokenizer(Tokenizer):
     def __init__(self, *, vocabulary: Mapping[str, int], merges: Sequence[str]):
         vocabulary = {str(token): int(id) for token, id in vocabulary.items()}
         merges = [str(merge) for merge in merges]
-        _check_vocabulary(vocabulary, merges)
+        self._check_vocabulary(vocabulary, merges)
         super().__init__(vocabulary_size=len(vocabulary))
         self.vocabulary = vocabulary
         self.merges = merges
@@ -95,8 +95,9 @@ class BytePairTokenizer(Tokenizer):
         symbols = byte_symbols()
         self._byte_ids = _table([bytes([b]) for b in range(256)], [vocabulary[s] for s in symbols], -1)
         to_byte = {symbol: b for b, symbol in enumerate(symbols)}
-        token_bytes = [b"".join(bytes([to_byte[c]]) for c in token) for token in self._tokens[NUM_SPECIAL_TOKENS:]]
-        self._id_to_bytes = _table(list(range(NUM_SPECIAL_TOKENS, len(self._tokens))), token_bytes, b"")
+        text_ids = [id for id in range(len(self._tokens)) if id not in set(self.textless_ids)]
+        token_bytes = [b"".join(bytes([to_byte[c]]) for c in self._tokens[id]) for id in text_ids]
+        self._id_to_bytes = _table(text_ids, token_bytes, b"")
         # KerasHub cannot build its tables from an empty merge list; without
         # merges every byte is its own token anyway. No unsplittable tokens:
         # "<pad>" in the text is ordinary text.
@@ -126,12 +127,20 @@ class BytePairTokenizer(Tokenizer):
         merges = [m if isinstance(m, str) else " ".join(m) for m in learned["merges"]]
         return cls(vocabulary=learned["vocab"], merges=merges)
 
+    @staticmethod
+    def _check_vocabulary(vocabulary, merges):
+        _check_vocabulary(vocabulary, merges, SPECIAL_TOKENS)
+
+    def _pre_tokens(self, strings):
+        """string (batch,) -> ragged (batch, pre-tokens): `SPLIT_PATTERN`'s matches."""
+        marked = tf.strings.regex_replace(strings, SPLIT_PATTERN, _MARK + rb"\0")
+        pieces = tf.strings.split(marked, sep=_MARK)  # (batch, None)
+        return tf.ragged.boolean_mask(pieces, pieces != "")  # (batch, pre-tokens)
+
     def _tokenize_batch(self, strings):
         if self._bpe is None:
             return self._byte_ids.lookup(tf.strings.bytes_split(strings))  # (batch, None)
-        marked = tf.strings.regex_replace(strings, SPLIT_PATTERN, _MARK + rb"\0")
-        pieces = tf.strings.split(marked, sep=_MARK)  # (batch, None)
-        pieces = tf.ragged.boolean_mask(pieces, pieces != "")  # (batch, pre-tokens)
+        pieces = self._pre_tokens(strings)
         merged = self._merge(pieces.flat_values)  # (pre-tokens,) like "Ġhel lo"
         ids = self._bpe.token_to_id_map.lookup(tf.strings.split(merged, sep=" "))  # (pre-tokens, None)
         return pieces.with_flat_values(ids).merge_dims(1, 2)  # (batch, None)
@@ -164,10 +173,7 @@ class BytePairTokenizer(Tokenizer):
 
     @classmethod
     def from_directory(cls, directory, config):
-        vocabulary = load_json(os.path.join(directory, VOCABULARY_FILENAME))
-        with open(os.path.join(directory, MERGES_FILENAME), encoding="utf-8") as file:
-            merges = [line.rstrip("\n") for line in file if not line.startswith("#version")]
-        return cls(vocabulary=vocabulary, merges=merges)
+        return cls(**read_vocabulary_and_merges(directory))
 
     def id_to_token(self, id):
         self._check_id(id)
@@ -179,11 +185,20 @@ class BytePairTokenizer(Tokenizer):
         return self.vocabulary[token]
 
 
-def _check_vocabulary(vocabulary: dict, merges: list) -> None:
-    """ValueError unless the files describe a complete byte-level BPE."""
+def read_vocabulary_and_merges(directory):
+    """`{"vocabulary": ..., "merges": [...]}` from `vocab.json` and `merges.txt` in `directory`."""
+    vocabulary = load_json(os.path.join(directory, VOCABULARY_FILENAME))
+    with open(os.path.join(directory, MERGES_FILENAME), encoding="utf-8") as file:
+        merges = [line.rstrip("\n") for line in file if line.strip() and not line.startswith("#version")]
+    return {"vocabulary": vocabulary, "merges": merges}
+
+
+def _check_vocabulary(vocabulary: dict, merges: list, reserved: Sequence[str]) -> None:
+    """ValueError unless the files describe a complete byte-level BPE whose first ids are the
+    `reserved` tokens."""
     if sorted(vocabulary.values()) != list(range(len(vocabulary))):
         raise ValueError("vocabulary ids must be 0, 1, ..., len(vocabulary) - 1 without gaps.")
-    for id, token in enumerate(SPECIAL_TOKENS):
+    for id, token in enumerate(reserved):
         if vocabulary.get(token) != id:
             raise ValueError(f"vocabulary must map {token!r} to {id}. Received: {vocabulary.get(token)!r}")
     missing = [s for s in byte_symbols() if s not in vocabulary]

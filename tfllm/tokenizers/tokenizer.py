@@ -1,10 +1,11 @@
 """The interface every tokenizer kind implements, and the ids they all share.
 
-Ids 0-3 are reserved and mean the same thing for every kind (`SPECIAL_TOKENS`);
-real tokens start at 4. Tokenizing and detokenizing always run as a TensorFlow
-graph of stock TensorFlow and tensorflow-text ops, so a tokenizer can be mapped
-over a `tf.data.Dataset`, called inside a `tf.function`, and saved inside a
-SavedModel that a server loads with only `tensorflow` and `tensorflow_text`.
+Ids 0-3 are reserved and mean the same thing for every kind tfllm trains
+(`SPECIAL_TOKENS`); real tokens start at 4. A tokenizer imported with a checkpoint keeps
+the checkpoint's ids and says which are its end-of-text, padding and start ids.
+Tokenizing and detokenizing always run as a TensorFlow graph of stock TensorFlow and
+tensorflow-text ops, so a tokenizer can be mapped over a `tf.data.Dataset`, called inside
+a `tf.function`, and saved inside a SavedModel that a server loads with only `tensorflow` and `tensorflow_text`.
 """
 
 import abc
@@ -104,8 +105,8 @@ class Tokenizer(tf.Module, abc.ABC):
         tokenize(strings): string tensor `(batch,)` -> int32 ragged
             `(batch, None)`; a scalar string -> int32 `(None,)`.
         detokenize(ids): int ragged or dense `(batch, None)` -> string
-            `(batch,)`; `(None,)` -> scalar. Ids 0-3 (padding, end of text,
-            unknown, mask) are dropped.
+            `(batch,)`; `(None,)` -> scalar. Ids without text (`textless_ids`:
+            0-3, padding, end of text, unknown, mask, for tfllm's kinds) are dropped.
 
     Example:
     ```python
@@ -117,6 +118,13 @@ class Tokenizer(tf.Module, abc.ABC):
     """
 
     kind: str = ""
+    # What the ids mean. tfllm's own kinds reserve ids 0-3 (`SPECIAL_TOKENS`); a checkpoint's
+    # tokenizer has its own ids (None: it has no such token).
+    pad_id: int | None = PAD_ID
+    eos_id: int | None = EOS_ID  # ends a document; generation stops at it
+    mask_id: int | None = MASK_ID
+    start_id: int | None = EOS_ID  # put in front of every prompt; None: nothing is
+    textless_ids: tuple = tuple(range(NUM_SPECIAL_TOKENS))  # ids `detokenize` drops
 
     def __init__(self, *, vocabulary_size: int, name: str | None = None):
         super().__init__(name=name or self.kind)
@@ -128,7 +136,8 @@ class Tokenizer(tf.Module, abc.ABC):
 
     @abc.abstractmethod
     def _detokenize_batch(self, ids: tf.RaggedTensor) -> tf.Tensor:
-        """Graph code: int32 ragged `(batch, None)` of ids >= 4 -> string `(batch,)`."""
+        """Graph code: int32 ragged `(batch, None)` of ids with text (none of `textless_ids`)
+        -> string `(batch,)`."""
 
     @abc.abstractmethod
     def _write_files(self, directory: str) -> dict:
@@ -157,7 +166,9 @@ class Tokenizer(tf.Module, abc.ABC):
         # padded model output directly. Ids past the vocabulary (a model whose
         # embedding is padded to a round size can sample them) are dropped too:
         # tensorflow-text's WordPiece detokenizer crashes the process on them.
-        keep = (ids >= NUM_SPECIAL_TOKENS) & (ids < self.vocabulary_size)
+        keep = (ids >= 0) & (ids < self.vocabulary_size)
+        for id in self.textless_ids:
+            keep &= ids != id
         return self._detokenize_batch(tf.ragged.boolean_mask(ids, keep))
 
     def tokenize(self, strings) -> tf.RaggedTensor:
@@ -211,6 +222,21 @@ class Tokenizer(tf.Module, abc.ABC):
     def _check_id(self, id: int) -> None:
         if not 0 <= id < self.vocabulary_size:
             raise ValueError(f"id must be in [0, {self.vocabulary_size}). Received: id={id}")
+
+
+def prepend_start_id(token_ids, start_id, empty_id):
+    """int32 ragged (batch, None): `start_id` in front of every row of `token_ids`; with
+    `start_id` None, `empty_id` in front of the rows that hold no token (a model needs one token
+    of context to predict from), the others as they are. Graph ops only."""
+    token_ids = tf.cast(token_ids, tf.int32)
+    if start_id is None:
+        front = tf.cast(tf.equal(token_ids.row_lengths(), 0), token_ids.row_splits.dtype)  # (batch,) 0 or 1
+        value = empty_id
+    else:
+        front = tf.ones_like(token_ids.row_lengths())
+        value = start_id
+    start = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(front)], tf.constant(value, tf.int32)), front)
+    return tf.concat([start, token_ids], axis=1)
 
 
 def _is_nested(values) -> bool:

@@ -1,0 +1,21 @@
+"""`tfllm export --format huggingface`: a run as a checkpoint `transformers` loads.
+
+    tfllm export --run-dir runs/gpt2-sft --out gpt2-sft --format huggingface
+
+Writes `config.json`, `model.safetensors` and, for a run whose tokenizer came with a checkpoint
+(`tfllm import`), the tokenizer files, into a new directory that appears whole or not at all.
+"""
+
+from tfllm.huggingface import save_pretrained
+from tfllm.huggingface.tokenizer import writes_tokenizer
+from tfllm.run import Run
+
+
+def run(args):
+    source = Run.open(args.run_dir)
+    model, checkpoint = source.load_model()
+    tokenizer = source.tokenizer if writes_tokenizer(source.tokenizer) else None
+    family = save_pretrained(model, args.out, tokenizer=tokenizer)
+    note = "" if tokenizer else (f"; its {source.tokenizer.kind} tokenizer is not written (only tokenizers "
+                                 "imported with a checkpoint are, so far)")
+    print(f"Exported {checkpoint} as a {family.model_type} checkpoint to {args.out}{note}")

@@ -1,0 +1,136 @@
+"""`tfllm import`: a checkpoint with its own tokenizer becomes a run that generates, exports and
+goes back to `transformers` with the same tokens, text and logits."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pydoc_data.topics import topics
+
+from tests.huggingface.conftest import torch, transformers
+from tfllm import cli
+from tfllm.generator import Generator
+from tfllm.huggingface.tokenizer import load_checkpoint_tokenizer
+from tfllm.run import Run
+from tfllm.samplers import GreedySampler
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# What GPT-2's pre-tokenizer pattern and byte-level BPE must agree on: whitespace runs before
+# words (its look-ahead), tabs, newlines, digits, CJK, emoji, accents, contractions.
+HARD_CASES = [
+    "a  b", "a   b\n\n c", "x \n y", "  leading", "trailing   ", "tab\t\tx\t", "\n\n\nhi", "end\r\n\r\nnext",
+    "don't  's 've 'S 'LL", "  's", "12 345   6789 1.5e-3", "日本語 テキスト  中文", "emoji 🎉🎉  ok 👍🏽",
+    "naïve café résumé", "a\u00a0\u00a0b", "\u3000\u3000x", "a\u2028\u2028b", "x\x00y", "", " ", "   ",
+    "def f(x):\n    return x  # done\n", "e\u0301 combining", "ﬁ ligature",
+]
+PROMPTS = ["The with statement", "def f(x):\n    return", "  two spaces", ""]
+
+
+def corpus_lines():
+    return [line for text in topics.values() for line in text.split("\n")]
+
+
+def test_tokenizer_ids_equal_tokenizers_on_the_builtin_corpus_and_hard_cases(gpt2_checkpoint):
+    directory, _, reference = gpt2_checkpoint
+    tokenizer = load_checkpoint_tokenizer(directory)
+    lines = HARD_CASES + corpus_lines()
+    got = tokenizer.tokenize(lines).to_list()
+    want = [reference(line, add_special_tokens=False)["input_ids"] for line in lines]
+    wrong = [(line, g, w) for line, g, w in zip(lines, got, want) if g != w]
+    assert not wrong, f"{len(wrong)} of {len(lines)} lines differ, e.g. {wrong[0]}"
+    assert [b.decode("utf-8") for b in tokenizer.detokenize(got).numpy()] == lines
+
+
+@pytest.fixture(scope="module")
+def imported(gpt2_checkpoint, tmp_path_factory):
+    directory, _, _ = gpt2_checkpoint
+    run_dir = str(tmp_path_factory.mktemp("imported") / "gpt2")
+    assert cli.main(["import", directory, "--run-dir", run_dir]) == 0
+    return run_dir
+
+
+def transformers_completions(model, tokenizer, prompts, max_new_tokens):
+    completions = []
+    for prompt in prompts:
+        # GPT-2 puts nothing in front of a prompt; an empty one starts from <|endoftext|>.
+        ids = tokenizer(prompt)["input_ids"] or [tokenizer.eos_token_id]
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.eos_token_id)[0, len(ids):].tolist()
+        if tokenizer.eos_token_id in out:
+            out = out[: out.index(tokenizer.eos_token_id)]
+        completions.append(tokenizer.decode(out))
+    return completions
+
+
+def test_an_imported_run_generates_the_text_of_transformers_in_process_and_exported(
+        imported, gpt2_checkpoint, tmp_path):
+    _, model, tokenizer = gpt2_checkpoint
+    want = transformers_completions(model, tokenizer, PROMPTS, 32)
+    assert len(set(want)) == len(want)
+    run = Run.open(imported)
+    assert (run.config.model.task, run.config.data.tokenizer) == ("causal_lm", "gpt2_bpe")
+    lm, _ = run.load_model()
+    assert Generator(lm, run.tokenizer, run.config.max_seq_len).generate(PROMPTS, 32, GreedySampler()) == want
+
+    out = str(tmp_path / "export")
+    assert cli.main(["export", "--run-dir", imported, "--out", out]) == 0
+    script = (
+        "import json, sys, tensorflow as tf, tensorflow_text\n"
+        f"m = tf.saved_model.load({os.path.join(out, '1')!r})\n"
+        f"r = m.signatures['generate'](prompts=tf.constant({PROMPTS!r}), max_new_tokens=tf.constant(32), "
+        "temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0))\n"
+        "print(json.dumps([t.decode('utf-8') for t in r['text'].numpy()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == want
+
+
+def test_exported_back_as_a_checkpoint_transformers_loads_the_same_model_and_tokenizer(
+        imported, gpt2_checkpoint, tmp_path):
+    _, model, tokenizer = gpt2_checkpoint
+    out = str(tmp_path / "hf")
+    assert cli.main(["export", "--run-dir", imported, "--out", out, "--format", "huggingface"]) == 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    reloaded_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    lines = HARD_CASES + corpus_lines()[:200]
+    assert [reloaded_tokenizer(line)["input_ids"] for line in lines] == [tokenizer(line)["input_ids"] for line in lines]
+    ids = torch.tensor([tokenizer("The with statement is a block")["input_ids"]])
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(ids).logits.numpy(), model(ids).logits.numpy(), atol=1e-4, rtol=0)
+
+
+def test_an_unsupported_tokenizer_is_refused_in_one_line_and_writes_nothing(checkpoints, tmp_path, capsys):
+    directory, _ = checkpoints["llama"]  # weights and config only: no tokenizer files
+    run_dir = tmp_path / "run"
+    assert cli.main(["import", directory, "--run-dir", str(run_dir)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "it has no tokenizer files" in message and "GPT-2" in message
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["no-config", "run-dir-exists", "not-a-directory"])
+def test_bad_sources_are_one_line_exit_2_and_leave_no_file(case, gpt2_checkpoint, tmp_path, capsys):
+    import shutil
+
+    source = str(tmp_path / "source")
+    shutil.copytree(gpt2_checkpoint[0], source)
+    run_dir = tmp_path / "out" / "run"
+    expected = {"no-config": "config.json", "run-dir-exists": "already exists", "not-a-directory": "not a directory"}
+    if case == "no-config":
+        os.remove(os.path.join(source, "config.json"))
+    elif case == "run-dir-exists":
+        run_dir.mkdir(parents=True)
+        (run_dir / "notes.txt").write_text("mine")
+    else:
+        source = os.path.join(source, "config.json")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert cli.main(["import", source, "--run-dir", str(run_dir)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and expected[case] in message and "Traceback" not in message
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before

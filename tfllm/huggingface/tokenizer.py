@@ -1,0 +1,94 @@
+"""A checkpoint's own tokenizer files as a tfllm tokenizer, and back.
+
+Supported: GPT-2's byte-level BPE (`vocab.json` and `merges.txt`, or a `tokenizer.json` holding
+the same BPE model behind GPT-2's byte-level pre-tokenizer), with the end-of-text token named by
+`tokenizer_config.json` or `special_tokens_map.json` (`<|endoftext|>` when neither names one).
+"""
+
+import json
+import os
+
+from tfllm.errors import UserError
+from tfllm.files import write_atomically
+from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FILENAME, read_vocabulary_and_merges
+from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
+
+SUPPORTED = "GPT-2's byte-level BPE (vocab.json and merges.txt, or tokenizer.json)"
+GPT2_EOS = "<|endoftext|>"
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not readable JSON ({error}); download the checkpoint again") from None
+
+
+def _token_text(value):
+    """A special token as tokenizer_config.json writes it: a string, or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _eos_token(directory):
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            token = _token_text(_read_json(path).get("eos_token"))
+            if token:
+                return token
+    return GPT2_EOS
+
+
+def _from_tokenizer_json(path):
+    """`{"vocabulary", "merges"}` of a tokenizer.json whose model is GPT-2's byte-level BPE."""
+    description = _read_json(path)
+    model = description.get("model") or {}
+    pre_tokenizer = description.get("pre_tokenizer") or {}
+    if model.get("type") != "BPE" or pre_tokenizer.get("type") != "ByteLevel" or not pre_tokenizer.get("use_regex", True):
+        kind = f"{model.get('type')} model behind a {pre_tokenizer.get('type')} pre-tokenizer"
+        raise UserError(f"{path}: a {kind} is not supported yet; supported: {SUPPORTED}")
+    if pre_tokenizer.get("add_prefix_space"):
+        raise UserError(f"{path}: add_prefix_space=true is not supported yet; supported: {SUPPORTED}")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return {"vocabulary": model.get("vocab", {}), "merges": merges}
+
+
+def load_checkpoint_tokenizer(directory):
+    """The tokenizer of the checkpoint in `directory`; `UserError` naming the files when it has
+    none tfllm can run in-graph exactly as `tokenizers` does."""
+    if os.path.exists(os.path.join(directory, VOCABULARY_FILENAME)) and os.path.exists(
+            os.path.join(directory, MERGES_FILENAME)):
+        files = read_vocabulary_and_merges(directory)
+    elif os.path.exists(os.path.join(directory, "tokenizer.json")):
+        files = _from_tokenizer_json(os.path.join(directory, "tokenizer.json"))
+    else:
+        present = [n for n in ("tokenizer.model", "vocab.txt") if os.path.exists(os.path.join(directory, n))]
+        found = f"it has {', '.join(present)}" if present else "it has no tokenizer files"
+        raise UserError(f"{directory}: {found}; tokenizers supported so far: {SUPPORTED}")
+    eos = _eos_token(directory)
+    if eos not in files["vocabulary"]:
+        raise UserError(f"{directory}: the end-of-text token {eos!r} is not in the vocabulary")
+    try:
+        return Gpt2Tokenizer(**files, eos_id=files["vocabulary"][eos])
+    except ValueError as error:
+        raise UserError(f"{directory}: the tokenizer files are not a byte-level BPE ({error})") from None
+
+
+def writes_tokenizer(tokenizer):
+    """Whether `save_checkpoint_tokenizer` can write `tokenizer`."""
+    return isinstance(tokenizer, Gpt2Tokenizer)
+
+
+def save_checkpoint_tokenizer(tokenizer, directory):
+    """Write `tokenizer` (a `Gpt2Tokenizer`) as `transformers` reads a GPT-2 tokenizer."""
+    if not writes_tokenizer(tokenizer):
+        raise UserError(f"a {tokenizer.kind} tokenizer cannot be written as a checkpoint's tokenizer yet; "
+                        f"supported: {SUPPORTED}")
+    tokenizer._write_files(directory)
+    eos = tokenizer.id_to_token(tokenizer.eos_id)
+    settings = {"tokenizer_class": "GPT2Tokenizer", "eos_token": eos, "bos_token": eos, "unk_token": eos,
+                "add_prefix_space": False}
+    write_atomically(os.path.join(directory, "tokenizer_config.json"), json.dumps(settings, indent=2))
+    write_atomically(os.path.join(directory, "special_tokens_map.json"),
+                     json.dumps({"eos_token": eos, "bos_token": eos, "unk_token": eos}, indent=2))

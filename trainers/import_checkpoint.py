@@ -1,0 +1,94 @@
+"""Turn a Hugging Face checkpoint into a tfllm run directory.
+
+    tfllm import gpt2 --run-dir runs/gpt2            # a local directory in Hugging Face layout
+    tfllm import hf://openai-community/gpt2 --run-dir runs/gpt2   # downloaded first
+
+The run holds config.yaml (the checkpoint's architecture as `model` keys), tokenizer/ (the
+checkpoint's own tokenizer) and checkpoints/latest/ckpt-0 (its weights), so `tfllm generate`,
+`evaluate`, `export` and `train.init_from` take it like a run tfllm trained. It appears whole or
+not at all.
+"""
+
+import os
+
+from tfllm import config as config_lib
+from tfllm.callbacks.checkpointer import LATEST_DIR, save_weights
+from tfllm.errors import UserError
+from tfllm.files import staging_directory
+from tfllm.huggingface import load_model, read_config
+from tfllm.huggingface.tokenizer import load_checkpoint_tokenizer
+from tfllm.run import Run
+
+HUB_PREFIX = "hf://"
+
+
+def download(source):
+    """The local directory of `source`: itself, or the Hub repository `hf://ORG/NAME` downloaded
+    into huggingface_hub's cache (safetensors weights, configs and tokenizer files only)."""
+    if not source.startswith(HUB_PREFIX):
+        if not os.path.isdir(source):
+            raise UserError(f"{source} is not a directory; pass a checkpoint directory (config.json, "
+                            "model.safetensors, tokenizer files) or hf://ORG/NAME")
+        return source
+    import huggingface_hub
+
+    try:
+        return huggingface_hub.snapshot_download(
+            source[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+    except Exception as error:  # noqa: BLE001 - network, missing repository, gated model: one line each
+        raise UserError(f"cannot download {source} ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                        "download it on a machine with network (hf download ORG/NAME --local-dir DIR) "
+                        "and import DIR") from None
+
+
+def model_keys(backbone, task):
+    """The `model` section that rebuilds `backbone` (a `GPTBackbone`) for `task`."""
+    options = backbone.get_config()
+    # Two options the config has no key for yet: Qwen2's query/key/value biases without the
+    # other projections' biases, and Llama 3.1's rotary scaling.
+    unwritten = [key for key, differs in (("qkv_bias", options["qkv_bias"] != options["use_bias"]),
+                                          ("llama3_scaling", options["llama3_scaling"] is not None)) if differs]
+    if unwritten:
+        raise UserError(f"this checkpoint's {', '.join(unwritten)} cannot be written to a run's config.yaml yet; "
+                        "load it from Python with tfllm.huggingface.load_model")
+    return {
+        "task": task, "num_layers": options["num_layers"], "num_heads": options["num_heads"],
+        "hidden_dim": options["hidden_dim"], "intermediate_dim": options["intermediate_dim"],
+        "seq_len": options["max_sequence_length"], "position": options["position"],
+        "rope_theta": options["rope_theta"], "norm": options["norm"], "norm_epsilon": options["norm_epsilon"],
+        "norm_position": "pre" if options["norm_first"] else "post", "mlp": options["mlp"],
+        "num_kv_heads": options["num_key_value_heads"] or 0, "use_bias": options["use_bias"],
+        "tie_embeddings": options["tie_embeddings"], "dropout": 0.0,
+    }
+
+
+def import_checkpoint(source, run_dir):
+    """Write the run of the checkpoint `source` (a directory or hf://ORG/NAME) into `run_dir`."""
+    if os.path.exists(run_dir):
+        raise UserError(f"run dir {run_dir} already exists; give tfllm import a new --run-dir")
+    directory = download(source)
+    _, family = read_config(directory)
+    model = load_model(directory)
+    tokenizer = load_checkpoint_tokenizer(directory)
+    if tokenizer.vocabulary_size != model.backbone.vocabulary_size:
+        raise UserError(f"{directory}: the tokenizer has {tokenizer.vocabulary_size} ids and the model "
+                        f"{model.backbone.vocabulary_size}; a run needs them equal")
+    config = config_lib.from_dict({
+        "model": model_keys(model.backbone, family.task),
+        "data": {"tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocabulary_size},
+    }, source=f"{directory}/config.json")
+    os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
+    with staging_directory(run_dir) as staging:
+        run = Run(staging)
+        run.save_config(config)
+        tokenizer.save(run.tokenizer_dir)
+        save_weights(model, os.path.join(run.checkpoints_dir, LATEST_DIR), step=0)
+    return Run(run_dir)
+
+
+def run(args):
+    imported = import_checkpoint(args.source, args.run_dir)
+    config = imported.config
+    print(f"Imported {args.source} into {args.run_dir}: {config.model.num_layers} layers, width "
+          f"{config.model.hidden_dim}, {config.data.vocab_size} token ids, context {config.model.seq_len}; "
+          f"try: tfllm generate --run-dir {args.run_dir} --prompt 'Hello'")
