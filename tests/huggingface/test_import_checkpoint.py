@@ -146,3 +146,33 @@ def test_sft_from_an_imported_checkpoint_lowers_the_validation_loss(imported, tm
     assert Run.open(run_dir).config.data.tokenizer == "gpt2_bpe"  # the checkpoint's, not a new one
     val = [r["val_loss"] for r in read_metrics(run_dir) if "val_loss" in r]
     assert len(val) == 3 and val[-1] < val[0] - 0.05, val
+
+
+def test_an_hf_source_is_downloaded_by_huggingface_hub_then_imported_from_its_cache(gpt2_checkpoint, tmp_path,
+                                                                                    monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return gpt2_checkpoint[0]  # what the download would have left in the cache
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["import", "hf://org/tiny-gpt2", "--run-dir", run_dir]) == 0
+    assert calls[0][0] == "org/tiny-gpt2" and "*.safetensors" in calls[0][1]
+    assert Run.open(run_dir).config.data.vocab_size == len(gpt2_checkpoint[2])
+
+
+def test_a_failed_download_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    def offline(repo_id, allow_patterns):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    assert cli.main(["import", "hf://org/name", "--run-dir", str(tmp_path / "run")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "cannot download hf://org/name" in message and "hf download" in message
+    assert os.listdir(tmp_path) == []
