@@ -83,3 +83,24 @@ def gpt2_checkpoint(tmp_path_factory):
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory), model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def bert_checkpoint(tmp_path_factory):
+    """(directory, model, tokenizer): a tiny BERT masked LM with an uncased WordPiece trained by
+    `tokenizers` on the built-in corpus, both saved by `transformers`."""
+    import tokenizers
+    from pydoc_data.topics import topics
+
+    directory = tmp_path_factory.mktemp("hf") / "bert_with_tokenizer"
+    wordpiece = tokenizers.BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(list(topics.values()), vocab_size=500, show_progress=False,
+                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tokenizer = transformers.BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, do_lower_case=True)
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, type_vocab_size=2, initializer_range=0.3)).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory), model, tokenizer

@@ -176,3 +176,55 @@ def test_a_failed_download_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1 and "cannot download hf://org/name" in message and "hf download" in message
     assert os.listdir(tmp_path) == []
+
+
+def test_bert_wordpiece_ids_equal_tokenizers_on_the_builtin_corpus_and_hard_cases(bert_checkpoint):
+    directory, _, reference = bert_checkpoint
+    tokenizer = load_checkpoint_tokenizer(directory)
+    assert (tokenizer.kind, tokenizer.lowercase) == ("bert_wordpiece", True)
+    lines = HARD_CASES + corpus_lines()
+    got = tokenizer.tokenize(lines).to_list()
+    want = [reference(line, add_special_tokens=False)["input_ids"] for line in lines]
+    wrong = [(line, g, w) for line, g, w in zip(lines, got, want) if g != w]
+    assert not wrong, f"{len(wrong)} of {len(lines)} lines differ, e.g. {wrong[0]}"
+
+
+def test_classify_from_an_imported_bert_beats_the_majority_class(bert_checkpoint, tmp_path):
+    import random
+
+    from tests.trainers.run_testing import read_metrics
+
+    pretrained = str(tmp_path / "bert")
+    assert cli.main(["import", bert_checkpoint[0], "--run-dir", pretrained]) == 0
+    assert Run.open(pretrained).config.model.task == "masked_lm"
+    # Two classes told apart by their words, 70:30, so the majority class scores 0.7.
+    rng = random.Random(0)
+    words = {"code": "function class module import return value".split(),
+             "prose": "the of and to in is that for".split()}
+    lines = []
+    for i in range(400):
+        label = "code" if i % 10 < 3 else "prose"
+        lines.append(json.dumps({"text": " ".join(rng.choice(words[label]) for _ in range(8)), "label": label}))
+    data = tmp_path / "labeled.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    run_dir = str(tmp_path / "classify")
+    overrides = ["train.init_from=" + pretrained, f"data.path={data}", "model.seq_len=16", "train.steps=40",
+                 "train.eval_every=20", "train.eval_batches=5", "train.batch_size=16", "train.learning_rate=1e-3",
+                 "train.warmup_steps=2", "train.samples=0", "train.precision=float32", "train.early_stopping_patience=0"]
+    assert cli.main(["train", "--config", "classify-tiny", "--run-dir", run_dir, *overrides]) == 0
+    accuracy = [r["val_accuracy"] for r in read_metrics(run_dir) if "val_accuracy" in r][-1]
+    assert accuracy > 0.7 + 0.2, accuracy
+
+
+def test_an_imported_bert_goes_back_to_transformers_with_its_tokenizer_and_logits(bert_checkpoint, tmp_path):
+    _, model, tokenizer = bert_checkpoint
+    run_dir, out = str(tmp_path / "bert"), str(tmp_path / "hf")
+    assert cli.main(["import", bert_checkpoint[0], "--run-dir", run_dir]) == 0
+    assert cli.main(["export", "--run-dir", run_dir, "--out", out, "--format", "huggingface"]) == 0
+    reloaded = transformers.AutoModelForMaskedLM.from_pretrained(out).eval()
+    reloaded_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    lines = HARD_CASES + corpus_lines()[:200]
+    assert [reloaded_tokenizer(line)["input_ids"] for line in lines] == [tokenizer(line)["input_ids"] for line in lines]
+    ids = torch.tensor([tokenizer("The with statement is a [MASK] statement")["input_ids"]])
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(ids).logits.numpy(), model(ids).logits.numpy(), atol=1e-4, rtol=0)

@@ -68,7 +68,8 @@ def classify_dataset(
 def encode_classification(tokenizer, texts: tf.Tensor, seq_len: int, pooling: str) -> dict:
     """The classifier inputs of a batch of texts, in-graph: what training and serving both feed.
 
-    `pooling="first"`: `[EOS, text...]` cut to `seq_len`; `pooling="last"`:
+    `pooling="first"`: `[start, text...]` cut to `seq_len` (`Tokenizer.start_id`: tfllm's EOS,
+    BERT's [CLS]); `pooling="last"`:
     the text cut to `seq_len - 1` tokens, then `EOS` (see `classify_dataset`).
     Rows are right-padded with the padding id to `seq_len`.
 
@@ -89,7 +90,8 @@ def encode_classification(tokenizer, texts: tf.Tensor, seq_len: int, pooling: st
     ids = tokenize_ragged(tokenizer, texts)  # (batch, None)
     eos = tf.fill([ids.nrows(), 1], tf.constant(tokenizer.eos_id, tf.int32))  # (batch, 1)
     if pooling == "first":
-        ids = tf.concat([eos, ids], axis=1)[:, :seq_len]
+        # The start id (BERT's [CLS]; tfllm's end-of-text) holds the pooled summary.
+        ids = prepend_start_id(ids, tokenizer.start_id, tokenizer.eos_id)[:, :seq_len]
     else:
         ids = tf.concat([ids[:, : seq_len - 1], eos], axis=1)
     token_ids, padding_mask = _pad(ids, seq_len)

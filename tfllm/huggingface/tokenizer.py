@@ -2,7 +2,9 @@
 
 Supported: GPT-2's byte-level BPE (`vocab.json` and `merges.txt`, or a `tokenizer.json` holding
 the same BPE model behind GPT-2's byte-level pre-tokenizer), with the end-of-text token named by
-`tokenizer_config.json` or `special_tokens_map.json` (`<|endoftext|>` when neither names one).
+`tokenizer_config.json` or `special_tokens_map.json` (`<|endoftext|>` when neither names one);
+BERT's WordPiece (`vocab.txt`, or a `tokenizer.json` WordPiece model behind BERT's normalizer),
+lower-cased when `do_lower_case` (the normalizer's `lowercase`) says so.
 """
 
 import json
@@ -10,10 +12,12 @@ import os
 
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
+from tfllm.tokenizers.bert_tokenizer import BertTokenizer
 from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FILENAME, read_vocabulary_and_merges
 from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
 
-SUPPORTED = "GPT-2's byte-level BPE (vocab.json and merges.txt, or tokenizer.json)"
+SUPPORTED = ("GPT-2's byte-level BPE (vocab.json and merges.txt, or tokenizer.json) and BERT's WordPiece "
+             "(vocab.txt, or tokenizer.json)")
 GPT2_EOS = "<|endoftext|>"
 
 
@@ -40,6 +44,29 @@ def _eos_token(directory):
     return GPT2_EOS
 
 
+def _lowercase(directory, default=True):
+    path = os.path.join(directory, "tokenizer_config.json")
+    return bool(_read_json(path).get("do_lower_case", default)) if os.path.exists(path) else default
+
+
+def _bert(path):
+    """The `BertTokenizer` of a vocab.txt or of a tokenizer.json holding a WordPiece model."""
+    directory = os.path.dirname(path)
+    if path.endswith(".txt"):
+        with open(path, encoding="utf-8") as file:
+            vocabulary = [line.rstrip("\n") for line in file]
+        lowercase = _lowercase(directory)
+    else:
+        description = _read_json(path)
+        table = description["model"].get("vocab", {})
+        vocabulary = sorted(table, key=table.get)
+        lowercase = bool((description.get("normalizer") or {}).get("lowercase", _lowercase(directory)))
+    try:
+        return BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
+    except ValueError as error:
+        raise UserError(f"{path}: not a BERT WordPiece vocabulary ({error})") from None
+
+
 def _from_tokenizer_json(path):
     """`{"vocabulary", "merges"}` of a tokenizer.json whose model is GPT-2's byte-level BPE."""
     description = _read_json(path)
@@ -57,13 +84,18 @@ def _from_tokenizer_json(path):
 def load_checkpoint_tokenizer(directory):
     """The tokenizer of the checkpoint in `directory`; `UserError` naming the files when it has
     none tfllm can run in-graph exactly as `tokenizers` does."""
+    json_path = os.path.join(directory, "tokenizer.json")
+    if os.path.exists(os.path.join(directory, "vocab.txt")):
+        return _bert(os.path.join(directory, "vocab.txt"))
+    if os.path.exists(json_path) and (_read_json(json_path).get("model") or {}).get("type") == "WordPiece":
+        return _bert(json_path)
     if os.path.exists(os.path.join(directory, VOCABULARY_FILENAME)) and os.path.exists(
             os.path.join(directory, MERGES_FILENAME)):
         files = read_vocabulary_and_merges(directory)
     elif os.path.exists(os.path.join(directory, "tokenizer.json")):
         files = _from_tokenizer_json(os.path.join(directory, "tokenizer.json"))
     else:
-        present = [n for n in ("tokenizer.model", "vocab.txt") if os.path.exists(os.path.join(directory, n))]
+        present = [n for n in ("tokenizer.model",) if os.path.exists(os.path.join(directory, n))]
         found = f"it has {', '.join(present)}" if present else "it has no tokenizer files"
         raise UserError(f"{directory}: {found}; tokenizers supported so far: {SUPPORTED}")
     eos = _eos_token(directory)
@@ -77,14 +109,19 @@ def load_checkpoint_tokenizer(directory):
 
 def writes_tokenizer(tokenizer):
     """Whether `save_checkpoint_tokenizer` can write `tokenizer`."""
-    return isinstance(tokenizer, Gpt2Tokenizer)
+    return isinstance(tokenizer, (Gpt2Tokenizer, BertTokenizer))
 
 
 def save_checkpoint_tokenizer(tokenizer, directory):
-    """Write `tokenizer` (a `Gpt2Tokenizer`) as `transformers` reads a GPT-2 tokenizer."""
+    """Write `tokenizer` (a `Gpt2Tokenizer` or `BertTokenizer`) as `transformers` reads it."""
     if not writes_tokenizer(tokenizer):
         raise UserError(f"a {tokenizer.kind} tokenizer cannot be written as a checkpoint's tokenizer yet; "
                         f"supported: {SUPPORTED}")
+    if isinstance(tokenizer, BertTokenizer):
+        write_atomically(os.path.join(directory, "vocab.txt"), "".join(t + "\n" for t in tokenizer.vocabulary))
+        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase}
+        write_atomically(os.path.join(directory, "tokenizer_config.json"), json.dumps(settings, indent=2))
+        return
     tokenizer._write_files(directory)
     eos = tokenizer.id_to_token(tokenizer.eos_id)
     settings = {"tokenizer_class": "GPT2Tokenizer", "eos_token": eos, "bos_token": eos, "unk_token": eos,

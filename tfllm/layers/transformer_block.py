@@ -149,30 +149,17 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.feedforward_gate_dense = None
         if mlp == "swiglu":
-            self.feedforward_gate_dense = keras.layers.Dense(
-                intermediate_dim,
-                use_bias=mlp_use_bias,
-                kernel_initializer=clone_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy,
-                name="feedforward_gate_dense",
-            )
-        self.feedforward_intermediate_dense = keras.layers.Dense(
-            intermediate_dim,
-            use_bias=mlp_use_bias,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            dtype=self.dtype_policy,
-            name="feedforward_intermediate_dense",
-        )
-        self.feedforward_output_dense = keras.layers.Dense(
-            hidden_dim,
-            use_bias=mlp_use_bias,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            dtype=self.dtype_policy,
-            name="feedforward_output_dense",
-        )
+            self.feedforward_gate_dense = self._mlp_dense(intermediate_dim, "feedforward_gate_dense")
+        self.feedforward_intermediate_dense = self._mlp_dense(intermediate_dim, "feedforward_intermediate_dense")
+        self.feedforward_output_dense = self._mlp_dense(hidden_dim, "feedforward_output_dense")
         self.feedforward_dropout = keras.layers.Dropout(
             dropout, dtype=self.dtype_policy, name="feedforward_dropout"
         )
+
+    def _mlp_dense(self, units, name):
+        """One projection of the MLP, with its own draw of the kernel initializer."""
+        return keras.layers.Dense(units, use_bias=self.mlp_use_bias, dtype=self.dtype_policy, name=name,
+                                  kernel_initializer=clone_initializer(self.kernel_initializer))
 
     def build(self, inputs_shape):
         self.self_attention_layer_norm.build(inputs_shape)

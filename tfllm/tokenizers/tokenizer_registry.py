@@ -5,6 +5,7 @@ import os
 from typing import Iterable
 
 from tfllm.errors import UserError
+from tfllm.tokenizers.bert_tokenizer import BertTokenizer
 from tfllm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 from tfllm.tokenizers.char_tokenizer import CharTokenizer
 from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
@@ -16,7 +17,7 @@ from tfllm.tokenizers.word_piece_tokenizer import WordPieceTokenizer
 KINDS = ("char", "wordpiece", "bpe", "sentencepiece")  # the kinds tfllm trains
 # ...and the kinds it loads: those, and the tokenizers imported with checkpoints.
 _CLASSES = {cls.kind: cls for cls in (CharTokenizer, WordPieceTokenizer, BytePairTokenizer, SentencePieceTokenizer,
-                                      Gpt2Tokenizer)}
+                                      Gpt2Tokenizer, BertTokenizer)}
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, max_chars: int = 20_000_000) -> Tokenizer:

@@ -53,23 +53,29 @@ class WordPieceTokenizer(Tokenizer):
 
     kind = "wordpiece"
 
-    def __init__(self, *, vocabulary: Sequence[str]):
+    def __init__(self, *, vocabulary: Sequence[str], lowercase: bool = False, oov_token: str = SPECIAL_TOKENS[UNK_ID]):
         vocabulary = [str(token) for token in vocabulary]
-        if tuple(vocabulary[:NUM_SPECIAL_TOKENS]) != SPECIAL_TOKENS:
-            raise ValueError(f"vocabulary must start with {SPECIAL_TOKENS}. Received: {vocabulary[:4]}")
+        self._check_vocabulary(vocabulary)
         if len(set(vocabulary)) != len(vocabulary):
             raise ValueError("vocabulary tokens must be distinct.")
         super().__init__(vocabulary_size=len(vocabulary))
         self.vocabulary = vocabulary
+        self.lowercase = lowercase
+        # BERT's basic tokenizer: lower-casing strips accents too (`do_lower_case`).
         self._wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
             vocabulary=vocabulary,
-            lowercase=False,
-            strip_accents=False,
+            lowercase=lowercase,
+            strip_accents=lowercase,
             split_on_cjk=True,
             suffix_indicator=SUFFIX_INDICATOR,
-            oov_token=SPECIAL_TOKENS[UNK_ID],
+            oov_token=oov_token,
             dtype="int32",
         )
+
+    @staticmethod
+    def _check_vocabulary(vocabulary):
+        if tuple(vocabulary[:NUM_SPECIAL_TOKENS]) != SPECIAL_TOKENS:
+            raise ValueError(f"vocabulary must start with {SPECIAL_TOKENS}. Received: {vocabulary[:4]}")
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, max_chars: int = 20_000_000) -> "WordPieceTokenizer":
@@ -102,7 +108,7 @@ class WordPieceTokenizer(Tokenizer):
     def _write_files(self, directory):
         with open(os.path.join(directory, VOCABULARY_FILENAME), "w", encoding="utf-8") as file:
             json.dump(self.vocabulary, file, ensure_ascii=False)
-        return {"lowercase": False, "suffix_indicator": SUFFIX_INDICATOR}
+        return {"lowercase": self.lowercase, "suffix_indicator": SUFFIX_INDICATOR}
 
     @classmethod
     def from_directory(cls, directory, config):
