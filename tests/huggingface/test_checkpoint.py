@@ -112,3 +112,17 @@ def test_a_missing_shard_is_named(checkpoints, tmp_path):
     shard.unlink()
     with pytest.raises(UserError, match=f"{shard.name} is missing: download every shard"):
         load_causal_lm(str(sharded))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
+def test_tables_read_in_blocks_of_rows_give_the_same_logits(name, checkpoints, monkeypatch):
+    """Large tables (token and position embeddings, an untied head) are read a block of rows at a
+    time to bound peak memory; tiny blocks here, with a last block shorter than the others."""
+    from tfllm.huggingface import checkpoint
+
+    monkeypatch.setattr(checkpoint, "CHUNK_BYTES", 0)
+    monkeypatch.setattr(checkpoint, "CHUNK_ROWS", 7)
+    directory, reference = checkpoints[name]
+    got = load_model(directory, max_sequence_length=40)({"token_ids": IDS, "padding_mask": MASK}).numpy()
+    real = MASK.astype(bool)
+    np.testing.assert_allclose(got[real], reference_logits(reference, IDS, MASK)[real], atol=1e-4, rtol=0)

@@ -4,11 +4,13 @@ import json
 import os
 
 from tfllm.errors import UserError
-from tfllm.huggingface.families import FAMILIES, to_variable
+from tfllm.huggingface.families import COPY, FAMILIES, ROWS, to_variable
 from tfllm.huggingface.safetensors_reader import SafetensorsReader
 from tfllm.models import CausalLM, GPTBackbone, MaskedLM
 
 TASK_MODELS = {"causal_lm": CausalLM, "masked_lm": MaskedLM}
+CHUNK_BYTES = 16 << 20  # tensors larger than this are read in blocks of rows
+CHUNK_ROWS = 4096
 
 
 def read_config(directory):
@@ -50,19 +52,31 @@ def load_model(directory, max_sequence_length=None, task=None):
     reader = SafetensorsReader(directory)
     stored = reader.names()
 
-    def tensor(name):
-        for prefix in family.prefixes:
-            if prefix + name in stored:
-                return reader(prefix + name)
-        return reader(name)  # names the missing tensor
+    def stored_name(name):
+        return next((prefix + name for prefix in family.prefixes if prefix + name in stored), name)
+
+    def check_shape(variable, shape):
+        if tuple(variable.shape) != tuple(shape):
+            raise UserError(f"{directory}: the tensor for {variable.path} has shape {tuple(shape)}, the "
+                            f"model expects {tuple(variable.shape)}: config.json and the weights disagree")
 
     assigned = set()
     for names, variable, how in family.layout(model):
-        value = to_variable([tensor(name) for name in names], variable, how)
-        if tuple(variable.shape) != value.shape:
-            raise UserError(f"{directory}: the tensor for {variable.path} has shape {value.shape}, the "
-                            f"model expects {tuple(variable.shape)}: config.json and the weights disagree")
-        variable.assign(value)
+        names = [stored_name(name) for name in names]
+        if how in (COPY, ROWS) and reader.nbytes(names[0]) > CHUNK_BYTES:
+            # An embedding table: copied a block of rows at a time, so that importing holds a
+            # block, not a second and third copy of the largest tensor (peak memory).
+            shape = reader.shape(names[0])
+            check_shape(variable, (variable.shape[0], *shape[1:]) if how == ROWS and shape[0] >= variable.shape[0]
+                        else shape)
+            rows = variable.shape[0]
+            for start in range(0, rows, CHUNK_ROWS):
+                stop = min(start + CHUNK_ROWS, rows)
+                variable.value[start:stop].assign(reader(names[0], start, stop))
+        else:
+            value = to_variable([reader(name) for name in names], variable, how)
+            check_shape(variable, value.shape)
+            variable.assign(value)
         assigned.add(id(variable))
     missed = [v.path for v in model.weights if id(v) not in assigned]
     if missed:  # a family that forgets a weight would leave it random

@@ -4,6 +4,7 @@ shards that `model.safetensors.index.json` names."""
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 from safetensors import safe_open
 
@@ -11,6 +12,7 @@ from tfllm.errors import UserError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+BYTES_PER_ELEMENT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 
 
 class SafetensorsReader:
@@ -32,28 +34,44 @@ class SafetensorsReader:
         else:
             raise UserError(f"{directory} has no {SINGLE_FILE} nor {INDEX_FILE}: "
                             "give a checkpoint saved with safetensors")
-        self._open = {}
 
     def names(self):
         if self.files is not None:
             return set(self.files)
-        return set(self._file(SINGLE_FILE).keys())
+        with self._file(SINGLE_FILE) as handle:
+            return set(handle.keys())
 
-    def __call__(self, name):
+    def shape(self, name):
+        with self._handle(name) as handle:
+            return tuple(handle.get_slice(name).get_shape())
+
+    def nbytes(self, name):
+        with self._handle(name) as handle:
+            piece = handle.get_slice(name)
+            return int(np.prod(piece.get_shape())) * BYTES_PER_ELEMENT.get(piece.get_dtype(), 4)
+
+    def __call__(self, name, start=None, stop=None):
+        """Tensor `name`, or its rows `start:stop`, as float32 NumPy."""
+        with self._handle(name) as handle:
+            if start is None:
+                return tf.cast(handle.get_tensor(name), tf.float32).numpy()
+            return tf.cast(handle.get_slice(name)[start:stop], tf.float32).numpy()
+
+    def _handle(self, name):
         filename = SINGLE_FILE if self.files is None else self.files.get(name)
         if filename is None:
             raise UserError(f"{os.path.join(self.directory, INDEX_FILE)} names no tensor {name!r}: "
                             "the checkpoint is incomplete or of another architecture")
+        # Opened for each read: the pages of a mapped file count in the process's memory while
+        # it stays mapped.
         handle = self._file(filename)
         if name not in handle.keys():
             raise UserError(f"{os.path.join(self.directory, filename)} holds no tensor {name!r}: "
                             "the checkpoint is incomplete or of another architecture")
-        return tf.cast(handle.get_tensor(name), tf.float32).numpy()
+        return handle
 
     def _file(self, filename):
-        if filename not in self._open:
-            path = os.path.join(self.directory, filename)
-            if not os.path.exists(path):
-                raise UserError(f"{path} is missing: download every shard that {INDEX_FILE} names")
-            self._open[filename] = safe_open(path, framework="tf")
-        return self._open[filename]
+        path = os.path.join(self.directory, filename)
+        if not os.path.exists(path):
+            raise UserError(f"{path} is missing: download every shard that {INDEX_FILE} names")
+        return safe_open(path, framework="tf")
