@@ -100,6 +100,18 @@ def test_bad_checkpoints_are_one_clear_error(checkpoints, tmp_path):
         load_causal_lm(str(windowed))
 
 
+def test_a_weight_of_an_integer_dtype_is_refused_naming_it(checkpoints, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    broken = copy_of(checkpoints, "gpt2", tmp_path)
+    tensors = load_file(str(broken / "model.safetensors"))
+    name = next(n for n in tensors if n.endswith("ln_f.weight"))
+    tensors[name] = tensors[name].astype(np.int64)
+    save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match=f"tensor '{name}' holds I64 values, not weights"):
+        load_causal_lm(str(broken))
+
+
 def test_a_masked_lm_checkpoint_is_not_a_causal_lm(checkpoints):
     with pytest.raises(UserError, match=r"holds a bert checkpoint, a masked_lm model; a causal_lm model is needed"):
         load_causal_lm(checkpoints["bert"][0])

@@ -3,6 +3,8 @@
 import json
 import os
 
+import numpy as np
+
 from tfllm.errors import UserError
 from tfllm.huggingface.families import COPY, FAMILIES, ROWS, to_variable
 from tfllm.huggingface.safetensors_reader import SafetensorsReader
@@ -64,15 +66,19 @@ def load_model(directory, max_sequence_length=None, task=None):
     for names, variable, how in family.layout(model):
         names = [stored_name(name) for name in names]
         if how in (COPY, ROWS) and reader.nbytes(names[0]) > CHUNK_BYTES:
-            # An embedding table: copied a block of rows at a time, so that importing holds a
-            # block, not a second and third copy of the largest tensor (peak memory).
+            # An embedding table: read a block of rows at a time into one array, so that importing
+            # holds the array and its copy in the variable, not also TensorFlow's tensor of the
+            # whole file entry. (Assigning the blocks to slices of the variable would hold less,
+            # but turns the variable copy-on-read: every later read of it, each decoding step's,
+            # would copy it; generation ran 5x slower.)
             shape = reader.shape(names[0])
             check_shape(variable, (variable.shape[0], *shape[1:]) if how == ROWS and shape[0] >= variable.shape[0]
                         else shape)
-            rows = variable.shape[0]
-            for start in range(0, rows, CHUNK_ROWS):
-                stop = min(start + CHUNK_ROWS, rows)
-                variable.value[start:stop].assign(reader(names[0], start, stop))
+            value = np.empty(variable.shape, np.float32)
+            for start in range(0, value.shape[0], CHUNK_ROWS):
+                stop = min(start + CHUNK_ROWS, value.shape[0])
+                value[start:stop] = reader.as_tensor(names[0], rows=(start, stop)).numpy()
+            variable.assign(value)
         else:
             value = to_variable([reader(name) for name in names], variable, how)
             check_shape(variable, value.shape)

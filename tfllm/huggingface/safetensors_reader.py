@@ -50,12 +50,19 @@ class SafetensorsReader:
             piece = handle.get_slice(name)
             return int(np.prod(piece.get_shape())) * BYTES_PER_ELEMENT.get(piece.get_dtype(), 4)
 
-    def __call__(self, name, start=None, stop=None):
-        """Tensor `name`, or its rows `start:stop`, as float32 NumPy."""
+    def __call__(self, name):
+        """Tensor `name` as float32 NumPy."""
+        return self.as_tensor(name).numpy()
+
+    def as_tensor(self, name, rows=None):
+        """Tensor `name` (its rows `rows[0]:rows[1]` when given) as a float32 `tf.Tensor`."""
         with self._handle(name) as handle:
-            if start is None:
-                return tf.cast(handle.get_tensor(name), tf.float32).numpy()
-            return tf.cast(handle.get_slice(name)[start:stop], tf.float32).numpy()
+            entry = handle.get_slice(name)
+            if entry.get_dtype() not in BYTES_PER_ELEMENT:
+                raise UserError(f"{self.directory}: tensor {name!r} holds {entry.get_dtype()} values, not weights; "
+                                f"a checkpoint's weights are {', '.join(BYTES_PER_ELEMENT)}: download it again")
+            value = handle.get_tensor(name) if rows is None else entry[rows[0]:rows[1]]
+            return tf.cast(value, tf.float32)
 
     def _handle(self, name):
         filename = SINGLE_FILE if self.files is None else self.files.get(name)
