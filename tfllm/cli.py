@@ -116,8 +116,8 @@ def add_export(sub):
 
 
 def add_import(sub):
-    p = sub.add_parser("import", help="make a run directory of a Hugging Face checkpoint (GPT-2, BERT, Llama family)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("import", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="make a run directory of a Hugging Face checkpoint (GPT-2 and BERT, with their tokenizers)")
     p.add_argument("source", help="a checkpoint directory (config.json, model.safetensors, tokenizer files) "
                                   "or hf://ORG/NAME to download")
     p.add_argument("--run-dir", required=True, help="the new run directory")

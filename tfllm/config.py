@@ -43,7 +43,8 @@ class DataConfig:
     normalize_whitespace: bool = _field(True, "Cleaning: LF line ends, no trailing spaces, at most 2 blank lines.")
     deduplicate: bool = _field(True, "Cleaning: drop exact duplicate documents.")
     min_chars: int = _field(32, "Cleaning: drop documents shorter than this many characters.")
-    tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece; gpt2_bpe and bert_wordpiece come with an imported GPT-2 or BERT checkpoint (tfllm import).")
+    tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece; gpt2_bpe "
+                                   "and bert_wordpiece come with an imported GPT-2 or BERT checkpoint (tfllm import).")
     vocab_size: int = _field(2048, "Vocabulary size, including the 4 reserved ids (pad, eos, unk, mask).")
     shuffle_buffer: int = _field(2048, "Training blocks held in the shuffle buffer.")
     pack: bool = _field(False, "Pack documents per row with segment ids: no attention across documents.")

@@ -72,7 +72,8 @@ def _from_tokenizer_json(path):
     description = _read_json(path)
     model = description.get("model") or {}
     pre_tokenizer = description.get("pre_tokenizer") or {}
-    if model.get("type") != "BPE" or pre_tokenizer.get("type") != "ByteLevel" or not pre_tokenizer.get("use_regex", True):
+    gpt2_pre_tokenizer = pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True)
+    if model.get("type") != "BPE" or not gpt2_pre_tokenizer:
         kind = f"{model.get('type')} model behind a {pre_tokenizer.get('type')} pre-tokenizer"
         raise UserError(f"{path}: a {kind} is not supported yet; supported: {SUPPORTED}")
     if pre_tokenizer.get("add_prefix_space"):
