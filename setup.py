@@ -23,6 +23,7 @@ setup(
         "rouge-score>=0.1.2",
         "werkzeug>=3.0",
         "safetensors>=0.4",
+        "huggingface-hub>=0.20",  # tfllm import hf://ORG/NAME
     ],
     # transformers and torch are the reference the imported checkpoints are tested against (CPU
     # builds; 2.13.0 is the CPU wheel this project's machines carry).
