@@ -29,7 +29,7 @@ workaround here.
    trace time, as Keras does without a strategy) and returns metrics of shape (1,), whose
    axis-0 mean across replicas is the global mean.
 5. tensorflow-text's `SentencepieceTokenizer` keeps its model in a resource owned by the eager
-   kernel that created it (tensorflow/text#570, TODO b/318839908 in its source).
+   kernel that created it (tensorflow/text#570; upstream tracks it as b/318839908 in its source).
    `tf.random.set_seed` (and so `keras.utils.set_random_seed`) clears the eager kernel cache,
    which deletes that resource: every later `tokenize` fails with "Resource
    .../SentencepieceOp/... does not exist". Workaround: `sentencepiece_tokenizer` creates the

@@ -13,7 +13,8 @@ import os
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
 from tfllm.tokenizers.bert_tokenizer import BertTokenizer
-from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FILENAME, read_vocabulary_and_merges
+from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FILENAME, merge_strings
+from tfllm.tokenizers.byte_pair_tokenizer import read_vocabulary_and_merges
 from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
 
 SUPPORTED = ("GPT-2's byte-level BPE (vocab.json and merges.txt, or tokenizer.json) and BERT's WordPiece "
@@ -49,28 +50,32 @@ def _lowercase(directory, default=True):
     return bool(_read_json(path).get("do_lower_case", default)) if os.path.exists(path) else default
 
 
-def _bert(path):
-    """The `BertTokenizer` of a vocab.txt or of a tokenizer.json holding a WordPiece model."""
-    directory = os.path.dirname(path)
-    if path.endswith(".txt"):
-        with open(path, encoding="utf-8") as file:
-            vocabulary = [line.rstrip("\n") for line in file]
-        lowercase = _lowercase(directory)
-    else:
-        description = _read_json(path)
-        table = description["model"].get("vocab", {})
-        vocabulary = sorted(table, key=table.get)
-        lowercase = bool((description.get("normalizer") or {}).get("lowercase", _lowercase(directory)))
+def _bert(vocabulary, lowercase, source):
     try:
         return BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
     except ValueError as error:
-        raise UserError(f"{path}: not a BERT WordPiece vocabulary ({error})") from None
+        raise UserError(f"{source}: not a BERT WordPiece vocabulary ({error})") from None
 
 
-def _from_tokenizer_json(path):
-    """`{"vocabulary", "merges"}` of a tokenizer.json whose model is GPT-2's byte-level BPE."""
+def _gpt2(directory, vocabulary, merges):
+    eos = _eos_token(directory)
+    if eos not in vocabulary:
+        raise UserError(f"{directory}: the end-of-text token {eos!r} is not in the vocabulary")
+    try:
+        return Gpt2Tokenizer(vocabulary=vocabulary, merges=merges, eos_id=vocabulary[eos])
+    except ValueError as error:
+        raise UserError(f"{directory}: the tokenizer files are not a byte-level BPE ({error})") from None
+
+
+def _from_tokenizer_json(directory, path):
+    """The tokenizer of a tokenizer.json: a WordPiece model (BERT), or a BPE model behind GPT-2's
+    byte-level pre-tokenizer."""
     description = _read_json(path)
     model = description.get("model") or {}
+    if model.get("type") == "WordPiece":
+        table = model.get("vocab", {})
+        lowercase = (description.get("normalizer") or {}).get("lowercase", _lowercase(directory))
+        return _bert(sorted(table, key=table.get), bool(lowercase), path)
     pre_tokenizer = description.get("pre_tokenizer") or {}
     gpt2_pre_tokenizer = pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True)
     if model.get("type") != "BPE" or not gpt2_pre_tokenizer:
@@ -78,34 +83,25 @@ def _from_tokenizer_json(path):
         raise UserError(f"{path}: a {kind} is not supported yet; supported: {SUPPORTED}")
     if pre_tokenizer.get("add_prefix_space"):
         raise UserError(f"{path}: add_prefix_space=true is not supported yet; supported: {SUPPORTED}")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return {"vocabulary": model.get("vocab", {}), "merges": merges}
+    return _gpt2(directory, model.get("vocab", {}), merge_strings(model.get("merges", [])))
 
 
 def load_checkpoint_tokenizer(directory):
     """The tokenizer of the checkpoint in `directory`; `UserError` naming the files when it has
     none tfllm can run in-graph exactly as `tokenizers` does."""
-    json_path = os.path.join(directory, "tokenizer.json")
-    if os.path.exists(os.path.join(directory, "vocab.txt")):
-        return _bert(os.path.join(directory, "vocab.txt"))
-    if os.path.exists(json_path) and (_read_json(json_path).get("model") or {}).get("type") == "WordPiece":
-        return _bert(json_path)
-    if os.path.exists(os.path.join(directory, VOCABULARY_FILENAME)) and os.path.exists(
-            os.path.join(directory, MERGES_FILENAME)):
-        files = read_vocabulary_and_merges(directory)
-    elif os.path.exists(os.path.join(directory, "tokenizer.json")):
-        files = _from_tokenizer_json(os.path.join(directory, "tokenizer.json"))
-    else:
-        present = [n for n in ("tokenizer.model",) if os.path.exists(os.path.join(directory, n))]
-        found = f"it has {', '.join(present)}" if present else "it has no tokenizer files"
-        raise UserError(f"{directory}: {found}; tokenizers supported so far: {SUPPORTED}")
-    eos = _eos_token(directory)
-    if eos not in files["vocabulary"]:
-        raise UserError(f"{directory}: the end-of-text token {eos!r} is not in the vocabulary")
-    try:
-        return Gpt2Tokenizer(**files, eos_id=files["vocabulary"][eos])
-    except ValueError as error:
-        raise UserError(f"{directory}: the tokenizer files are not a byte-level BPE ({error})") from None
+    def path(name):
+        return os.path.join(directory, name)
+
+    if os.path.exists(path("vocab.txt")):
+        with open(path("vocab.txt"), encoding="utf-8") as file:
+            vocabulary = [line.rstrip("\n") for line in file]
+        return _bert(vocabulary, _lowercase(directory), path("vocab.txt"))
+    if os.path.exists(path(VOCABULARY_FILENAME)) and os.path.exists(path(MERGES_FILENAME)):
+        return _gpt2(directory, **read_vocabulary_and_merges(directory))
+    if os.path.exists(path("tokenizer.json")):
+        return _from_tokenizer_json(directory, path("tokenizer.json"))
+    found = "it has tokenizer.model" if os.path.exists(path("tokenizer.model")) else "it has no tokenizer files"
+    raise UserError(f"{directory}: {found}; tokenizers supported so far: {SUPPORTED}")
 
 
 def writes_tokenizer(tokenizer):

@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tfllm.tokenizers.tokenizer import load_json
+from tfllm.tokenizers.tokenizer import ImportedTokenizer, load_json
 from tfllm.tokenizers.word_piece_tokenizer import VOCABULARY_FILENAME, WordPieceTokenizer
 
 # BERT's normalizer (Hugging Face `tokenizers`' BertNormalizer): control and format characters
@@ -19,7 +19,7 @@ _WHITESPACE = r"[\t\n\r\p{Z}]"
 SPECIALS = {"pad_id": "[PAD]", "unk_id": "[UNK]", "start_id": "[CLS]", "eos_id": "[SEP]", "mask_id": "[MASK]"}
 
 
-class BertTokenizer(WordPieceTokenizer):
+class BertTokenizer(ImportedTokenizer, WordPieceTokenizer):
     """The WordPiece of a BERT checkpoint with its ids: BERT's basic tokenizer (lower-casing and
     accent stripping when `lowercase`, CJK characters and punctuation split off) and longest-match
     pieces with "##" continuations. `[CLS]` starts every text (`start_id`), `[SEP]` ends it
@@ -54,10 +54,6 @@ class BertTokenizer(WordPieceTokenizer):
             strings = tf.strings.regex_replace(tf_text.normalize_utf8(strings, "NFD"), r"\p{Mn}", "")
             strings = tf.strings.lower(strings, encoding="utf-8")
         return super()._tokenize_batch(strings)
-
-    @classmethod
-    def train(cls, texts, vocab_size, max_chars=0):
-        raise NotImplementedError("a checkpoint's tokenizer is imported with it, not trained")
 
     @classmethod
     def from_directory(cls, directory, config):

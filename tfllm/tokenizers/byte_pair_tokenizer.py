@@ -123,9 +123,7 @@ class BytePairTokenizer(Tokenizer):
         )
         model.train_from_iterator(documents, trainer=trainer, length=len(documents))
         learned = json.loads(model.to_str())["model"]
-        # Newer `tokenizers` write merges as pairs, older ones as "a b".
-        merges = [m if isinstance(m, str) else " ".join(m) for m in learned["merges"]]
-        return cls(vocabulary=learned["vocab"], merges=merges)
+        return cls(vocabulary=learned["vocab"], merges=merge_strings(learned["merges"]))
 
     @staticmethod
     def _check_vocabulary(vocabulary, merges):
@@ -183,6 +181,11 @@ class BytePairTokenizer(Tokenizer):
         if token not in self.vocabulary:
             raise ValueError(f"Token {token!r} is not in the vocabulary.")
         return self.vocabulary[token]
+
+
+def merge_strings(merges):
+    """Merge rules as "a b" strings: newer `tokenizers` write them as pairs, older ones as "a b"."""
+    return [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
 
 
 def read_vocabulary_and_merges(directory):

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tfllm.tokenizers.byte_pair_tokenizer import _SPACE, BytePairTokenizer, _check_vocabulary
 from tfllm.tokenizers.byte_pair_tokenizer import read_vocabulary_and_merges
+from tfllm.tokenizers.tokenizer import ImportedTokenizer
 
 # 0xFE never occurs in UTF-8: it marks where GPT-2's look-ahead would end a whitespace run.
 _CUT = b"\xfe"
@@ -15,7 +16,7 @@ _CUT = b"\xfe"
 _RUN_BEFORE_TEXT = rf"([{_SPACE}]+)([{_SPACE}][^{_SPACE}])"
 
 
-class Gpt2Tokenizer(BytePairTokenizer):
+class Gpt2Tokenizer(ImportedTokenizer, BytePairTokenizer):
     """The byte-level BPE of a GPT-2 checkpoint (`vocab.json` and `merges.txt`), with its ids.
 
     Pre-tokens are GPT-2's: its pattern `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+|
@@ -46,10 +47,6 @@ class Gpt2Tokenizer(BytePairTokenizer):
     @staticmethod
     def _check_vocabulary(vocabulary, merges):
         _check_vocabulary(vocabulary, merges, reserved=())
-
-    @classmethod
-    def train(cls, texts, vocab_size, max_chars=0):
-        raise NotImplementedError("a checkpoint's tokenizer is imported with it, not trained")
 
     def _pre_tokens(self, strings):
         cut = tf.strings.regex_replace(strings, _RUN_BEFORE_TEXT, rb"\1" + _CUT + rb"\2")

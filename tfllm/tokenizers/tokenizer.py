@@ -224,6 +224,17 @@ class Tokenizer(tf.Module, abc.ABC):
             raise ValueError(f"id must be in [0, {self.vocabulary_size}). Received: id={id}")
 
 
+class ImportedTokenizer:
+    """Mixin of the kinds that come with a checkpoint (`tfllm import`): loaded, never trained."""
+
+    @classmethod
+    def train(cls, texts, vocab_size, max_chars=0):
+        raise UserError(
+            f"data.tokenizer={cls.kind!r} comes with an imported checkpoint and is not trained; start from the "
+            "run `tfllm import` wrote (train.init_from=RUN) or pick a kind tfllm trains (see tfllm train --help)"
+        )
+
+
 def prepend_start_id(token_ids, start_id, empty_id):
     """int32 ragged (batch, None): `start_id` in front of every row of `token_ids`; with
     `start_id` None, `empty_id` in front of the rows that hold no token (a model needs one token

@@ -11,13 +11,13 @@ from tfllm.tokenizers.char_tokenizer import CharTokenizer
 from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
 from tfllm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 from tfllm.tokenizers.tokenizer import CONFIG_FILENAME
-from tfllm.tokenizers.tokenizer import Tokenizer
+from tfllm.tokenizers.tokenizer import ImportedTokenizer, Tokenizer
 from tfllm.tokenizers.word_piece_tokenizer import WordPieceTokenizer
 
-KINDS = ("char", "wordpiece", "bpe", "sentencepiece")  # the kinds tfllm trains
-# ...and the kinds it loads: those, and the tokenizers imported with checkpoints.
+# The kinds tfllm loads: those it trains, and the tokenizers imported with checkpoints.
 _CLASSES = {cls.kind: cls for cls in (CharTokenizer, WordPieceTokenizer, BytePairTokenizer, SentencePieceTokenizer,
                                       Gpt2Tokenizer, BertTokenizer)}
+KINDS = tuple(kind for kind, cls in _CLASSES.items() if not issubclass(cls, ImportedTokenizer))  # trained
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, max_chars: int = 20_000_000) -> Tokenizer:
@@ -32,10 +32,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, max_chars:
             few distinct pieces; `vocabulary_size` tells the real size.
         max_chars: int. Most characters of `texts` to read.
     """
-    if kind in _CLASSES and kind not in KINDS:
-        raise UserError(f"data.tokenizer={kind!r} comes with an imported checkpoint and is not trained; start from "
-                        "the run `tfllm import` wrote (train.init_from=RUN) or use one of: " + ", ".join(KINDS))
-    if kind not in KINDS:
+    if kind not in _CLASSES:
         raise UserError(f"data.tokenizer={kind!r} is not a tokenizer kind. Use one of: {', '.join(KINDS)}.")
     return _CLASSES[kind].train(texts, vocab_size, max_chars=max_chars)
 
