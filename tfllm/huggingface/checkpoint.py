@@ -3,8 +3,6 @@
 import json
 import os
 
-import numpy as np
-
 from tfllm.errors import UserError
 from tfllm.huggingface.families import COPY, FAMILIES, ROWS, to_variable
 from tfllm.huggingface.safetensors_reader import SafetensorsReader
@@ -57,11 +55,6 @@ def load_model(directory, max_sequence_length=None, task=None):
     def stored_name(name):
         return next((prefix + name for prefix in family.prefixes if prefix + name in stored), name)
 
-    def check_shape(variable, shape):
-        if tuple(variable.shape) != tuple(shape):
-            raise UserError(f"{directory}: the tensor for {variable.path} has shape {tuple(shape)}, the "
-                            f"model expects {tuple(variable.shape)}: config.json and the weights disagree")
-
     assigned = set()
     for names, variable, how in family.layout(model):
         names = [stored_name(name) for name in names]
@@ -71,18 +64,13 @@ def load_model(directory, max_sequence_length=None, task=None):
             # whole file entry. (Assigning the blocks to slices of the variable would hold less,
             # but turns the variable copy-on-read: every later read of it, each decoding step's,
             # would copy it; generation ran 5x slower.)
-            shape = reader.shape(names[0])
-            check_shape(variable, (variable.shape[0], *shape[1:]) if how == ROWS and shape[0] >= variable.shape[0]
-                        else shape)
-            value = np.empty(variable.shape, np.float32)
-            for start in range(0, value.shape[0], CHUNK_ROWS):
-                stop = min(start + CHUNK_ROWS, value.shape[0])
-                value[start:stop] = reader.as_tensor(names[0], rows=(start, stop)).numpy()
-            variable.assign(value)
+            value = reader.rows(names[0], variable.shape[0] if how == ROWS else None, CHUNK_ROWS)
         else:
             value = to_variable([reader(name) for name in names], variable, how)
-            check_shape(variable, value.shape)
-            variable.assign(value)
+        if tuple(variable.shape) != value.shape:
+            raise UserError(f"{directory}: the tensor for {variable.path} has shape {value.shape}, the "
+                            f"model expects {tuple(variable.shape)}: config.json and the weights disagree")
+        variable.assign(value)
         assigned.add(id(variable))
     missed = [v.path for v in model.weights if id(v) not in assigned]
     if missed:  # a family that forgets a weight would leave it random

@@ -41,10 +41,6 @@ class SafetensorsReader:
         with self._file(SINGLE_FILE) as handle:
             return set(handle.keys())
 
-    def shape(self, name):
-        with self._handle(name) as handle:
-            return tuple(handle.get_slice(name).get_shape())
-
     def nbytes(self, name):
         with self._handle(name) as handle:
             piece = handle.get_slice(name)
@@ -53,6 +49,17 @@ class SafetensorsReader:
     def __call__(self, name):
         """Tensor `name` as float32 NumPy."""
         return self.as_tensor(name).numpy()
+
+    def rows(self, name, count, block):
+        """The first `count` rows (all when None) of tensor `name` as float32 NumPy, read `block`
+        rows at a time into one array."""
+        with self._handle(name) as handle:
+            shape = handle.get_slice(name).get_shape()
+        count = shape[0] if count is None else min(count, shape[0])
+        value = np.empty((count, *shape[1:]), np.float32)
+        for start in range(0, count, block):
+            value[start:start + block] = self.as_tensor(name, rows=(start, min(start + block, count))).numpy()
+        return value
 
     def as_tensor(self, name, rows=None):
         """Tensor `name` (its rows `rows[0]:rows[1]` when given) as a float32 `tf.Tensor`."""
