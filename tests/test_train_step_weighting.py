@@ -83,15 +83,15 @@ OPTIMIZERS = {
 COMPILED_TASKS = ("masked_lm",)
 
 
-def builder(task, optimizer, eager=None):
+def builder(task, optimizer, eager=None, jit_compile=False):
     eager = task not in COMPILED_TASKS if eager is None else eager
 
     def build(strategy, grad_accum_steps):
         with strategy.scope():
             keras.utils.set_random_seed(3)
             model = TASKS[task][0]()
-            model.compile(optimizer=OPTIMIZERS[optimizer](), jit_compile=False, grad_accum_steps=grad_accum_steps,
-                          run_eagerly=eager)
+            model.compile(optimizer=OPTIMIZERS[optimizer](), jit_compile=jit_compile,
+                          grad_accum_steps=grad_accum_steps, run_eagerly=eager)
         return model
 
     return build
@@ -177,11 +177,23 @@ def test_two_worker_processes_train_every_task_like_one_device(references, tmp_p
 BF16_STEP_TOLERANCE = 3 * 2**-8
 
 
-def test_under_mixed_bfloat16_accumulation_follows_one_batch_within_bfloat16_rounding(one_device_strategy):
-    with global_policy("mixed_bfloat16"):
+# float16 keeps 11 significant bits, so the same argument gives 3 x 2^-11; its loss scaling (the
+# loss multiplied before the gradients, the gradients divided after) must cancel exactly.
+@pytest.mark.parametrize("policy, step_tolerance", [("mixed_bfloat16", BF16_STEP_TOLERANCE),
+                                                    ("mixed_float16", 3 * 2**-11)])
+def test_under_mixed_precision_accumulation_follows_one_batch_within_its_rounding(policy, step_tolerance,
+                                                                                  one_device_strategy):
+    with global_policy(policy):
         one = distributed_testing.train(builder("masked_lm", "sgd"), token_data(masked), one_device_strategy, 1)
         four = distributed_testing.train(builder("masked_lm", "sgd"), token_data(masked), one_device_strategy, 4)
         moved = distributed_testing.max_change(one[0], builder("masked_lm", "sgd")(one_device_strategy, 1))
     difference = max(np.abs(a - b).max() for a, b in zip(one[0], four[0]))
-    assert moved > 0.05 and difference <= BF16_STEP_TOLERANCE * moved, (difference, moved)
+    assert moved > 0.05 and difference <= step_tolerance * moved, (difference, moved)
     assert four[1] == pytest.approx(one[1], rel=2**-8)
+
+
+def test_under_xla_four_micro_batches_train_like_one_batch(references, one_device_strategy):
+    """The masked LM's train step compiled with XLA: the same global-weight normalisation."""
+    got = distributed_testing.train(builder("masked_lm", "sgd", jit_compile=True), token_data(masked),
+                                    one_device_strategy, 4)
+    distributed_testing.assert_same_training(got, references("masked_lm", "sgd"))
