@@ -1,10 +1,15 @@
 import dataclasses
 
 import pytest
+import yaml
 
 from tfllm import config as config_lib
 from tfllm.config import load_config, save_config
 from tfllm.errors import UserError
+
+
+LLAMA3 = ("{rope_type: llama3, factor: 8, low_freq_factor: 1, high_freq_factor: 4, "
+          "original_max_position_embeddings: 8192}")
 
 
 def write(tmp_path, text):
@@ -62,6 +67,25 @@ def test_every_field_is_documented():
         ("model:\n  norm_position: sandwich\n", r"model\.norm_position='sandwich'.*pre, post"),
         ("model:\n  rope_theta: 0\n", r"model\.rope_theta=0\.0 is invalid"),
         ("data:\n  tokenizer: bytes\n", r"data\.tokenizer='bytes'.*char, wordpiece, bpe, sentencepiece"),
+        ("model:\n  qkv_bias: 1\n", r"model\.qkv_bias must be bool or null, got 1"),
+        ("model:\n  pooler: null\n", r"model\.pooler must be bool, got None"),
+        ("model:\n  rope_scaling: 8\n", r"model\.rope_scaling must be a mapping or null, got 8"),
+        (f"model:\n  rope_scaling: {LLAMA3}\n", r"model\.rope_scaling is set and model\.position='learned'.*"
+                                                r"set model\.position: rope"),
+        (f"model:\n  position: rope\n  rope_scaling: {{factr: 8, {LLAMA3[1:]}\n",
+         r"unknown key 'factr' in model\.rope_scaling; did you mean 'model\.rope_scaling\.factor'"),
+        ("model:\n  position: rope\n  rope_scaling: {rope_type: llama3, factor: 8}\n",
+         r"model\.rope_scaling lacks low_freq_factor, high_freq_factor, original_max_position_embeddings"),
+        (f"model:\n  position: rope\n  rope_scaling: {LLAMA3.replace('llama3', 'yarn')}\n",
+         r"model\.rope_scaling\.rope_type='yarn' is invalid: use one of llama3"),
+        (f"model:\n  position: rope\n  rope_scaling: {LLAMA3.replace('factor: 8', 'factor: 0')}\n",
+         r"model\.rope_scaling\.factor=0\.0 is invalid: use a positive value"),
+        (f"model:\n  position: rope\n  rope_scaling: {LLAMA3.replace('factor: 8', 'factor: true')}\n",
+         r"model\.rope_scaling\.factor must be int or float, got True"),
+        (f"model:\n  position: rope\n  rope_scaling: {LLAMA3.replace('high_freq_factor: 4', 'high_freq_factor: 1')}\n",
+         r"model\.rope_scaling\.high_freq_factor=1\.0 is invalid: use a value above low_freq_factor=1\.0"),
+        (f"model:\n  position: rope\n  rope_scaling: {LLAMA3.replace('8192', '81.5')}\n",
+         r"model\.rope_scaling\.original_max_position_embeddings must be int, got 81\.5"),
         ("train:\n  batch_size: 0\n", r"train\.batch_size=0 is invalid"),
         ("- a\n- b\n", r"top level must be a mapping"),
         ("train: [1, 2\n", r"not valid YAML"),
@@ -123,3 +147,45 @@ def test_written_keys_are_the_file_s_and_the_overrides(tmp_path):
     keys = config_lib.written_keys(str(path), ["data.tokenizer=char", "train.steps=7"])
     assert keys == {"model.num_layers", "train.steps", "data.tokenizer"}
     assert config_lib.written_keys(None, []) == frozenset()
+
+
+def test_qwen2_and_llama3_keys_load_typed_and_round_trip(tmp_path):
+    path = write(tmp_path, f"model:\n  position: rope\n  use_bias: false\n  qkv_bias: true\n  pooler: true\n"
+                           f"  rope_scaling: {LLAMA3}\n")
+    config = load_config(path)
+    assert (config.model.qkv_bias, config.model.pooler) == (True, True)
+    assert config.model.rope_scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    assert [type(v) for v in config.model.rope_scaling.values()] == [str, float, float, float, int]
+    save_config(config, str(tmp_path / "config.yaml"))
+    assert load_config(str(tmp_path / "config.yaml")) == config
+
+
+def test_a_run_config_written_before_the_keys_existed_loads_with_their_defaults(tmp_path):
+    """A config.yaml without `model.qkv_bias`, `rope_scaling` and `pooler` builds the model it built."""
+    save_config(load_config(None, ["model.position=rope"]), str(tmp_path / "config.yaml"))
+    tree = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for key in ("qkv_bias", "rope_scaling", "pooler"):
+        del tree["model"][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
+    model = load_config(str(tmp_path / "config.yaml")).model
+    assert (model.qkv_bias, model.rope_scaling, model.pooler) == (None, None, False)
+
+
+def test_a_bad_rope_scaling_override_is_reported_where_it_was_written(tmp_path):
+    path = write(tmp_path, "model:\n  position: rope\n")
+    override = f"model.rope_scaling={LLAMA3.replace('factor: 8', 'factor: -1')}"
+    with pytest.raises(UserError, match=r"^override 'model\.rope_scaling=.*': model\.rope_scaling\.factor=-1\.0"):
+        load_config(path, [override])
+
+
+def test_the_model_keys_reach_the_backbone():
+    from tfllm.tasks import build_backbone
+
+    config = load_config(None, ["model.position=rope", "model.use_bias=false", "model.qkv_bias=true",
+                                "model.pooler=true", f"model.rope_scaling={LLAMA3}"])
+    backbone = build_backbone(config.model, vocabulary_size=32, max_seq_len=16, causal=False)
+    assert (backbone.use_bias, backbone.qkv_bias, backbone.pooler) == (False, True, True)
+    assert backbone.llama3_scaling == (8.0, 1.0, 4.0, 8192)
+    default = build_backbone(load_config().model, vocabulary_size=32, max_seq_len=16, causal=True)
+    assert (default.qkv_bias, default.llama3_scaling, default.pooler_dense) == (True, None, None)

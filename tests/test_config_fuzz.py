@@ -20,7 +20,8 @@ from tfllm.errors import UserError
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 SECTION_NAMES = list(config_lib.SECTIONS)
-FIELD_NAMES = sorted({f.name for cls in config_lib.SECTIONS.values() for f in dataclasses.fields(cls)})
+FIELD_NAMES = sorted({f.name for cls in config_lib.SECTIONS.values() for f in dataclasses.fields(cls)}
+                     | {name for schema in config_lib.MAPPING_KEYS.values() for name in schema})
 DOTTED_NAMES = [name for name, _, _ in config_lib.field_docs()]
 
 # Real names most of the time, so that fuzzed trees get past the unknown-key check into type checks.
@@ -137,6 +138,12 @@ FLOATS = {
     "data.mask_rate": st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
     "train.learning_rate": POSITIVE, "model.norm_epsilon": POSITIVE, "model.rope_theta": POSITIVE,
 }
+BOUNDED = st.floats(min_value=1e-3, max_value=1e3)
+LLAMA3_SCALING = st.builds(
+    lambda factor, low, gap, original: {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                                        "high_freq_factor": low + gap, "original_max_position_embeddings": original},
+    BOUNDED, BOUNDED, BOUNDED, st.integers(1, 2**20),
+)
 INT_MINIMUM = {"data.vocab_size": 8, "data.min_chars": 0, "train.warmup_steps": 0, "train.checkpoint_every": 0,
                "train.early_stopping_patience": 0, "train.seed": None, "train.samples": None,
                "train.sample_tokens": None}
@@ -151,6 +158,10 @@ def valid_value(dotted, annotation):
         return FLOATS.get(dotted, NON_NEGATIVE)
     if annotation is int:
         return st.integers(min_value=INT_MINIMUM.get(dotted, 1), max_value=2**40)
+    if annotation == typing.Optional[bool]:
+        return st.none() | st.booleans()
+    if annotation == typing.Optional[dict]:
+        return st.none() | LLAMA3_SCALING
     return ANY_TEXT | st.none() if annotation == typing.Optional[str] else ANY_TEXT
 
 
@@ -164,6 +175,8 @@ def valid_trees(draw):
             if draw(st.booleans()):
                 tree.setdefault(section, {})[f.name] = draw(valid_value(f"{section}.{f.name}", hints[f.name]))
     model, train = tree.get("model", {}), tree.get("train", {})
+    if model.get("rope_scaling") is not None:
+        model["position"] = "rope"
     num_heads = model.get("num_heads", config_lib.ModelConfig.num_heads)
     model["hidden_dim"] = num_heads * draw(st.integers(1, 64))
     model["num_kv_heads"] = draw(st.just(0) | st.sampled_from([n for n in range(1, 65) if num_heads % n == 0]))

@@ -20,11 +20,20 @@ POSITIONS = ("learned", "rope")
 NORMS = ("layer", "rms")
 NORM_POSITIONS = ("pre", "post")
 MLPS = ("gelu_tanh", "gelu", "swiglu")
-TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece", "gpt2_bpe", "bert_wordpiece")
+TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece", "gpt2_bpe", "llama3_bpe", "qwen2_bpe", "llama_sentencepiece",
+              "bert_wordpiece")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 TASKS = ("causal_lm", "masked_lm", "classify", "sft")
 CLASS_WEIGHTS = ("none", "balanced")
+ROPE_SCALINGS = ("llama3",)
+# `model.rope_scaling`'s keys, as Hugging Face's config.json writes them; after `rope_type`, the
+# order of `GPTBackbone`'s `llama3_scaling` tuple.
+ROPE_SCALING_KEYS = {"rope_type": str, "factor": float, "low_freq_factor": float, "high_freq_factor": float,
+                     "original_max_position_embeddings": int}
+LLAMA3_SCALING_KEYS = tuple(ROPE_SCALING_KEYS)[1:]
+# The keys of every mapping-valued key.
+MAPPING_KEYS = {"model.rope_scaling": ROPE_SCALING_KEYS}
 
 
 def _field(default, doc):
@@ -43,8 +52,9 @@ class DataConfig:
     normalize_whitespace: bool = _field(True, "Cleaning: LF line ends, no trailing spaces, at most 2 blank lines.")
     deduplicate: bool = _field(True, "Cleaning: drop exact duplicate documents.")
     min_chars: int = _field(32, "Cleaning: drop documents shorter than this many characters.")
-    tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece; gpt2_bpe "
-                                   "and bert_wordpiece come with an imported GPT-2 or BERT checkpoint (tfllm import).")
+    tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece; gpt2_bpe, "
+                                   "llama3_bpe, qwen2_bpe, llama_sentencepiece and bert_wordpiece come with an "
+                                   "imported checkpoint (tfllm import).")
     vocab_size: int = _field(2048, "Vocabulary size, including the 4 reserved ids (pad, eos, unk, mask).")
     shuffle_buffer: int = _field(2048, "Training blocks held in the shuffle buffer.")
     pack: bool = _field(False, "Pack documents per row with segment ids: no attention across documents.")
@@ -64,13 +74,20 @@ class ModelConfig:
     dropout: float = _field(0.0, "Dropout rate on attention and residual branches.")
     position: str = _field("learned", "Position encoding: learned or rope.")
     rope_theta: float = _field(10000.0, "Rotary positions' maximum wavelength (Llama 3: 500000).")
+    rope_scaling: typing.Optional[dict] = _field(
+        None, "Rotary frequency scaling: null, or Llama 3.1's {rope_type: llama3, factor, low_freq_factor, "
+              "high_freq_factor, original_max_position_embeddings}, as its config.json writes it.")
     norm: str = _field("layer", "Normalization: layer (LayerNorm, GPT-2, BERT) or rms (RMSNorm, Llama).")
     norm_epsilon: float = _field(1e-5, "Epsilon of every norm.")
     norm_position: str = _field("pre", "pre: norm before each branch, and at the end (GPT-2, Llama); post: after (BERT).")
     mlp: str = _field("gelu_tanh", "MLP: gelu_tanh (GPT-2), gelu (exact, BERT) or swiglu (Llama).")
     num_kv_heads: int = _field(0, "Key-value heads (grouped-query attention); must divide num_heads; 0 means num_heads.")
     use_bias: bool = _field(True, "Biases in attention and MLP projections (Llama has none).")
+    qkv_bias: typing.Optional[bool] = _field(None, "Biases in the query/key/value projections alone (Qwen2: true, "
+                                                   "with use_bias false); null follows use_bias.")
     tie_embeddings: bool = _field(True, "The output head is the token embedding matrix.")
+    pooler: bool = _field(False, "BERT's pooler, tanh(Dense) of the token classify reads; imported with a BERT "
+                                 "checkpoint that has one.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +187,7 @@ def _coerce(value, annotation, key, source):
     expected = {
         bool: (bool,), int: (int,), float: (int, float), str: (str,),
         typing.Optional[str]: (str, type(None)), typing.Union[bool, str]: (bool, str),
+        typing.Optional[bool]: (bool, type(None)), typing.Optional[dict]: (dict, type(None)),
     }[annotation]
     if annotation is float and isinstance(value, str):
         # YAML 1.1 reads `1e-3` (no dot) as a string; accept what any reader means by it.
@@ -182,7 +200,7 @@ def _coerce(value, annotation, key, source):
     else:
         ok = isinstance(value, expected)
     if not ok:
-        names = " or ".join(t.__name__ for t in expected).replace("NoneType", "null")
+        names = " or ".join(t.__name__ for t in expected).replace("NoneType", "null").replace("dict", "a mapping")
         raise UserError(
             f"{source}: {key} must be {names}, got {value!r} ({type(value).__name__}); fix the value."
         )
@@ -195,7 +213,20 @@ def _coerce(value, annotation, key, source):
         # learning rate trains straight into NaN.
         if not math.isfinite(value):
             raise UserError(f"{source}: {key}={value!r} is not a finite number; fix the value.")
+    if isinstance(value, dict):
+        value = _coerce_mapping(value, MAPPING_KEYS[key], key, source)
     return value
+
+
+def _coerce_mapping(value, schema, key, source):
+    """A mapping value with exactly the keys of `schema` (name -> type), each coerced, in its order."""
+    for name in value:
+        if name not in schema:
+            raise UserError(f"{source}: unknown key {name!r} in {key}{_closest(name, list(schema), key + '.')}")
+    missing = [name for name in schema if name not in value]
+    if missing:
+        raise UserError(f"{source}: {key} lacks {', '.join(missing)}; give all of {', '.join(schema)}")
+    return {name: _coerce(value[name], annotation, f"{key}.{name}", source) for name, annotation in schema.items()}
 
 
 def _safe_load(stream, source, what_to_do):
@@ -250,9 +281,13 @@ def _read_yaml(path):
 
 
 def _where(source, key):
-    """Where the value of `key` came from: `source` itself, or its entry for `key` when `source`
-    maps dotted keys to origins (None: everything else)."""
-    return source.get(key, source[None]) if isinstance(source, dict) else source
+    """Where the value of `key` (or of the mapping-valued key it is inside) came from: `source`
+    itself, or its entry for `key` when `source` maps dotted keys to origins (None: everything else)."""
+    if not isinstance(source, dict):
+        return source
+    if key is not None:
+        key = ".".join(key.split(".")[:2])
+    return source.get(key, source[None])
 
 
 def from_dict(tree, source="config", check=True):
@@ -337,6 +372,8 @@ def validate(config, source):
     _require(m.mlp in MLPS, source, "model.mlp", m.mlp, f"use one of {', '.join(MLPS)}")
     _require(m.norm_epsilon > 0, source, "model.norm_epsilon", m.norm_epsilon, "use a positive value")
     _require(m.rope_theta > 0, source, "model.rope_theta", m.rope_theta, "use a positive value")
+    if m.rope_scaling is not None:
+        _validate_rope_scaling(m, source)
     _require(
         m.num_kv_heads >= 0 and (m.num_kv_heads == 0 or m.num_heads % m.num_kv_heads == 0), source,
         "model.num_kv_heads", m.num_kv_heads, f"it must divide model.num_heads={m.num_heads} (0 means num_heads)",
@@ -374,6 +411,19 @@ def validate(config, source):
     _require(t.early_stopping_patience >= 0, source, "train.early_stopping_patience", t.early_stopping_patience,
              "use 0 (off) or a positive integer")
     _require(s.cpu_replicas >= 1, source, "distribute.cpu_replicas", s.cpu_replicas, "use 1 or more")
+
+
+def _validate_rope_scaling(m, source):
+    scaling, key = m.rope_scaling, "model.rope_scaling"
+    if m.position != "rope":
+        raise UserError(f"{_where(source, key)}: {key} is set and model.position={m.position!r}: it scales rotary "
+                        "positions; set model.position: rope or model.rope_scaling: null")
+    _require(scaling["rope_type"] in ROPE_SCALINGS, source, f"{key}.rope_type", scaling["rope_type"],
+             f"use one of {', '.join(ROPE_SCALINGS)}")
+    for name in ("factor", "low_freq_factor", "original_max_position_embeddings"):
+        _require(scaling[name] > 0, source, f"{key}.{name}", scaling[name], "use a positive value")
+    _require(scaling["high_freq_factor"] > scaling["low_freq_factor"], source, f"{key}.high_freq_factor",
+             scaling["high_freq_factor"], f"use a value above low_freq_factor={scaling['low_freq_factor']}")
 
 
 def save_config(config, path):

@@ -44,22 +44,27 @@ def download(source):
 def model_keys(backbone, task):
     """The `model` section that rebuilds `backbone` (a `GPTBackbone`) for `task`."""
     options = backbone.get_config()
-    # Two options the config has no key for yet: Qwen2's query/key/value biases without the
-    # other projections' biases, and Llama 3.1's rotary scaling.
-    unwritten = [key for key, differs in (("qkv_bias", options["qkv_bias"] != options["use_bias"]),
-                                          ("llama3_scaling", options["llama3_scaling"] is not None)) if differs]
-    if unwritten:
-        raise UserError(f"this checkpoint's {', '.join(unwritten)} cannot be written to a run's config.yaml yet; "
-                        "load it from Python with tfllm.huggingface.load_model")
     return {
         "task": task, "num_layers": options["num_layers"], "num_heads": options["num_heads"],
         "hidden_dim": options["hidden_dim"], "intermediate_dim": options["intermediate_dim"],
         "seq_len": options["max_sequence_length"], "position": options["position"],
-        "rope_theta": options["rope_theta"], "norm": options["norm"], "norm_epsilon": options["norm_epsilon"],
+        "rope_theta": options["rope_theta"], "rope_scaling": _rope_scaling(options["llama3_scaling"]),
+        "norm": options["norm"], "norm_epsilon": options["norm_epsilon"],
         "norm_position": "pre" if options["norm_first"] else "post", "mlp": options["mlp"],
         "num_kv_heads": options["num_key_value_heads"] or 0, "use_bias": options["use_bias"],
-        "tie_embeddings": options["tie_embeddings"], "dropout": 0.0,
+        # null unless it differs: Qwen2's query/key/value biases without the other projections'.
+        "qkv_bias": None if options["qkv_bias"] == options["use_bias"] else options["qkv_bias"],
+        "tie_embeddings": options["tie_embeddings"], "pooler": options["pooler"], "dropout": 0.0,
     }
+
+
+def _rope_scaling(llama3_scaling):
+    """`model.rope_scaling` of a backbone's `llama3_scaling` (None, or Llama 3.1's four numbers)."""
+    if llama3_scaling is None:
+        return None
+    scaling = dict(zip(config_lib.LLAMA3_SCALING_KEYS, llama3_scaling))
+    scaling["original_max_position_embeddings"] = int(scaling["original_max_position_embeddings"])
+    return {"rope_type": "llama3", **scaling}
 
 
 def import_checkpoint(source, run_dir):
@@ -70,9 +75,11 @@ def import_checkpoint(source, run_dir):
     _, family = read_config(directory)
     model = load_model(directory)
     tokenizer = load_checkpoint_tokenizer(directory)
-    if tokenizer.vocabulary_size != model.backbone.vocabulary_size:
-        raise UserError(f"{directory}: the tokenizer has {tokenizer.vocabulary_size} ids and the model "
-                        f"{model.backbone.vocabulary_size}; a run needs them equal")
+    rows = model.backbone.vocabulary_size
+    if tokenizer.vocabulary_size > rows:
+        raise UserError(f"{directory}: the tokenizer has {tokenizer.vocabulary_size} ids and the model's embedding "
+                        f"only {rows} rows; the tokenizer files belong to another model")
+    tokenizer.padded_to(rows)  # an embedding rounded up past the tokenizer's ids (Qwen2)
     config = config_lib.from_dict({
         "model": model_keys(model.backbone, family.task),
         "data": {"tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocabulary_size},

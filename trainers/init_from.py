@@ -14,8 +14,9 @@ from tfllm.run import Run
 from tfllm.tasks import TASKS
 
 # The model keys that fix the backbone's weights.
-FIXED_MODEL_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "position", "rope_theta", "norm",
-                    "norm_epsilon", "norm_position", "mlp", "num_kv_heads", "use_bias", "tie_embeddings")
+FIXED_MODEL_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "position", "rope_theta",
+                    "rope_scaling", "norm", "norm_epsilon", "norm_position", "mlp", "num_kv_heads", "use_bias",
+                    "qkv_bias", "tie_embeddings", "pooler")
 FIXED_DATA_KEYS = ("tokenizer", "vocab_size")
 
 

@@ -25,6 +25,9 @@ RESUMABLE_KEYS = frozenset({
     "train.peak_flops", "train.early_stopping_patience", "train.jit_compile",
     "train.steps_per_execution",
 })
+# Keys added after runs began to store fingerprints, with their defaults: left out of a fingerprint
+# while at the default, so that a run saved before the key existed still resumes.
+KEYS_ADDED_LATER = {"model.qkv_bias": None, "model.rope_scaling": None, "model.pooler": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,8 @@ def _saved_config(run):
 def run_fingerprint(config, run):
     """SHA-256 of the config keys a resume may not change and of the tokenizer's files."""
     digest = hashlib.sha256()
-    fixed = {key: value for key, value in config.flat().items() if key not in RESUMABLE_KEYS}
+    fixed = {key: value for key, value in config.flat().items()
+             if key not in RESUMABLE_KEYS and (key not in KEYS_ADDED_LATER or value != KEYS_ADDED_LATER[key])}
     digest.update(json.dumps(fixed, sort_keys=True, default=str).encode("utf-8"))
     for name in sorted(os.listdir(run.tokenizer_dir)):
         with open(os.path.join(run.tokenizer_dir, name), "rb") as f:

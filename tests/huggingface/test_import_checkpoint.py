@@ -228,3 +228,58 @@ def test_an_imported_bert_goes_back_to_transformers_with_its_tokenizer_and_logit
     ids = torch.tensor([tokenizer("The with statement is a [MASK] statement")["input_ids"]])
     with torch.no_grad():
         np.testing.assert_allclose(reloaded(ids).logits.numpy(), model(ids).logits.numpy(), atol=1e-4, rtol=0)
+
+
+def with_a_vocabulary(directory, tmp_path):
+    """A copy of the checkpoint `directory` (weights and config.json only) with a WordPiece
+    vocab.txt of as many ids as its model, so that `tfllm import` takes it."""
+    import shutil
+
+    from tests.huggingface.conftest import VOCAB
+
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(directory, copy)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (copy / "vocab.txt").write_text("".join(f"{t}\n" for t in special + [f"w{i}" for i in range(VOCAB - 5)]))
+    return str(copy)
+
+
+@pytest.mark.parametrize("name, keys", [
+    ("qwen2", {"use_bias": False, "qkv_bias": True, "rope_scaling": None}),
+    ("llama3", {"use_bias": False, "qkv_bias": None, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}}),
+])
+def test_qwen2_and_llama3_checkpoints_import_into_runs_with_transformers_logits(name, keys, checkpoints, tmp_path):
+    """Qwen2's query/key/value-only biases and Llama 3.1's rotary scaling are written as model keys
+    of config.yaml, and the model the run builds from them has the checkpoint's logits."""
+    from tests.huggingface.test_checkpoint import IDS, MASK, reference_logits
+
+    directory, reference = checkpoints[name]
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["import", with_a_vocabulary(directory, tmp_path), "--run-dir", run_dir]) == 0
+    run = Run.open(run_dir)
+    assert {key: getattr(run.config.model, key) for key in keys} == keys
+    lm, _ = run.load_model()
+    got = lm({"token_ids": IDS, "padding_mask": MASK}).numpy()
+    real = MASK.astype(bool)
+    np.testing.assert_allclose(got[real], reference_logits(reference, IDS, MASK)[real], atol=1e-4, rtol=0)
+
+
+def test_an_embedding_with_more_rows_than_token_ids_imports_with_textless_extra_ids(gpt2_checkpoint, tmp_path):
+    """Qwen2 rounds its 151,665 ids up to 151,936 embedding rows: the run has the rows' ids, and
+    the extra ones decode to nothing."""
+    directory, _, tokenizer = gpt2_checkpoint
+    padded = tmp_path / "padded"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tokenizer) + 12, n_positions=64, n_embd=32, n_layer=2, n_head=4)).save_pretrained(padded)
+    tokenizer.save_pretrained(padded)
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["import", str(padded), "--run-dir", run_dir]) == 0
+    run = Run.open(run_dir)
+    assert run.config.data.vocab_size == run.tokenizer.vocabulary_size == len(tokenizer) + 12
+    ids = tokenizer("The with statement")["input_ids"]
+    assert run.tokenizer.detokenize([ids + [len(tokenizer), len(tokenizer) + 11]]).numpy()[0] == b"The with statement"
+    model, _ = run.load_model()
+    assert model.backbone.vocabulary_size == len(tokenizer) + 12

@@ -76,3 +76,18 @@ def test_fine_tuning_a_llama_shaped_run_inherits_its_architecture(tmp_path):
         "rms", "swiglu", 2, False, False, "rope")
     with pytest.raises(UserError, match=r"model.mlp='gelu_tanh' \(pretrained: 'swiglu'\)"):
         resolve(["model.task=sft", f"train.init_from={run.path}", "model.mlp=gelu_tanh"])
+
+
+def test_an_imported_qwen2_or_llama3_run_passes_on_its_biases_rope_scaling_and_pooler(tmp_path):
+    scaling = "{rope_type: llama3, factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, " \
+              "original_max_position_embeddings: 16}"
+    pretrained = tmp_path / "pretrained.yaml"
+    pretrained.write_text(f"model:\n  position: rope\n  use_bias: false\n  qkv_bias: true\n  pooler: true\n"
+                          f"  rope_scaling: {scaling}\n")
+    run = Run(str(tmp_path / "imported")).create()
+    run.save_config(config_lib.load_config(str(pretrained)))
+    config, _ = resolve(["model.task=sft", f"train.init_from={run.path}"])
+    m = config.model
+    assert (m.qkv_bias, m.pooler, m.use_bias) == (True, True, False)
+    assert m.rope_scaling == config_lib.load_config(str(pretrained)).model.rope_scaling
+    assert m.rope_scaling["factor"] == 8.0

@@ -24,7 +24,9 @@ from tests.trainers.run_testing import (  # noqa: F401  (corpus: a fixture)
     REPO, assert_runs_end_alike, corpus, logged_steps, read_metrics, tiny, wait_for_step)
 from tests.trainers.worker_testing import WorkerJob
 from tfllm import cli, distribute
+from tfllm import config as config_lib
 from tfllm.run import Run
+from tfllm.trainers.resume import KEYS_ADDED_LATER, run_fingerprint
 
 STEPS = 30
 RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
@@ -217,3 +219,25 @@ def test_a_key_the_command_does_not_write_follows_the_run_being_resumed(tmp_path
     assert written.train.precision == "mixed_bfloat16"
     # Without the command's written keys (the Python API), every key is taken as given.
     assert Resume.follow_saved(load_config(None, []), run).train.precision == "auto"
+
+
+class WithoutKeys:
+    """A config as a run saved before `keys` existed saw it."""
+
+    def __init__(self, config, keys):
+        self.config, self.keys = config, keys
+
+    def flat(self):
+        return {key: value for key, value in self.config.flat().items() if key not in self.keys}
+
+
+def test_keys_added_later_leave_an_older_runs_fingerprint_unchanged_while_at_their_defaults(tmp_path):
+    run = Run(str(tmp_path / "run")).create()
+    os.makedirs(run.tokenizer_dir)
+    with open(os.path.join(run.tokenizer_dir, "vocab.txt"), "w") as f:
+        f.write("a\n")
+    config = config_lib.load_config(None, ["model.position=rope", "model.use_bias=false"])
+    older = WithoutKeys(config, set(KEYS_ADDED_LATER))
+    assert run_fingerprint(config, run) == run_fingerprint(older, run)
+    changed = config_lib.load_config(None, ["model.position=rope", "model.use_bias=false", "model.qkv_bias=true"])
+    assert run_fingerprint(changed, run) != run_fingerprint(config, run)

@@ -28,6 +28,9 @@ class Family:
     prefixes: tuple = ("",)
     # The task model the checkpoint holds: a causal LM, or a masked LM (BERT).
     task: str = "causal_lm"
+    # The backbone options that the checkpoint's tensors decide, not its config.json: a function
+    # of `has(name)`, whether the checkpoint stores the tensor `name`.
+    stored_options: Callable[[Callable[[str], bool]], dict] = lambda has: {}
 
 
 def _gpt2_options(config):
@@ -161,7 +164,8 @@ def _llama_config(backbone):
         num_hidden_layers=backbone.num_layers, num_attention_heads=backbone.num_heads,
         num_key_value_heads=backbone.num_key_value_heads, head_dim=backbone.head_dim,
         max_position_embeddings=backbone.max_sequence_length, rms_norm_eps=backbone.norm_epsilon,
-        rope_theta=float(backbone.rope_theta), rope_scaling=_llama3_rope_scaling(backbone), hidden_act="silu", attention_bias=False, mlp_bias=False,
+        rope_theta=float(backbone.rope_theta), rope_scaling=_llama3_rope_scaling(backbone), hidden_act="silu",
+        attention_bias=False, mlp_bias=False,
         tie_word_embeddings=backbone.tie_embeddings,
     )
 
@@ -195,8 +199,14 @@ def _bert_options(config):
     )
 
 
+def _bert_stored_options(has):
+    """BERT's pooler is in BertForPreTraining checkpoints and not in BertForMaskedLM ones."""
+    return dict(pooler=has("bert.pooler.dense.weight"))
+
+
 def _bert_layout(model):
-    """(checkpoint names, variable, how) for every weight of a BERT checkpoint's masked LM.
+    """(checkpoint names, variable, how) for every weight of a BERT checkpoint's masked LM, and
+    its pooler when the backbone has one.
 
     tfllm rows carry one segment (token type 0): its type embedding is folded into every
     position's embedding, which is what BERT adds to a type-0 token."""
@@ -217,6 +227,8 @@ def _bert_layout(model):
         yield from _linear(block.feedforward_intermediate_dense, layer + "intermediate.dense")
         yield from _linear(block.feedforward_output_dense, layer + "output.dense")
         yield from _norm(block.feedforward_layer_norm, layer + "output.LayerNorm")
+    if backbone.pooler:
+        yield from _linear(backbone.pooler_dense, "bert.pooler.dense")
     yield from _linear(model.head.intermediate_dense, "cls.predictions.transform.dense")
     yield from _norm(model.head.layer_norm, "cls.predictions.transform.LayerNorm")
     yield ("cls.predictions.bias",), model.head.output_bias, COPY
@@ -299,8 +311,8 @@ FAMILIES = {
                _mistral_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
         Family("qwen2", "Qwen2 and 2.5: Llama's blocks with query/key/value biases",
                _qwen2_options, _llama_layout, _qwen2_config, QWEN2_SIGNATURE),
-        Family("bert", "BERT: post-norm encoder, exact GELU, with its masked-LM head", _bert_options, _bert_layout,
-               _bert_config, BERT_SIGNATURE, task="masked_lm"),
+        Family("bert", "BERT: post-norm encoder, exact GELU, with its masked-LM head (and its pooler)", _bert_options,
+               _bert_layout, _bert_config, BERT_SIGNATURE, task="masked_lm", stored_options=_bert_stored_options),
     )
 }
 # The families a tfllm backbone exports as (Mistral checkpoints come back as Llama ones: the same blocks).

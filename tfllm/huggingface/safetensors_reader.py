@@ -51,15 +51,13 @@ class SafetensorsReader:
         return self.as_tensor(name).numpy()
 
     def rows(self, name, count, block):
-        """The first `count` rows (all when None) of tensor `name` as float32 NumPy, read `block`
-        rows at a time into one array."""
+        """The first `count` rows (all when None) of tensor `name` as one float32 `tf.Tensor`, read
+        `block` rows at a time."""
         with self._handle(name) as handle:
             shape = handle.get_slice(name).get_shape()
         count = shape[0] if count is None else min(count, shape[0])
-        value = np.empty((count, *shape[1:]), np.float32)
-        for start in range(0, count, block):
-            value[start:start + block] = self.as_tensor(name, rows=(start, min(start + block, count))).numpy()
-        return value
+        blocks = [self.as_tensor(name, rows=(start, min(start + block, count))) for start in range(0, count, block)]
+        return tf.concat(blocks, axis=0)
 
     def as_tensor(self, name, rows=None):
         """Tensor `name` (its rows `rows[0]:rows[1]` when given) as a float32 `tf.Tensor`."""

@@ -1,25 +1,41 @@
 """A checkpoint's own tokenizer files as a tfllm tokenizer, and back.
 
-Supported: GPT-2's byte-level BPE (`vocab.json` and `merges.txt`, or a `tokenizer.json` holding
-the same BPE model behind GPT-2's byte-level pre-tokenizer), with the end-of-text token named by
-`tokenizer_config.json` or `special_tokens_map.json` (`<|endoftext|>` when neither names one);
-BERT's WordPiece (`vocab.txt`, or a `tokenizer.json` WordPiece model behind BERT's normalizer),
-lower-cased when `do_lower_case` (the normalizer's `lowercase`) says so.
+Supported:
+- byte-level BPE (GPT-2's `vocab.json` and `merges.txt`, or a `tokenizer.json` BPE model behind
+  GPT-2's ByteLevel pre-tokenizer or behind a Split with the pattern of GPT-2, Llama 3 or Qwen2
+  and a ByteLevel without regex, with no normalizer or NFC), with the end-of-text token named by
+  `tokenizer_config.json` or `special_tokens_map.json` (`<|endoftext|>` when neither names one)
+  and the start token the post-processor's template puts in front (Llama 3's
+  `<|begin_of_text|>`);
+- SentencePiece BPE with byte fallback (`tokenizer.model`, Llama 2 and Mistral), with the ids
+  `transformers`' `LlamaTokenizer` gives;
+- BERT's WordPiece (`vocab.txt`, or a `tokenizer.json` WordPiece model behind BERT's normalizer),
+  lower-cased when `do_lower_case` (the normalizer's `lowercase`) says so.
+Special tokens written in the text are tokenized as text.
 """
 
 import json
 import os
 
+import sentencepiece
+import tokenizers
+
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
 from tfllm.tokenizers.bert_tokenizer import BertTokenizer
-from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FILENAME, merge_strings
+from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FILENAME, byte_symbols, merge_strings
 from tfllm.tokenizers.byte_pair_tokenizer import read_vocabulary_and_merges
-from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
+from tfllm.tokenizers.gpt2_tokenizer import PATTERNS, Gpt2Tokenizer, Llama3Tokenizer, Qwen2Tokenizer
+from tfllm.tokenizers.llama_sentence_piece_tokenizer import MODEL_FILENAME, LlamaSentencePieceTokenizer
 
-SUPPORTED = ("GPT-2's byte-level BPE (vocab.json and merges.txt, or tokenizer.json) and BERT's WordPiece "
-             "(vocab.txt, or tokenizer.json)")
+SUPPORTED = ("byte-level BPE (GPT-2's vocab.json and merges.txt, or a tokenizer.json with the pre-tokenizer of "
+             "GPT-2, Llama 3 or Qwen2), SentencePiece BPE with byte fallback (tokenizer.model of Llama 2 or "
+             "Mistral) and BERT's WordPiece (vocab.txt, or tokenizer.json)")
 GPT2_EOS = "<|endoftext|>"
+BYTE_LEVEL_BPE = {cls.pre_tokenizer: cls for cls in (Gpt2Tokenizer, Llama3Tokenizer, Qwen2Tokenizer)}
+# The tokenizer classes whose tokenizer.model `LlamaSentencePieceTokenizer` runs as they do.
+LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
+SETTINGS_FILENAME = "tokenizer_config.json"
 
 
 def _read_json(path):
@@ -30,24 +46,29 @@ def _read_json(path):
         raise UserError(f"{path} is not readable JSON ({error}); download the checkpoint again") from None
 
 
+def _settings(directory):
+    """tokenizer_config.json of `directory` ({} when it has none)."""
+    path = os.path.join(directory, SETTINGS_FILENAME)
+    return _read_json(path) if os.path.exists(path) else {}
+
+
 def _token_text(value):
     """A special token as tokenizer_config.json writes it: a string, or {"content": ...}."""
     return value.get("content") if isinstance(value, dict) else value
 
 
-def _eos_token(directory):
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+def _eos_token(directory, default=GPT2_EOS):
+    for name in (SETTINGS_FILENAME, "special_tokens_map.json"):
         path = os.path.join(directory, name)
         if os.path.exists(path):
             token = _token_text(_read_json(path).get("eos_token"))
             if token:
                 return token
-    return GPT2_EOS
+    return default
 
 
 def _lowercase(directory, default=True):
-    path = os.path.join(directory, "tokenizer_config.json")
-    return bool(_read_json(path).get("do_lower_case", default)) if os.path.exists(path) else default
+    return bool(_settings(directory).get("do_lower_case", default))
 
 
 def _bert(vocabulary, lowercase, source):
@@ -57,38 +78,143 @@ def _bert(vocabulary, lowercase, source):
         raise UserError(f"{source}: not a BERT WordPiece vocabulary ({error})") from None
 
 
-def _gpt2(directory, vocabulary, merges):
+def _byte_level_bpe(directory, source, vocabulary, merges, pre_tokenizer="gpt2", **options):
     eos = _eos_token(directory)
     if eos not in vocabulary:
-        raise UserError(f"{directory}: the end-of-text token {eos!r} is not in the vocabulary")
+        raise UserError(f"{source}: the end-of-text token {eos!r} is not in the vocabulary")
     try:
-        return Gpt2Tokenizer(vocabulary=vocabulary, merges=merges, eos_id=vocabulary[eos])
+        return BYTE_LEVEL_BPE[pre_tokenizer](vocabulary=vocabulary, merges=merges, eos_id=vocabulary[eos], **options)
     except ValueError as error:
-        raise UserError(f"{directory}: the tokenizer files are not a byte-level BPE ({error})") from None
+        raise UserError(f"{source}: the tokenizer files are not a byte-level BPE ({error})") from None
 
 
-def _from_tokenizer_json(directory, path):
-    """The tokenizer of a tokenizer.json: a WordPiece model (BERT), or a BPE model behind GPT-2's
+def _pre_tokenizer_name(path, pre_tokenizer):
+    """Which of `PATTERNS` a tokenizer.json pre-tokenizer splits with; `UserError` for others."""
+    pre_tokenizer = pre_tokenizer or {}
+    steps = (pre_tokenizer.get("pretokenizers") or []) if pre_tokenizer.get("type") == "Sequence" else [pre_tokenizer]
+    types = [step.get("type") for step in steps]
+    if types == ["ByteLevel"] and steps[0].get("use_regex", True):
+        name, byte_level = "gpt2", steps[0]
+    elif types == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        split, byte_level = steps
+        regex = (split.get("pattern") or {}).get("Regex")
+        names = [name for name, pattern in PATTERNS.items() if pattern == regex]
+        if not names or split.get("behavior") != "Isolated" or split.get("invert"):
+            raise UserError(f"{path}: the Split pre-tokenizer (pattern {split.get('pattern')!r}, behavior "
+                            f"{split.get('behavior')!r}) is not supported; supported: the Isolated patterns of "
+                            f"{', '.join(PATTERNS)} (tfllm.tokenizers.gpt2_tokenizer.PATTERNS)")
+        name = names[0]
+    else:
+        raise UserError(f"{path}: a {' + '.join(map(str, types)) or 'missing'} pre-tokenizer is not supported yet; "
+                        f"supported: {SUPPORTED}")
+    if byte_level.get("add_prefix_space"):
+        raise UserError(f"{path}: add_prefix_space=true is not supported yet; supported: {SUPPORTED}")
+    return name
+
+
+def _nfc(path, normalizer):
+    """Whether the tokenizer.json normalizer is NFC (Qwen2's); `UserError` for any but none."""
+    kind = (normalizer or {}).get("type")
+    if kind not in (None, "NFC"):
+        raise UserError(f"{path}: the {kind} normalizer is not supported yet; supported: none, or NFC")
+    return kind == "NFC"
+
+
+def _check_bpe_model(path, model):
+    """`UserError` unless the BPE model's options are those of a plain byte-level BPE."""
+    for key in ("byte_fallback", "dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+        if model.get(key):
+            raise UserError(f"{path}: the BPE model's {key}={model[key]!r} is not supported with a byte-level "
+                            "pre-tokenizer; supported: byte_fallback false, dropout, continuing_subword_prefix and "
+                            "end_of_word_suffix null or empty")
+
+
+def _added_tokens(path, vocabulary, added):
+    """The vocabulary with tokenizer.json's `added_tokens`, and the ids of the special ones."""
+    vocabulary, alphabet = dict(vocabulary), set(byte_symbols())
+    for token in added:
+        content, id = token.get("content"), token.get("id")
+        if vocabulary.setdefault(content, id) != id:
+            raise UserError(f"{path}: added token {content!r} has id {id} but the vocabulary gives it "
+                            f"{vocabulary[content]}; download the checkpoint again")
+        if not token.get("special") and not set(content) <= alphabet:
+            raise UserError(f"{path}: the added token {content!r} is not special and not byte-level text, "
+                            "which is not supported yet")
+    return vocabulary, [token.get("id") for token in added if token.get("special")]
+
+
+def _start_id(directory, description, token_id):
+    """The id `transformers` puts in front of a text: the first special token of the template of
+    tokenizer.json's post-processor when it has one (`transformers` 5 then ignores
+    add_bos_token), else tokenizer_config.json's bos_token (as `token_id` maps it to an id) when
+    add_bos_token is set."""
+    processor = (description or {}).get("post_processor") or {}
+    for step in processor.get("processors") or [processor]:
+        if step.get("type") == "TemplateProcessing":
+            first = (step.get("single") or [{}])[0]
+            return step["special_tokens"][first["SpecialToken"]["id"]]["ids"][0] if "SpecialToken" in first else None
+    settings = _settings(directory)
+    return token_id(_token_text(settings.get("bos_token"))) if settings.get("add_bos_token") else None
+
+
+def _from_tokenizer_json(directory, path, description):
+    """The tokenizer of a tokenizer.json: a WordPiece model (BERT), or a BPE model behind a
     byte-level pre-tokenizer."""
-    description = _read_json(path)
     model = description.get("model") or {}
     if model.get("type") == "WordPiece":
         table = model.get("vocab", {})
         lowercase = (description.get("normalizer") or {}).get("lowercase", _lowercase(directory))
         return _bert(sorted(table, key=table.get), bool(lowercase), path)
-    pre_tokenizer = description.get("pre_tokenizer") or {}
-    gpt2_pre_tokenizer = pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True)
-    if model.get("type") != "BPE" or not gpt2_pre_tokenizer:
-        kind = f"{model.get('type')} model behind a {pre_tokenizer.get('type')} pre-tokenizer"
-        raise UserError(f"{path}: a {kind} is not supported yet; supported: {SUPPORTED}")
-    if pre_tokenizer.get("add_prefix_space"):
-        raise UserError(f"{path}: add_prefix_space=true is not supported yet; supported: {SUPPORTED}")
-    return _gpt2(directory, model.get("vocab", {}), merge_strings(model.get("merges", [])))
+    if model.get("type") != "BPE":
+        raise UserError(f"{path}: a {model.get('type')} model is not supported yet; supported: {SUPPORTED}")
+    pre_tokenizer = _pre_tokenizer_name(path, description.get("pre_tokenizer"))
+    nfc = _nfc(path, description.get("normalizer"))
+    _check_bpe_model(path, model)
+    vocabulary, special_ids = _added_tokens(path, model.get("vocab", {}), description.get("added_tokens", []))
+
+    def token_id(token):
+        if token not in vocabulary:
+            raise UserError(f"{path}: {SETTINGS_FILENAME}'s bos_token={token!r} is not in the vocabulary")
+        return vocabulary[token]
+
+    return _byte_level_bpe(directory, path, vocabulary, merge_strings(model.get("merges", [])), pre_tokenizer,
+                           start_id=_start_id(directory, description, token_id), special_ids=special_ids,
+                           nfc=nfc, ignore_merges=bool(model.get("ignore_merges")))
+
+
+def _sentencepiece(directory, path, description):
+    """The tokenizer of a tokenizer.model, as `transformers`' `LlamaTokenizer` runs it;
+    `description` is the checkpoint's tokenizer.json, or None."""
+    settings = _settings(directory)
+    name = settings.get("tokenizer_class")
+    if name not in (None, *LLAMA_CLASSES):
+        raise UserError(f"{path}: tokenizer_config.json's tokenizer_class={name!r} is not supported with a "
+                        f"tokenizer.model; supported: {', '.join(LLAMA_CLASSES)} (Llama 2, Mistral)")
+    with open(path, "rb") as file:
+        model_proto = file.read()
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+    except (RuntimeError, OSError) as error:
+        raise UserError(f"{path} is not a SentencePiece model ({error}); download the checkpoint again") from None
+
+    def piece_id(key, token):
+        if token is None or processor.id_to_piece(processor.piece_to_id(token)) != token:
+            raise UserError(f"{path}: {SETTINGS_FILENAME}'s {key}={token!r} is not a piece of the model")
+        return processor.piece_to_id(token)
+
+    eos_id = piece_id("eos_token", _token_text(settings.get("eos_token", "</s>")))
+    start_id = _start_id(directory, description, lambda token: piece_id("bos_token", token))
+    add_prefix_space = settings.get("add_prefix_space")
+    try:
+        return LlamaSentencePieceTokenizer(model_proto=model_proto, eos_id=eos_id, start_id=start_id,
+                                           add_prefix_space=True if add_prefix_space is None else add_prefix_space)
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; supported: {SUPPORTED}") from None
 
 
 def load_checkpoint_tokenizer(directory):
     """The tokenizer of the checkpoint in `directory`; `UserError` naming the files when it has
-    none tfllm can run in-graph exactly as `tokenizers` does."""
+    none tfllm can run in-graph exactly as `transformers` does."""
     def path(name):
         return os.path.join(directory, name)
 
@@ -96,33 +222,90 @@ def load_checkpoint_tokenizer(directory):
         with open(path("vocab.txt"), encoding="utf-8") as file:
             vocabulary = [line.rstrip("\n") for line in file]
         return _bert(vocabulary, _lowercase(directory), path("vocab.txt"))
+    description = _read_json(path("tokenizer.json")) if os.path.exists(path("tokenizer.json")) else None
+    # Llama 2 and Mistral ship their SentencePiece model converted to a tokenizer.json BPE with
+    # byte fallback as well; the model itself is what tfllm runs.
+    if os.path.exists(path(MODEL_FILENAME)) and (description is None or (description.get("model") or {}).get(
+            "byte_fallback")):
+        return _sentencepiece(directory, path(MODEL_FILENAME), description)
+    if description is not None:
+        return _from_tokenizer_json(directory, path("tokenizer.json"), description)
     if os.path.exists(path(VOCABULARY_FILENAME)) and os.path.exists(path(MERGES_FILENAME)):
-        return _gpt2(directory, **read_vocabulary_and_merges(directory))
-    if os.path.exists(path("tokenizer.json")):
-        return _from_tokenizer_json(directory, path("tokenizer.json"))
-    found = "it has tokenizer.model" if os.path.exists(path("tokenizer.model")) else "it has no tokenizer files"
-    raise UserError(f"{directory}: {found}; tokenizers supported so far: {SUPPORTED}")
+        name = _settings(directory).get("tokenizer_class") or ""
+        if name.startswith("Qwen2"):
+            raise UserError(f"{directory}: {name} needs its tokenizer.json (NFC and Qwen2's pre-tokenizer), "
+                            "which is missing; download the checkpoint again")
+        return _byte_level_bpe(directory, directory, **read_vocabulary_and_merges(directory))
+    raise UserError(f"{directory}: it has no tokenizer files; tokenizers supported so far: {SUPPORTED}")
 
 
 def writes_tokenizer(tokenizer):
     """Whether `save_checkpoint_tokenizer` can write `tokenizer`."""
-    return isinstance(tokenizer, (Gpt2Tokenizer, BertTokenizer))
+    return isinstance(tokenizer, (Gpt2Tokenizer, LlamaSentencePieceTokenizer, BertTokenizer))
 
 
 def save_checkpoint_tokenizer(tokenizer, directory):
-    """Write `tokenizer` (a `Gpt2Tokenizer` or `BertTokenizer`) as `transformers` reads it."""
+    """Write `tokenizer` (a `Gpt2Tokenizer` or subclass, `LlamaSentencePieceTokenizer` or
+    `BertTokenizer`) as `transformers.AutoTokenizer` reads it, with the same ids."""
     if not writes_tokenizer(tokenizer):
         raise UserError(f"a {tokenizer.kind} tokenizer cannot be written as a checkpoint's tokenizer yet; "
                         f"supported: {SUPPORTED}")
+
+    def write(name, content):
+        write_atomically(os.path.join(directory, name), content)
+
     if isinstance(tokenizer, BertTokenizer):
-        write_atomically(os.path.join(directory, "vocab.txt"), "".join(t + "\n" for t in tokenizer.vocabulary))
-        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase}
-        write_atomically(os.path.join(directory, "tokenizer_config.json"), json.dumps(settings, indent=2))
-        return
-    tokenizer._write_files(directory)
-    eos = tokenizer.id_to_token(tokenizer.eos_id)
-    settings = {"tokenizer_class": "GPT2Tokenizer", "eos_token": eos, "bos_token": eos, "unk_token": eos,
-                "add_prefix_space": False}
-    write_atomically(os.path.join(directory, "tokenizer_config.json"), json.dumps(settings, indent=2))
-    write_atomically(os.path.join(directory, "special_tokens_map.json"),
-                     json.dumps({"eos_token": eos, "bos_token": eos, "unk_token": eos}, indent=2))
+        write("vocab.txt", "".join(t + "\n" for t in tokenizer.vocabulary))
+        write(SETTINGS_FILENAME, json.dumps({"tokenizer_class": "BertTokenizer",
+                                             "do_lower_case": tokenizer.lowercase}, indent=2))
+    elif isinstance(tokenizer, LlamaSentencePieceTokenizer):
+        write(MODEL_FILENAME, tokenizer.model_proto)
+        write(SETTINGS_FILENAME, json.dumps(_llama_settings(tokenizer), indent=2))
+    elif type(tokenizer) is Gpt2Tokenizer and not (tokenizer.nfc or tokenizer.ignore_merges):
+        tokenizer._write_files(directory)
+        eos = tokenizer.id_to_token(tokenizer.eos_id)
+        settings = {"tokenizer_class": "GPT2Tokenizer", "eos_token": eos, "bos_token": eos, "unk_token": eos,
+                    "add_prefix_space": False}
+        write(SETTINGS_FILENAME, json.dumps(settings, indent=2))
+        write("special_tokens_map.json", json.dumps({"eos_token": eos, "bos_token": eos, "unk_token": eos}, indent=2))
+    else:
+        write("tokenizer.json", _tokenizer_json(tokenizer))
+        start = None if tokenizer.start_id is None else tokenizer.id_to_token(tokenizer.start_id)
+        write(SETTINGS_FILENAME, json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": start,
+                                             "eos_token": tokenizer.id_to_token(tokenizer.eos_id),
+                                             "clean_up_tokenization_spaces": False}, indent=2))
+
+
+def _tokenizer_json(tokenizer):
+    """A tokenizer.json that `tokenizers` runs as `tokenizer` (a `Gpt2Tokenizer`) does."""
+    bpe = tokenizers.models.BPE(vocab=dict(tokenizer.vocabulary), ignore_merges=tokenizer.ignore_merges,
+                                merges=[tuple(merge.split(" ")) for merge in tokenizer.merges])
+    backend = tokenizers.Tokenizer(bpe)
+    if tokenizer.nfc:
+        backend.normalizer = tokenizers.normalizers.NFC()
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
+        tokenizers.pre_tokenizers.Split(tokenizers.Regex(PATTERNS[tokenizer.pre_tokenizer]), behavior="isolated"),
+        tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    special = sorted({*tokenizer.special_ids, tokenizer.eos_id} | ({tokenizer.start_id} - {None}))
+    backend.add_special_tokens([tokenizers.AddedToken(tokenizer.id_to_token(id), special=True, normalized=False)
+                                for id in special])
+    if tokenizer.start_id is not None:
+        start = tokenizer.id_to_token(tokenizer.start_id)
+        backend.post_processor = tokenizers.processors.TemplateProcessing(
+            single=f"{start} $A", pair=f"{start} $A {start}:1 $B:1", special_tokens=[(start, tokenizer.start_id)])
+    return backend.to_str()
+
+
+def _llama_settings(tokenizer):
+    """tokenizer_config.json for `transformers`' `LlamaTokenizer` to run the SentencePiece model
+    as `tokenizer` (a `LlamaSentencePieceTokenizer`) does: `legacy=False`, which transformers 4
+    needs for the same dummy prefix and 5 assumes."""
+    processor = tokenizer._processor
+    piece = processor.id_to_piece
+    bos = piece(tokenizer.start_id) if tokenizer.start_id is not None else (
+        piece(processor.bos_id()) if processor.bos_id() >= 0 else None)
+    return {"tokenizer_class": "LlamaTokenizer", "bos_token": bos, "eos_token": piece(tokenizer.eos_id),
+            "unk_token": piece(processor.unk_id()) if processor.unk_id() >= 0 else None,
+            "add_bos_token": tokenizer.start_id is not None, "add_eos_token": False, "legacy": False,
+            "add_prefix_space": tokenizer.add_prefix_space, "clean_up_tokenization_spaces": False}

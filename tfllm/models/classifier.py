@@ -16,8 +16,10 @@ class Classifier(TaskModel):
     The hidden state of one token stands for the sequence: the first one for
     an encoder (BERT reads its `[CLS]` position), the last real one for a
     causal backbone (the only position that has seen the whole row; rows are
-    right-padded). It goes through dropout and `Dense(num_classes)`, computed
-    in float32. Train with Keras's own `fit`: `x` is a dict with
+    right-padded). A backbone built with `pooler=True` passes it through its
+    pooler (`tanh(dense(.))`), as Hugging Face's `BertForSequenceClassification`
+    does. It goes through dropout and `Dense(num_classes)`, computed in
+    float32. Train with Keras's own `fit`: `x` is a dict with
     `"token_ids"` and `"padding_mask"`, `y` the class ids of shape `(batch,)`.
 
     Args:
@@ -65,6 +67,9 @@ class Classifier(TaskModel):
         super().__init__(**kwargs)
         # The backbone is tracked first, so its variables lead `self.weights`.
         self.backbone = backbone
+        if backbone.pooler:
+            # Frozen under the heads that do not read it; this one does.
+            backbone.pooler_dense.trainable = True
         self.output_dropout = keras.layers.Dropout(
             dropout, dtype=backbone.dtype_policy, name="output_dropout"
         )
@@ -102,6 +107,9 @@ class Classifier(TaskModel):
             last = ops.maximum(ops.sum(ops.cast(padding_mask, "int32"), axis=1) - 1, 0)
             # (batch, hidden_dim)
             pooled = tf.gather(hidden, last, batch_dims=1)
+        if self.backbone.pooler:
+            # (batch, hidden_dim)
+            pooled = self.backbone.pooler_dense(pooled)
         if self.dropout > 0:
             pooled = self.output_dropout(pooled, training=training)
         return self.output_dense(pooled)

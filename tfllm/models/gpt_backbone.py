@@ -152,6 +152,13 @@ class GPTBackbone(keras.Model):
         norm_first: bool. Pre-norm blocks with a final norm (`True`), or
             post-norm blocks after a norm of the embeddings (`False`).
             Defaults to `True`.
+        pooler: bool. Builds `pooler_dense`, BERT's pooler: a
+            `Dense(hidden_dim, "tanh")` that a `Classifier` applies to the
+            hidden state of the token it reads (BERT's first, `[CLS]`); the
+            backbone's output does not go through it. It starts frozen and the
+            `Classifier` makes it trainable: under any other head it has no
+            gradient, which could be neither accumulated nor all-reduced.
+            Defaults to `False`.
         dtype: dtype or dtype policy of every layer; `None` takes the global
             policy.
         **kwargs: base model arguments (`name`, `trainable`).
@@ -207,6 +214,7 @@ class GPTBackbone(keras.Model):
         qkv_bias=None,
         tie_embeddings=True,
         norm_first=True,
+        pooler=False,
         dtype=None,
         **kwargs,
     ):
@@ -268,6 +276,16 @@ class GPTBackbone(keras.Model):
         ]
         # Pre-norm: after the last block; post-norm: on the embeddings, before the first.
         layer_norm = normalization(norm, norm_epsilon, dtype, "layer_norm")
+        pooler_dense = None
+        if pooler:
+            pooler_dense = keras.layers.Dense(
+                hidden_dim,
+                activation="tanh",
+                kernel_initializer=initializer,
+                dtype=dtype,
+                trainable=False,
+                name="pooler_dense",
+            )
         # No weights: variables and their order are those of a backbone
         # without packing, so its checkpoints still restore.
         positions_layer = _SegmentPositions(dtype=dtype, name="segment_positions")
@@ -314,6 +332,11 @@ class GPTBackbone(keras.Model):
         self.embeddings_dropout = embeddings_dropout
         self.transformer_layers = transformer_layers
         self.layer_norm = layer_norm
+        # Outside the functional graph, so its weights come after every other
+        # one: a backbone without it keeps its variables and their order.
+        self.pooler_dense = pooler_dense
+        if pooler_dense is not None:
+            pooler_dense.build((None, hidden_dim))
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
@@ -335,6 +358,7 @@ class GPTBackbone(keras.Model):
         self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
         self.tie_embeddings = tie_embeddings
         self.norm_first = norm_first
+        self.pooler = pooler
 
     def __call__(self, inputs, *args, **kwargs):
         # Keras 3.15 lets an optional input be `None` but not a missing key.
@@ -403,4 +427,5 @@ class GPTBackbone(keras.Model):
             "qkv_bias": self.qkv_bias,
             "tie_embeddings": self.tie_embeddings,
             "norm_first": self.norm_first,
+            "pooler": self.pooler,
         }

@@ -2,7 +2,9 @@
 
 Four kinds behind one interface (`Tokenizer`), named by `data.tokenizer`:
 `char`, `wordpiece`, `bpe` and `sentencepiece`. Ids 0-3 are `<pad>`, `<eos>`,
-`<unk>` and `<mask>` for every kind.
+`<unk>` and `<mask>` for every kind. The kinds `tfllm import` brings with a
+checkpoint keep the checkpoint's ids and are never trained: `gpt2_bpe`,
+`llama3_bpe`, `qwen2_bpe`, `llama_sentencepiece` and `bert_wordpiece`.
 
 ```python
 from tfllm.tokenizers import load_tokenizer, train_tokenizer

@@ -13,6 +13,7 @@ from tfllm.tokenizers.tokenizer import SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
 from tfllm.tokenizers.tokenizer import load_json
+from tfllm.tokenizers.tokenizer import lookup_table
 from tfllm.tokenizers.tokenizer import read_training_texts
 
 VOCABULARY_FILENAME = "vocab.json"
@@ -93,11 +94,11 @@ class BytePairTokenizer(Tokenizer):
         self.merges = merges
         self._tokens = sorted(vocabulary, key=vocabulary.get)
         symbols = byte_symbols()
-        self._byte_ids = _table([bytes([b]) for b in range(256)], [vocabulary[s] for s in symbols], -1)
+        self._byte_ids = lookup_table([bytes([b]) for b in range(256)], [vocabulary[s] for s in symbols], -1)
         to_byte = {symbol: b for b, symbol in enumerate(symbols)}
         text_ids = [id for id in range(len(self._tokens)) if id not in set(self.textless_ids)]
         token_bytes = [b"".join(bytes([to_byte[c]]) for c in self._tokens[id]) for id in text_ids]
-        self._id_to_bytes = _table(text_ids, token_bytes, b"")
+        self._id_to_bytes = lookup_table(text_ids, token_bytes, b"")
         # KerasHub cannot build its tables from an empty merge list; without
         # merges every byte is its own token anyway. No unsplittable tokens:
         # "<pad>" in the text is ordinary text.
@@ -129,9 +130,11 @@ class BytePairTokenizer(Tokenizer):
     def _check_vocabulary(vocabulary, merges):
         _check_vocabulary(vocabulary, merges, SPECIAL_TOKENS)
 
+    _split_pattern = SPLIT_PATTERN
+
     def _pre_tokens(self, strings):
-        """string (batch,) -> ragged (batch, pre-tokens): `SPLIT_PATTERN`'s matches."""
-        marked = tf.strings.regex_replace(strings, SPLIT_PATTERN, _MARK + rb"\0")
+        """string (batch,) -> ragged (batch, pre-tokens): `_split_pattern`'s matches."""
+        marked = tf.strings.regex_replace(strings, self._split_pattern, _MARK + rb"\0")
         pieces = tf.strings.split(marked, sep=_MARK)  # (batch, None)
         return tf.ragged.boolean_mask(pieces, pieces != "")  # (batch, pre-tokens)
 
@@ -211,7 +214,3 @@ def _check_vocabulary(vocabulary: dict, merges: list, reserved: Sequence[str]) -
         parts = merge.split(" ")
         if len(parts) != 2 or "".join(parts) not in vocabulary:
             raise ValueError(f"merge {merge!r} must be two tokens whose concatenation is in the vocabulary.")
-
-
-def _table(keys, values, default):
-    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default)

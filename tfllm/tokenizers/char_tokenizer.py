@@ -13,6 +13,7 @@ from tfllm.tokenizers.tokenizer import UNK_ID
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
 from tfllm.tokenizers.tokenizer import load_json
+from tfllm.tokenizers.tokenizer import lookup_table
 from tfllm.tokenizers.tokenizer import read_training_texts
 
 CODE_POINTS_FILENAME = "code_points.json"
@@ -48,8 +49,8 @@ class CharTokenizer(Tokenizer):
         ids = tf.range(NUM_SPECIAL_TOKENS, self.vocabulary_size, dtype=tf.int32)
         # Keys are int32 so that an empty vocabulary still builds a typed table.
         points = tf.constant(code_points, dtype=tf.int32)
-        self._point_to_id = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(points, ids), UNK_ID)
-        self._id_to_point = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(ids, points), -1)
+        self._point_to_id = lookup_table(points, ids, UNK_ID)
+        self._id_to_point = lookup_table(ids, points, -1)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, max_chars: int = 20_000_000) -> "CharTokenizer":

@@ -129,6 +129,7 @@ class Tokenizer(tf.Module, abc.ABC):
     def __init__(self, *, vocabulary_size: int, name: str | None = None):
         super().__init__(name=name or self.kind)
         self.vocabulary_size = int(vocabulary_size)
+        self.text_vocabulary_size = self.vocabulary_size  # ids past it carry no text (`padded_to`)
 
     @abc.abstractmethod
     def _tokenize_batch(self, strings: tf.Tensor) -> tf.RaggedTensor:
@@ -166,9 +167,10 @@ class Tokenizer(tf.Module, abc.ABC):
         # padded model output directly. Ids past the vocabulary (a model whose
         # embedding is padded to a round size can sample them) are dropped too:
         # tensorflow-text's WordPiece detokenizer crashes the process on them.
-        keep = (ids >= 0) & (ids < self.vocabulary_size)
-        for id in self.textless_ids:
-            keep &= ids != id
+        keep = (ids >= 0) & (ids < self.text_vocabulary_size)
+        if self.textless_ids:  # one comparison against them all: Llama 3 has 256
+            textless = tf.constant(sorted(self.textless_ids), tf.int32)
+            keep &= ~tf.reduce_any(ids[..., tf.newaxis] == textless, axis=-1)
         return self._detokenize_batch(tf.ragged.boolean_mask(ids, keep))
 
     def tokenize(self, strings) -> tf.RaggedTensor:
@@ -234,6 +236,15 @@ class ImportedTokenizer:
             "run `tfllm import` wrote (train.init_from=RUN) or pick a kind tfllm trains (see tfllm train --help)"
         )
 
+    def padded_to(self, vocabulary_size: int) -> "ImportedTokenizer":
+        """This tokenizer with `vocabulary_size` ids: a checkpoint's embedding may have more rows
+        than its tokenizer has ids (Qwen2 rounds 151,665 up to 151,936); those ids carry no text."""
+        if vocabulary_size < self.text_vocabulary_size:
+            raise ValueError(f"vocabulary_size={vocabulary_size} is below the tokenizer's own "
+                             f"{self.text_vocabulary_size} ids")
+        self.vocabulary_size = int(vocabulary_size)
+        return self
+
 
 def prepend_start_id(token_ids, start_id, empty_id):
     """int32 ragged (batch, None): `start_id` in front of every row of `token_ids`; with
@@ -252,3 +263,8 @@ def prepend_start_id(token_ids, start_id, empty_id):
 
 def _is_nested(values) -> bool:
     return len(values) > 0 and isinstance(values[0], (list, tuple))
+
+
+def lookup_table(keys, values, default):
+    """An in-graph `keys` -> `values` table answering `default` for any other key."""
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default)

@@ -8,7 +8,8 @@ from tfllm.errors import UserError
 from tfllm.tokenizers.bert_tokenizer import BertTokenizer
 from tfllm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 from tfllm.tokenizers.char_tokenizer import CharTokenizer
-from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer
+from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer, Llama3Tokenizer, Qwen2Tokenizer
+from tfllm.tokenizers.llama_sentence_piece_tokenizer import LlamaSentencePieceTokenizer
 from tfllm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 from tfllm.tokenizers.tokenizer import CONFIG_FILENAME
 from tfllm.tokenizers.tokenizer import ImportedTokenizer, Tokenizer
@@ -16,7 +17,8 @@ from tfllm.tokenizers.word_piece_tokenizer import WordPieceTokenizer
 
 # The kinds tfllm loads: those it trains, and the tokenizers imported with checkpoints.
 _CLASSES = {cls.kind: cls for cls in (CharTokenizer, WordPieceTokenizer, BytePairTokenizer, SentencePieceTokenizer,
-                                      Gpt2Tokenizer, BertTokenizer)}
+                                      Gpt2Tokenizer, Llama3Tokenizer, Qwen2Tokenizer, LlamaSentencePieceTokenizer,
+                                      BertTokenizer)}
 KINDS = tuple(kind for kind, cls in _CLASSES.items() if not issubclass(cls, ImportedTokenizer))  # trained
 
 
@@ -57,6 +59,8 @@ def load_tokenizer(directory: str) -> Tokenizer:
         tokenizer = _CLASSES[kind].from_directory(directory, config)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
         raise UserError(f"Tokenizer directory {directory} is corrupt: {error}. Train the tokenizer again.") from None
+    if isinstance(tokenizer, ImportedTokenizer) and vocabulary_size > tokenizer.vocabulary_size:
+        tokenizer.padded_to(vocabulary_size)  # a checkpoint's embedding rows past its tokenizer's ids
     if tokenizer.vocabulary_size != vocabulary_size:
         raise UserError(
             f"Tokenizer directory {directory} is corrupt: {CONFIG_FILENAME} says vocabulary_size={vocabulary_size} "
