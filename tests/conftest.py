@@ -21,6 +21,19 @@ tf.config.set_logical_device_configuration(
 )
 
 
+# The longest files (minutes each; multi-process jobs) start first. Each file runs in one worker
+# (pytest.ini: --dist loadfile, --no-loadscope-reorder), so a long file started last would leave
+# the other worker idle at the end; the short ones fill in behind them.
+LONGEST_FIRST = ("tests/trainers/test_resume.py", "tests/trainers/test_distributed_training.py",
+                 "tests/test_train_step_weighting.py", "tests/huggingface/test_import_checkpoint.py",
+                 "tests/trainers/test_finetune.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: others keep order
+
+
 @pytest.fixture(autouse=True)
 def float32_policy():
     """Every test starts in float32, whatever the previous one set."""

@@ -1,7 +1,9 @@
 """Exact resume: a run killed at a random step and started again ends where an uninterrupted run ends.
 
-The run to kill trains in a subprocess (SIGKILL leaves no chance to clean up); the uninterrupted
-reference and the resumed run train in this process, on the session's strategies.
+One run is killed for real: it trains in a subprocess (SIGKILL leaves no chance to clean up).
+Every other task and strategy resumes from a copy of the uninterrupted run cut back to one of
+its checkpoints, the state a kill after that checkpoint leaves. The uninterrupted reference and
+the resumed runs train in this process, on the session's strategies.
 """
 
 import contextlib
@@ -11,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,21 +99,23 @@ def kill_at_a_random_step(run_dir, overrides, rng):
     return kill_after
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(scenario, corpus, examples, request,  # noqa: F811
-                                                               tmp_path):
+def scenario_overrides(scenario, corpus, examples, request):
+    """(strategy, overrides) of `scenario`."""
     fixture, changes = SCENARIOS[scenario]
-    strategy = request.getfixturevalue(fixture)
     changes = {key: value.format(examples=examples) if isinstance(value, str) else value
                for key, value in changes.items()}
-    overrides = tiny(corpus, **{**RESUME, **changes})
+    return request.getfixturevalue(fixture), tiny(corpus, **{**RESUME, **changes})
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_a_random_step_resumes_and_ends_like_an_uninterrupted_one(corpus, examples, request,  # noqa: F811
+                                                                                  tmp_path):
+    strategy, overrides = scenario_overrides("accumulation", corpus, examples, request)
     reference, resumed = str(tmp_path / "reference" / "run"), str(tmp_path / "resumed" / "run")
     train_in_process(strategy, reference, overrides)
 
-    # Seeded per scenario: a failure names a kill point that can be replayed.
-    rng = random.Random(scenario)
-    kill_after = kill_at_a_random_step(resumed, overrides, rng)
+    # Seeded: a failure names a kill point that can be replayed.
+    kill_after = kill_at_a_random_step(resumed, overrides, random.Random("accumulation"))
     saved = tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints", "latest"))
     assert saved, "the run was killed before its first checkpoint: nothing was resumed"
     resume_step = int(saved.rsplit("-", 1)[1])
@@ -119,6 +124,37 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(scenario, corpus,
     assert f"Resuming from {saved} (step {resume_step})" in console
 
     assert_runs_end_alike(resumed, reference, STEPS, 5, f"killed after step {kill_after}, resumed at {resume_step}")
+
+
+def stopped_after_checkpoint(reference, run_dir, step):
+    """Copy the finished run `reference` to `run_dir` as a run stopped right after saving its
+    checkpoint `step` would be: the later checkpoints and the best one gone, what it logged
+    after that step still there (a killed run leaves what it logged after its last checkpoint,
+    which resuming drops). The runs are deterministic, so the files up to `step` are the
+    stopped run's own."""
+    shutil.copytree(reference, run_dir)
+    shutil.rmtree(os.path.join(run_dir, "checkpoints", "best"), ignore_errors=True)
+    latest = os.path.join(run_dir, "checkpoints", "latest")
+    kept = [f"ckpt-{saved}" for saved in range(5, step + 1, 5)]
+    for path in glob.glob(os.path.join(latest, "ckpt-*")):
+        if os.path.basename(path).split(".")[0] not in kept:
+            os.remove(path)
+    tf.compat.v1.train.update_checkpoint_state(latest, kept[-1], all_model_checkpoint_paths=kept)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name != "accumulation"])
+def test_every_task_and_strategy_resumed_from_a_checkpoint_ends_like_an_uninterrupted_run(  # noqa: F811
+        scenario, corpus, examples, request, tmp_path):
+    strategy, overrides = scenario_overrides(scenario, corpus, examples, request)
+    reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
+    train_in_process(strategy, reference, overrides)
+    # Seeded per scenario: a failure names a resume point that can be replayed.
+    step = random.Random(scenario).randrange(5, STEPS, 5)
+    stopped_after_checkpoint(reference, resumed, step)
+    console = train_in_process(strategy, resumed, overrides)
+    assert f"(step {step})" in console, console[-2000:]
+    assert_runs_end_alike(resumed, reference, STEPS, 5, f"resumed at {step}")
 
 
 def test_resume_refuses_a_changed_config_naming_the_keys(corpus, one_device_strategy, tmp_path, capsys):  # noqa: F811

@@ -1,11 +1,13 @@
 """Local multi-worker jobs: worker processes on localhost ports, and `tfllm train` in 2 of them,
 each writing its final weights to a `.npz` file."""
 
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -17,6 +19,7 @@ from tests.trainers.run_testing import REPO
 WORKER = """
 import os
 import sys
+import tempfile
 import time
 import keras
 import numpy as np
@@ -55,11 +58,29 @@ def free_ports(count):
     return ports
 
 
+def one_job_at_a_time():
+    """An exclusive lock shared by the suite's test processes (pytest-xdist workers), held while
+    a job's workers run: the workers of a job step in lockstep, and two jobs (four processes)
+    sharing the cores with the other tests stall each other's collectives for minutes. Released
+    by closing the returned file; after 10 minutes of waiting (a failed test that never released
+    it) the job starts anyway."""
+    lock = open(os.path.join(tempfile.gettempdir(), f"tfllm-tests-{os.getuid()}-worker-jobs.lock"), "w")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.1)
+    return lock
+
+
 class LocalWorkers:
     """The worker processes of one `MultiWorkerMirroredStrategy` cluster on localhost ports;
     `arguments[i]` is worker i's command line after `python`."""
 
     def __init__(self, tmp_path, arguments, name="job", env=None):
+        self._lock = one_job_at_a_time()
         addresses = [f"127.0.0.1:{port}" for port in free_ports(len(arguments))]
         self.processes, self.logs = [], []
         for index, argv in enumerate(arguments):
@@ -92,6 +113,7 @@ class LocalWorkers:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        self._lock.close()  # the next job, in this test process or another, may start
 
     def outputs(self):
         """Each worker's console output (its last 3,000 characters), labelled."""
