@@ -8,6 +8,7 @@ import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
 from tfllm import compat
+from tfllm.tokenizers.sentence_piece_tokenizer import SentencePieceIds
 from tfllm.tokenizers.tokenizer import ImportedTokenizer, Tokenizer, lookup_table
 
 MODEL_FILENAME = "tokenizer.model"
@@ -16,7 +17,7 @@ _BPE = 2  # TrainerSpec.model_type
 _USER_DEFINED = 4  # ModelProto.SentencePiece.type
 
 
-class LlamaSentencePieceTokenizer(ImportedTokenizer, Tokenizer):
+class LlamaSentencePieceTokenizer(ImportedTokenizer, SentencePieceIds, Tokenizer):
     """A checkpoint's SentencePiece BPE model run with tensorflow-text, made to give the ids of
     `transformers`' `LlamaTokenizer` (a `tokenizers` BPE converted from the same model).
 
@@ -100,16 +101,6 @@ class LlamaSentencePieceTokenizer(ImportedTokenizer, Tokenizer):
         with open(os.path.join(directory, MODEL_FILENAME), "rb") as file:
             return cls(model_proto=file.read(), eos_id=config["eos_id"], start_id=config["start_id"],
                        add_prefix_space=config["add_prefix_space"])
-
-    def id_to_token(self, id):
-        self._check_id(id)
-        return self._processor.id_to_piece(id)
-
-    def token_to_id(self, token):
-        id = self._processor.piece_to_id(token)
-        if self._processor.id_to_piece(id) != token:
-            raise ValueError(f"Token {token!r} is not in the vocabulary.")
-        return id
 
 
 def _piece_bytes(processor, id) -> bytes:

@@ -24,7 +24,22 @@ _META_SYMBOL = "\u2581"
 _CHUNK_CHARS = 2000
 
 
-class SentencePieceTokenizer(Tokenizer):
+class SentencePieceIds:
+    """Mixin: `id_to_token` and `token_to_id` of a tokenizer holding a SentencePiece processor
+    (`self._processor`)."""
+
+    def id_to_token(self, id):
+        self._check_id(id)
+        return self._processor.id_to_piece(id)
+
+    def token_to_id(self, token):
+        id = self._processor.piece_to_id(token)
+        if self._processor.id_to_piece(id) != token:
+            raise ValueError(f"Token {token!r} is not in the vocabulary.")
+        return id
+
+
+class SentencePieceTokenizer(SentencePieceIds, Tokenizer):
     """SentencePiece unigram model applied with tensorflow-text.
 
     Trained with identity normalization, no dummy prefix and no whitespace
@@ -117,16 +132,6 @@ class SentencePieceTokenizer(Tokenizer):
     def from_directory(cls, directory, config):
         with open(os.path.join(directory, MODEL_FILENAME), "rb") as file:
             return cls(model_proto=file.read())
-
-    def id_to_token(self, id):
-        self._check_id(id)
-        return self._processor.id_to_piece(id)
-
-    def token_to_id(self, token):
-        id = self._processor.piece_to_id(token)
-        if self._processor.id_to_piece(id) != token:
-            raise ValueError(f"Token {token!r} is not in the vocabulary.")
-        return id
 
 
 def _chunks(documents: list[str]) -> Iterator[str]:
