@@ -29,6 +29,13 @@ LONGEST_FIRST = ("tests/trainers/test_resume.py", "tests/trainers/test_distribut
                  "tests/trainers/test_finetune.py")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker more than the cores (at most 8). A share of the suite waits rather than
+    computes (subprocesses starting, worker jobs taking turns), and a third worker fills that time
+    on two cores: 10.4 min instead of 11.2."""
+    return min(len(os.sched_getaffinity(0)) + 1, 8)
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: others keep order
