@@ -4,7 +4,6 @@ import json
 import os
 from typing import Iterable, Mapping, Sequence
 
-import keras_hub
 import tensorflow as tf
 import tokenizers
 
@@ -12,6 +11,7 @@ from tfllm.tokenizers.tokenizer import NUM_SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
+from tfllm.tokenizers.tokenizer import keras_hub
 from tfllm.tokenizers.tokenizer import load_json
 from tfllm.tokenizers.tokenizer import lookup_table
 from tfllm.tokenizers.tokenizer import read_training_texts
@@ -104,7 +104,7 @@ class BytePairTokenizer(Tokenizer):
         # "<pad>" in the text is ordinary text.
         self._bpe = None
         if merges:
-            self._bpe = keras_hub.tokenizers.BytePairTokenizer(
+            self._bpe = keras_hub().tokenizers.BytePairTokenizer(
                 vocabulary=vocabulary, merges=merges, unsplittable_tokens=[], dtype="int32"
             )
 

@@ -268,3 +268,11 @@ def _is_nested(values) -> bool:
 def lookup_table(keys, values, default):
     """An in-graph `keys` -> `values` table answering `default` for any other key."""
     return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default)
+
+
+def keras_hub():
+    """The `keras_hub` module, imported on first use: it pulls in nltk and scipy (about 2 s of every
+    `tfllm` command's start), which only the BPE and WordPiece tokenizers need."""
+    import keras_hub as module
+
+    return module

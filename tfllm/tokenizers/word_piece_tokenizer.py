@@ -4,7 +4,6 @@ import json
 import os
 from typing import Iterable, Sequence
 
-import keras_hub
 import tensorflow as tf
 
 from tfllm.errors import UserError
@@ -13,6 +12,7 @@ from tfllm.tokenizers.tokenizer import SPECIAL_TOKENS
 from tfllm.tokenizers.tokenizer import UNK_ID
 from tfllm.tokenizers.tokenizer import Tokenizer
 from tfllm.tokenizers.tokenizer import check_vocab_size
+from tfllm.tokenizers.tokenizer import keras_hub
 from tfllm.tokenizers.tokenizer import load_json
 from tfllm.tokenizers.tokenizer import read_training_texts
 
@@ -62,7 +62,7 @@ class WordPieceTokenizer(Tokenizer):
         self.vocabulary = vocabulary
         self.lowercase = lowercase
         # BERT's basic tokenizer: lower-casing strips accents too (`do_lower_case`).
-        self._wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
+        self._wordpiece = keras_hub().tokenizers.WordPieceTokenizer(
             vocabulary=vocabulary,
             lowercase=lowercase,
             strip_accents=lowercase,
@@ -123,7 +123,7 @@ class WordPieceTokenizer(Tokenizer):
 
 
 def _learn(documents: list[str], vocab_size: int) -> list[str]:
-    return keras_hub.tokenizers.compute_word_piece_vocabulary(
+    return keras_hub().tokenizers.compute_word_piece_vocabulary(
         tf.data.Dataset.from_tensor_slices(documents),
         vocab_size,
         lowercase=False,
