@@ -79,16 +79,23 @@ def test_an_imported_run_generates_the_text_of_transformers_in_process_and_expor
 
     out = str(tmp_path / "export")
     assert cli.main(["export", "--run-dir", imported, "--out", out]) == 0
+    assert exported_completions(os.path.join(out, "1"), PROMPTS, 32) == want
+
+
+def exported_completions(version_dir, prompts, max_new_tokens):
+    """Greedy completions of the SavedModel in `version_dir`, loaded in a fresh process that
+    imports only TensorFlow and tensorflow-text."""
     script = (
         "import json, sys, tensorflow as tf, tensorflow_text\n"
-        f"m = tf.saved_model.load({os.path.join(out, '1')!r})\n"
-        f"r = m.signatures['generate'](prompts=tf.constant({PROMPTS!r}), max_new_tokens=tf.constant(32), "
-        "temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0))\n"
+        f"m = tf.saved_model.load({version_dir!r})\n"
+        f"r = m.signatures['generate'](prompts=tf.constant({prompts!r}), "
+        f"max_new_tokens=tf.constant({max_new_tokens}), temperature=tf.constant(0.0), top_k=tf.constant(0), "
+        "top_p=tf.constant(1.0), seed=tf.constant(0))\n"
         "print(json.dumps([t.decode('utf-8') for t in r['text'].numpy()]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == want
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_exported_back_as_a_checkpoint_transformers_loads_the_same_model_and_tokenizer(

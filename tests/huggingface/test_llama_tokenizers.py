@@ -5,6 +5,7 @@ it (tfllm/huggingface/tokenizer.py)."""
 
 import io
 import json
+import os
 import random
 import shutil
 
@@ -12,7 +13,7 @@ import pytest
 from pydoc_data.topics import topics
 
 from tests.huggingface.conftest import torch, transformers
-from tests.huggingface.test_import_checkpoint import HARD_CASES, corpus_lines
+from tests.huggingface.test_import_checkpoint import HARD_CASES, corpus_lines, exported_completions
 from tfllm import cli
 from tfllm.errors import UserError
 from tfllm.generator import Generator
@@ -270,3 +271,7 @@ def test_an_imported_llama2_or_qwen2_generates_the_text_of_transformers(family, 
     run = Run.open(run_dir)
     lm, _ = run.load_model()
     assert Generator(lm, run.tokenizer, run.config.max_seq_len).generate(PROMPTS, 32, GreedySampler()) == want
+    if family == "llama2":  # its SentencePiece graph, exported, in a process with only TensorFlow
+        out = str(tmp_path / "export")
+        assert cli.main(["export", "--run-dir", run_dir, "--out", out]) == 0
+        assert exported_completions(os.path.join(out, "1"), PROMPTS, 32) == want
