@@ -36,6 +36,22 @@ LLAMA3_SCALING_KEYS = tuple(ROPE_SCALING_KEYS)[1:]
 MAPPING_KEYS = {"model.rope_scaling": ROPE_SCALING_KEYS}
 
 
+def llama3_scaling(rope_scaling):
+    """`GPTBackbone`'s `llama3_scaling` tuple of a rope scaling mapping (`model.rope_scaling`, or a
+    Hugging Face config.json's `rope_scaling`); None for None."""
+    return None if rope_scaling is None else tuple(rope_scaling[key] for key in LLAMA3_SCALING_KEYS)
+
+
+def rope_scaling(llama3_scaling):
+    """The rope scaling mapping, as `model.rope_scaling` and Hugging Face's config.json write it, of
+    `GPTBackbone`'s `llama3_scaling` tuple; None for None."""
+    if llama3_scaling is None:
+        return None
+    scaling = {"rope_type": "llama3", **dict(zip(LLAMA3_SCALING_KEYS, llama3_scaling))}
+    scaling["original_max_position_embeddings"] = int(scaling["original_max_position_embeddings"])
+    return scaling
+
+
 def _field(default, doc):
     return dataclasses.field(default=default, metadata={"doc": doc})
 

@@ -139,20 +139,13 @@ def build_backbone(model_config, vocabulary_size, max_seq_len, causal):
         mlp=model_config.mlp,
         num_key_value_heads=model_config.num_kv_heads or None,
         rope_theta=model_config.rope_theta,
-        llama3_scaling=_llama3_scaling(model_config.rope_scaling),
+        llama3_scaling=config_lib.llama3_scaling(model_config.rope_scaling),
         use_bias=model_config.use_bias,
         qkv_bias=model_config.qkv_bias,
         tie_embeddings=model_config.tie_embeddings,
         norm_first=model_config.norm_position == "pre",
         pooler=model_config.pooler,
     )
-
-
-def _llama3_scaling(rope_scaling):
-    """`model.rope_scaling` (validated: null or Llama 3.1's) as `GPTBackbone`'s `llama3_scaling`."""
-    if rope_scaling is None:
-        return None
-    return tuple(rope_scaling[key] for key in config_lib.LLAMA3_SCALING_KEYS)
 
 
 def build_model(config, vocabulary_size, causal, num_classes=None):

@@ -48,7 +48,7 @@ def model_keys(backbone, task):
         "task": task, "num_layers": options["num_layers"], "num_heads": options["num_heads"],
         "hidden_dim": options["hidden_dim"], "intermediate_dim": options["intermediate_dim"],
         "seq_len": options["max_sequence_length"], "position": options["position"],
-        "rope_theta": options["rope_theta"], "rope_scaling": _rope_scaling(options["llama3_scaling"]),
+        "rope_theta": options["rope_theta"], "rope_scaling": config_lib.rope_scaling(options["llama3_scaling"]),
         "norm": options["norm"], "norm_epsilon": options["norm_epsilon"],
         "norm_position": "pre" if options["norm_first"] else "post", "mlp": options["mlp"],
         "num_kv_heads": options["num_key_value_heads"] or 0, "use_bias": options["use_bias"],
@@ -56,15 +56,6 @@ def model_keys(backbone, task):
         "qkv_bias": None if options["qkv_bias"] == options["use_bias"] else options["qkv_bias"],
         "tie_embeddings": options["tie_embeddings"], "pooler": options["pooler"], "dropout": 0.0,
     }
-
-
-def _rope_scaling(llama3_scaling):
-    """`model.rope_scaling` of a backbone's `llama3_scaling` (None, or Llama 3.1's four numbers)."""
-    if llama3_scaling is None:
-        return None
-    scaling = dict(zip(config_lib.LLAMA3_SCALING_KEYS, llama3_scaling))
-    scaling["original_max_position_embeddings"] = int(scaling["original_max_position_embeddings"])
-    return {"rope_type": "llama3", **scaling}
 
 
 def import_checkpoint(source, run_dir):

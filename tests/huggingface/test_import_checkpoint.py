@@ -103,11 +103,17 @@ def test_exported_back_as_a_checkpoint_transformers_loads_the_same_model_and_tok
     _, model, tokenizer = gpt2_checkpoint
     out = str(tmp_path / "hf")
     assert cli.main(["export", "--run-dir", imported, "--out", out, "--format", "huggingface"]) == 0
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert_transformers_reloads(out, transformers.AutoModelForCausalLM, model, tokenizer,
+                                "The with statement is a block")
+
+
+def assert_transformers_reloads(out, model_class, model, tokenizer, text):
+    """`transformers` loads the checkpoint `out` with the tokenizer and logits of `model` and `tokenizer`."""
+    reloaded = model_class.from_pretrained(out).eval()
     reloaded_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     lines = HARD_CASES + corpus_lines()[:200]
     assert [reloaded_tokenizer(line)["input_ids"] for line in lines] == [tokenizer(line)["input_ids"] for line in lines]
-    ids = torch.tensor([tokenizer("The with statement is a block")["input_ids"]])
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
     with torch.no_grad():
         np.testing.assert_allclose(reloaded(ids).logits.numpy(), model(ids).logits.numpy(), atol=1e-4, rtol=0)
 
@@ -228,13 +234,8 @@ def test_an_imported_bert_goes_back_to_transformers_with_its_tokenizer_and_logit
     run_dir, out = str(tmp_path / "bert"), str(tmp_path / "hf")
     assert cli.main(["import", bert_checkpoint[0], "--run-dir", run_dir]) == 0
     assert cli.main(["export", "--run-dir", run_dir, "--out", out, "--format", "huggingface"]) == 0
-    reloaded = transformers.AutoModelForMaskedLM.from_pretrained(out).eval()
-    reloaded_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
-    lines = HARD_CASES + corpus_lines()[:200]
-    assert [reloaded_tokenizer(line)["input_ids"] for line in lines] == [tokenizer(line)["input_ids"] for line in lines]
-    ids = torch.tensor([tokenizer("The with statement is a [MASK] statement")["input_ids"]])
-    with torch.no_grad():
-        np.testing.assert_allclose(reloaded(ids).logits.numpy(), model(ids).logits.numpy(), atol=1e-4, rtol=0)
+    assert_transformers_reloads(out, transformers.AutoModelForMaskedLM, model, tokenizer,
+                                "The with statement is a [MASK] statement")
 
 
 def with_a_vocabulary(directory, tmp_path):

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from tfllm import config as config_lib
 from tfllm.errors import UserError
 
 
@@ -88,8 +89,7 @@ def _rope(config):
     if kind in (None, "default"):
         return theta, None
     if kind == "llama3":
-        return theta, (scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"],
-                       scaling["original_max_position_embeddings"])
+        return theta, config_lib.llama3_scaling(scaling)
     raise UserError(f"config.json: rope scaling {kind!r} is not supported; tfllm imports checkpoints with "
                     "default rotary positions or Llama 3's ('llama3')")
 
@@ -164,18 +164,9 @@ def _llama_config(backbone):
         num_hidden_layers=backbone.num_layers, num_attention_heads=backbone.num_heads,
         num_key_value_heads=backbone.num_key_value_heads, head_dim=backbone.head_dim,
         max_position_embeddings=backbone.max_sequence_length, rms_norm_eps=backbone.norm_epsilon,
-        rope_theta=float(backbone.rope_theta), rope_scaling=_llama3_rope_scaling(backbone), hidden_act="silu",
-        attention_bias=False, mlp_bias=False,
-        tie_word_embeddings=backbone.tie_embeddings,
+        rope_theta=float(backbone.rope_theta), rope_scaling=config_lib.rope_scaling(backbone.llama3_scaling),
+        hidden_act="silu", attention_bias=False, mlp_bias=False, tie_word_embeddings=backbone.tie_embeddings,
     )
-
-
-def _llama3_rope_scaling(backbone):
-    if backbone.llama3_scaling is None:
-        return None
-    factor, low, high, original = backbone.llama3_scaling
-    return dict(rope_type="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
-                original_max_position_embeddings=int(original))
 
 
 def _qwen2_config(backbone):
