@@ -20,6 +20,13 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
 )
 
+# No graph optimisation (Grappler) for the tiny graphs of the tests: optimising each traced
+# function costs more than it saves on a few steps of a tiny model (a fifth of the time of the
+# in-process training tests). Results stay those of the same ops; a test about the rounding of
+# the product's optimised graphs asks for `grappler`.
+GRAPPLER_OFF = {"disable_meta_optimizer": True}
+tf.config.optimizer.set_experimental_options(GRAPPLER_OFF)
+
 
 # The longest files (minutes each; multi-process jobs) start first. Each file runs in one worker
 # (pytest.ini: --dist loadfile, --no-loadscope-reorder), so a long file started last would leave
@@ -47,6 +54,14 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture
+def grappler():
+    """Graph optimisation as the product runs it, for this test only (see GRAPPLER_OFF)."""
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+    yield
+    tf.config.optimizer.set_experimental_options(GRAPPLER_OFF)
 
 
 @pytest.fixture(scope="session")
