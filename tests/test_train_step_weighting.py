@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests import distributed_testing
-from tests.trainers.worker_testing import LocalWorkers
+from tests.trainers.worker_testing import WITHOUT_GRAPPLER, LocalWorkers
 from tests.layer_testing import global_policy, random_ids
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
@@ -156,7 +156,8 @@ def train_every_task_on_workers(path):
 @pytest.mark.slow
 def test_two_worker_processes_train_every_task_like_one_device(references, tmp_path):
     paths = [tmp_path / f"worker{index}.npz" for index in range(2)]
-    script = "import sys; from tests import test_train_step_weighting as t; t.train_every_task_on_workers(sys.argv[1])"
+    script = WITHOUT_GRAPPLER + (
+        "import sys; from tests import test_train_step_weighting as t; t.train_every_task_on_workers(sys.argv[1])")
     LocalWorkers(tmp_path, [["-c", script, str(path)] for path in paths]).finish(timeout=400)
     chief, other = (np.load(path) for path in paths)
     for task in sorted(TASKS):

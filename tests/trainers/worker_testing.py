@@ -14,9 +14,16 @@ import numpy as np
 
 from tests.trainers.run_testing import REPO
 
+# A worker's first lines: no graph optimisation of the tiny graphs, as in the test processes
+# (tests/conftest.py, GRAPPLER_OFF).
+WITHOUT_GRAPPLER = """
+import tensorflow as tf
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+"""
+
 # `tfllm train` with the model's final weights saved to argv[1], and a pause of
 # $STEP_PAUSE_SECONDS after every step (a job slow enough to be killed at a chosen step).
-WORKER = """
+WORKER = WITHOUT_GRAPPLER + """
 import os
 import sys
 import tempfile
