@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from tfllm import decoding
 from tfllm.export.controlled_sampler import ControlledSampler
-from tfllm.prompt_packer import PromptPacker
+from tfllm.data.seq2seq_pipeline import encode_sources, encode_targets
+from tfllm.prompt_packer import PromptPacker, SourcePacker
 from tfllm.samplers.validation import request_check
 
 GENERATE_SIGNATURE = (
@@ -16,6 +17,9 @@ GENERATE_SIGNATURE = (
     tf.TensorSpec([], tf.int32, name="seed"),
 )
 SCORE_SIGNATURE = (tf.TensorSpec([None], tf.string, name="texts"),)
+# An encoder-decoder scores targets given their sources.
+SCORE_TARGETS_SIGNATURE = (tf.TensorSpec([None], tf.string, name="sources"),
+                           tf.TensorSpec([None], tf.string, name="targets"))
 
 
 def _check(condition, message, *values):
@@ -52,8 +56,14 @@ class GenerationModule(tf.Module):
     are those of `Generator(..., jit_compile=self.jit_compile)` with the matching sampler:
     stateless random ops draw differently under XLA and in graph mode.
 
+    An encoder-decoder (a `Seq2SeqLM`) takes the same `generate` inputs, each prompt being a
+    source (`SourcePacker`: the encoder runs once per request, its cross-attention keys and
+    values are computed once), and returns the targets; its `score(sources, targets)` gives
+    the log-probability of each target (and its end-of-text id) given its source, the target
+    cut to the decoder's context.
+
     Args:
-        model: a `CausalLM` with trained weights.
+        model: a `CausalLM` or `Seq2SeqLM` with trained weights.
         tokenizer: the run's `tfllm.tokenizers.Tokenizer`.
         max_length: int. The model's context in tokens.
         jit_compile: bool. Compile the decoding loop with XLA. Defaults to `True`.
@@ -84,6 +94,9 @@ class GenerationModule(tf.Module):
     def __init__(self, model, tokenizer, max_length, jit_compile=True):
         super().__init__(name="generation_module")
         self.packer = PromptPacker.for_tokenizer(max_length, tokenizer)
+        self.source_packer = None
+        if getattr(model, "is_encoder_decoder", False):
+            self.source_packer = SourcePacker(tokenizer, model.backbone.max_source_length, self.packer)
         self.stop_token_ids = (tokenizer.eos_id,)
         if not isinstance(jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}")
@@ -102,7 +115,8 @@ class GenerationModule(tf.Module):
     def signatures(self):
         """The signature map to save: `generate` (also `serving_default`) and `score`."""
         generate = self.generate.get_concrete_function()
-        return {"serving_default": generate, "generate": generate, "score": self.score.get_concrete_function()}
+        score = self.score_targets if self.source_packer is not None else self.score
+        return {"serving_default": generate, "generate": generate, "score": score.get_concrete_function()}
 
     def save(self, path):
         """Writes the SavedModel: the signatures, the tokenizer and the model's variables.
@@ -125,11 +139,15 @@ class GenerationModule(tf.Module):
         prompts, max_new_tokens, temperature, top_k, top_p = _after(
             checks, prompts, max_new_tokens, temperature, top_k, top_p
         )
-        packed = self.pack(prompts, max_new_tokens)
         # Built inside the trace, so the compiled loop is a nested function of this one and not
         # a separate object of the SavedModel. Its inputs carry every shape XLA needs.
         decode = tf.function(self._decode, jit_compile=self.jit_compile, autograph=False)
-        tokens = decode(packed, temperature, top_k, top_p, seed)
+        if self.source_packer is None:
+            packed = self.pack(prompts, max_new_tokens)
+            tokens = decode(packed, temperature, top_k, top_p, seed)
+        else:
+            packed, sources, _ = self.source_packer(prompts, max_new_tokens)
+            tokens = decode(packed, temperature, top_k, top_p, seed, sources)
         completions = decoding.completions(tokens, packed.lengths, max_new_tokens, self.stop_token_ids)
         text = self.tokenizer.detokenize(completions)
         # Byte-level tokens can end inside a character; the answer must stay valid UTF-8.
@@ -153,6 +171,23 @@ class GenerationModule(tf.Module):
         mean = tf.math.divide_no_nan(log_probability, tf.cast(num_tokens, tf.float32))
         return {"log_probability": log_probability, "num_tokens": num_tokens, "perplexity": tf.exp(-mean)}
 
+    @tf.function(input_signature=SCORE_TARGETS_SIGNATURE, autograph=False)
+    def score_targets(self, sources, targets):
+        checks = [_check(tf.size(sources) > 0, "sources must hold at least one source"),
+                  _check(tf.equal(tf.size(sources), tf.size(targets)), "sources and targets must pair up: got",
+                         tf.size(sources), tf.size(targets))]
+        sources, targets = _after(checks, sources, targets)
+        encoder_inputs = encode_sources(self.tokenizer, sources, self.source_packer.source_len)
+        del encoder_inputs["cut"]
+        decoder_inputs, next_ids, weights, _ = encode_targets(self.tokenizer, targets, self.max_length)
+        logits = self._call_model({**encoder_inputs, **decoder_inputs}, training=False)
+        log_probabilities = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        token_log_probabilities = tf.gather(log_probabilities, next_ids, batch_dims=2)
+        log_probability = tf.reduce_sum(token_log_probabilities * weights, axis=1)
+        num_tokens = tf.cast(tf.reduce_sum(weights, axis=1), tf.int32)
+        mean = tf.math.divide_no_nan(log_probability, tf.cast(num_tokens, tf.float32))
+        return {"log_probability": log_probability, "num_tokens": num_tokens, "perplexity": tf.exp(-mean)}
+
     def pack(self, prompts, max_new_tokens):
         """The `PackedPrompts` that `generate` decodes: string (batch,) and an int32 scalar."""
         return self.packer(self.tokenizer.tokenize(prompts), max_new_tokens)
@@ -167,7 +202,9 @@ class GenerationModule(tf.Module):
                 checks.append(_check(condition, message, value))
         return checks
 
-    def _decode(self, packed, temperature, top_k, top_p, seed):
-        """The buffer of `packed` (a `PackedPrompts`) decoded with the request's settings."""
+    def _decode(self, packed, temperature, top_k, top_p, seed, sources=None):
+        """The buffer of `packed` (a `PackedPrompts`) decoded with the request's settings; an
+        encoder-decoder's for the encoder inputs `sources`."""
         sampler = ControlledSampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-        return decoding.decode(self._build_cache, self._call_with_cache, sampler, packed, self.stop_token_ids)
+        build_cache = decoding.cache_builder(self._build_cache, sources)
+        return decoding.decode(build_cache, self._call_with_cache, sampler, packed, self.stop_token_ids)

@@ -24,8 +24,14 @@ def test_every_config_task_has_one_record_under_its_name():
 
 def test_a_task_starts_only_from_runs_whose_backbone_attends_alike():
     for task in TASKS.values():
+        model = build_model(tiny_config(task.name), 20, task.attends_causally(), num_classes=3)
         for origin in task.init_from:
-            assert task.causal is None or TASKS[origin].causal == task.causal, (task.name, origin)
+            part = task.pretrained_part(model, origin)
+            assert task.causal is None or TASKS[origin].causal == getattr(part, "causal", True), (task.name, origin)
+    # A seq2seq run takes a masked LM's backbone as its (bidirectional) encoder.
+    seq2seq = build_model(tiny_config("seq2seq"), 20, True)
+    assert TASKS["seq2seq"].pretrained_part(seq2seq, "masked_lm") is seq2seq.backbone.encoder
+    assert TASKS["seq2seq"].pretrained_part(seq2seq, "seq2seq") is seq2seq.backbone
 
 
 @pytest.mark.parametrize("task, model_class, causal, pooled", [
@@ -46,11 +52,13 @@ def test_build_model_puts_the_task_head_on_a_backbone_that_attends_as_the_task_s
 
 
 def test_what_each_task_can_do_afterwards():
-    assert names_of(lambda t: t.generates) == ["causal_lm", "sft"]
+    assert names_of(lambda t: t.generates) == ["causal_lm", "sft", "seq2seq"]
     assert names_of(lambda t: t.labeled) == ["classify"]
-    assert names_of(lambda t: t.evaluates) == ["causal_lm", "classify", "sft"]
+    assert names_of(lambda t: t.evaluates) == ["causal_lm", "classify", "sft", "seq2seq"]
+    assert names_of(lambda t: t.encoder_decoder) == ["seq2seq"]
     assert {name: task.export for name, task in TASKS.items()} == {
-        "causal_lm": "generation", "masked_lm": None, "classify": "classify", "sft": "generation"}
+        "causal_lm": "generation", "masked_lm": None, "classify": "classify", "sft": "generation",
+        "seq2seq": "generation"}
     assert TASKS["classify"].monitor == ("val_accuracy", "max") and TASKS["masked_lm"].monitor == ("val_loss", "min")
     # A classifier trained from scratch attends causally; one fine-tuned takes its backbone's attention.
     assert TASKS["classify"].attends_causally() is True

@@ -24,7 +24,7 @@ TOKENIZERS = ("char", "wordpiece", "bpe", "sentencepiece", "gpt2_bpe", "llama3_b
               "bert_wordpiece")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
-TASKS = ("causal_lm", "masked_lm", "classify", "sft")
+TASKS = ("causal_lm", "masked_lm", "classify", "sft", "seq2seq")
 CLASS_WEIGHTS = ("none", "balanced")
 ROPE_SCALINGS = ("llama3",)
 # `model.rope_scaling`'s keys, as Hugging Face's config.json writes them; after `rope_type`, the
@@ -80,13 +80,17 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    task: str = _field("causal_lm", "causal_lm, masked_lm (bidirectional encoder), classify or sft.")
+    task: str = _field("causal_lm", "causal_lm, masked_lm (bidirectional encoder), classify, sft or seq2seq "
+                                    "(encoder-decoder).")
     num_layers: int = _field(4, "Transformer blocks.")
+    num_encoder_layers: int = _field(0, "seq2seq: encoder blocks; 0 means num_layers.")
+    num_decoder_layers: int = _field(0, "seq2seq: decoder blocks; 0 means num_layers.")
     num_heads: int = _field(4, "Attention heads; must divide hidden_dim.")
     hidden_dim: int = _field(128, "Width of the residual stream.")
     intermediate_dim: int = _field(512, "Width of the MLP inside each block.")
     seq_len: int = _field(128, "Context length in tokens (training block length).")
     max_seq_len: int = _field(0, "Longest context the model accepts; 0 means seq_len.")
+    source_len: int = _field(0, "seq2seq: longest source in tokens (longer ones are cut); 0 means max_seq_len.")
     dropout: float = _field(0.0, "Dropout rate on attention and residual branches.")
     position: str = _field("learned", "Position encoding: learned or rope.")
     rope_theta: float = _field(10000.0, "Rotary positions' maximum wavelength (Llama 3: 500000).")
@@ -131,6 +135,7 @@ class TrainConfig:
     seed: int = _field(0, "Seed for the split, initialization, shuffling and dropout.")
     init_from: typing.Optional[str] = _field(None, "Start from this pretrained run dir: its tokenizer and backbone.")
     class_weights: str = _field("none", "classify: none, or balanced (inverse class frequency).")
+    label_smoothing: float = _field(0.0, "Share of each target's probability spread over the whole vocabulary.")
     early_stopping_patience: int = _field(0, "Stop after this many evaluations without improvement; 0 is off.")
     monitor: str = _field("auto", "Validation metric for best checkpoint and early stopping; auto picks per task.")
     samples: int = _field(3, "Samples printed at the end of training.")
@@ -154,6 +159,19 @@ class Config:
     @property
     def max_seq_len(self):
         return self.model.max_seq_len or self.model.seq_len
+
+    @property
+    def source_len(self):
+        """seq2seq: the longest source, the encoder's context."""
+        return self.model.source_len or self.max_seq_len
+
+    @property
+    def num_encoder_layers(self):
+        return self.model.num_encoder_layers or self.model.num_layers
+
+    @property
+    def num_decoder_layers(self):
+        return self.model.num_decoder_layers or self.model.num_layers
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -395,6 +413,9 @@ def validate(config, source):
         "model.num_kv_heads", m.num_kv_heads, f"it must divide model.num_heads={m.num_heads} (0 means num_heads)",
     )
     _require(0.0 <= m.dropout < 1.0, source, "model.dropout", m.dropout, "use a value in [0, 1)")
+    for key in ("num_encoder_layers", "num_decoder_layers", "source_len"):
+        value = getattr(m, key)
+        _require(value >= 0, source, f"model.{key}", value, "use 0 (the default) or a positive integer")
     for key in ("batch_size", "steps", "eval_every", "eval_batches", "log_every", "keep_checkpoints",
                 "steps_per_execution", "grad_accum_steps"):
         value = getattr(t, key)
@@ -422,6 +443,8 @@ def validate(config, source):
         t.class_weights in CLASS_WEIGHTS, source, "train.class_weights", t.class_weights,
         f"use one of {', '.join(CLASS_WEIGHTS)}",
     )
+    _require(0.0 <= t.label_smoothing < 1.0, source, "train.label_smoothing", t.label_smoothing,
+             "use a value in [0, 1)")
     _require(t.checkpoint_every >= 0, source, "train.checkpoint_every", t.checkpoint_every,
              "use 0 (at each eval) or a positive integer")
     _require(t.early_stopping_patience >= 0, source, "train.early_stopping_patience", t.early_stopping_patience,

@@ -26,6 +26,16 @@ def fill_cache(build_cache, call_with_cache, prompt_columns, cache_length):
     return cache
 
 
+def cache_builder(build_cache, sources=None):
+    """The `build_cache(batch_size, cache_length)` that `fill_cache` and `decode` call: the
+    model's own, or an encoder-decoder's for `sources` (`SOURCES_SIGNATURE` of
+    `tfllm.prompt_packer`), which runs the encoder once, here."""
+    if sources is None:
+        return build_cache
+    return lambda batch_size, cache_length: build_cache(
+        batch_size, cache_length, sources["encoder_token_ids"], sources["encoder_padding_mask"])
+
+
 def cached_next(call_with_cache):
     """The sampler's `next(prompt, cache, index)` callback of a KV-cached model.
 

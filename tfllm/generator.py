@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import decoding
-from tfllm.prompt_packer import PackedPrompts, PromptPacker
+from tfllm.prompt_packer import SOURCES_SIGNATURE, PackedPrompts, PromptPacker, SourcePacker
 from tfllm.samplers import BeamSampler, Sampler
 from tfllm.samplers.validation import check_setting
 
@@ -42,8 +42,13 @@ class Generator:
     first stop id); without streaming the completion is cut at the first stop string after
     decoding.
 
+    An encoder-decoder (`model.is_encoder_decoder`, a `Seq2SeqLM`) takes each prompt as its
+    source: `SourcePacker` encodes the sources (a source longer than the encoder's context is
+    cut to its first tokens, with a warning), the encoder runs once per call when the cache is
+    built, and the decoder generates from its start id; the completion is the target.
+
     Args:
-        model: a `CausalLM` (with `call_with_cache` and `build_cache`).
+        model: a `CausalLM` or `Seq2SeqLM` (with `call_with_cache` and `build_cache`).
         tokenizer: a `tfllm.tokenizers.Tokenizer`.
         max_length: int >= 2. The model's longest context.
         jit_compile: bool or "auto". Compile the decoding function with XLA; "auto" does so
@@ -60,6 +65,9 @@ class Generator:
 
     def __init__(self, model, tokenizer, max_length, jit_compile="auto"):
         self.packer = PromptPacker.for_tokenizer(max_length, tokenizer)
+        self.source_packer = None
+        if getattr(model, "is_encoder_decoder", False):
+            self.source_packer = SourcePacker(tokenizer, model.backbone.max_source_length, self.packer)
         if jit_compile not in (True, False, "auto"):
             raise ValueError(f"jit_compile must be True, False or 'auto'. Received: jit_compile={jit_compile!r}")
         self.model = model
@@ -73,9 +81,11 @@ class Generator:
         self._stream = None
         self.traces = 0
 
-    def build_cache(self, prompt_ids, cache_length):
-        """A cache of `cache_length` positions filled by one pass over `prompt_ids` (batch, len)."""
-        return decoding.fill_cache(self.model.build_cache, self.model.call_with_cache, prompt_ids, cache_length)
+    def build_cache(self, prompt_ids, cache_length, sources=None):
+        """A cache of `cache_length` positions filled by one pass over `prompt_ids` (batch, len);
+        an encoder-decoder's holds the encoded `sources` (`SOURCES_SIGNATURE`)."""
+        build_cache = decoding.cache_builder(self.model.build_cache, sources)
+        return decoding.fill_cache(build_cache, self.model.call_with_cache, prompt_ids, cache_length)
 
     def next(self, prompt, cache, index):
         """The sampler callback: the logits of position `index`, from the token at `index - 1`.
@@ -108,19 +118,33 @@ class Generator:
         if key not in self._compiled:
             wrap_next = self._streaming(stop_token_ids) if streaming else None
 
-            def decode(packed):
+            def decode(packed, sources=None):
                 self.traces += 1
-                return decoding.decode(self.model.build_cache, self.model.call_with_cache, sampler, packed,
-                                       stop_token_ids, wrap_next)
+                build_cache = decoding.cache_builder(self.model.build_cache, sources)
+                return decoding.decode(build_cache, self.model.call_with_cache, sampler, packed, stop_token_ids,
+                                       wrap_next)
 
+            signature = [PackedPrompts.signature()] + ([SOURCES_SIGNATURE] if self.source_packer else [])
             jit = self.uses_xla and not streaming
-            self._compiled[key] = tf.function(decode, input_signature=[PackedPrompts.signature()], jit_compile=jit)
+            self._compiled[key] = tf.function(decode, input_signature=signature, jit_compile=jit)
         return self._compiled[key]
 
     def pack(self, prompts, max_new_tokens):
-        """The `PackedPrompts` of a list of prompt strings; logs a warning for each prompt cut."""
-        token_ids = self.tokenizer.tokenize(tf.constant(list(prompts), tf.string))
-        return self._pack(token_ids, max_new_tokens, add_start_id=True, texts=prompts)
+        """The `PackedPrompts` of a list of prompt strings (an encoder-decoder's: its start ids);
+        logs a warning for each prompt cut."""
+        return self._inputs(prompts, max_new_tokens)[0]
+
+    def _inputs(self, prompts, max_new_tokens):
+        """`(packed, sources)` of a list of prompt strings: their `PackedPrompts` and None, or an
+        encoder-decoder's start ids and the encoder inputs of the prompts (`SourcePacker`)."""
+        texts = tf.constant(list(prompts), tf.string)
+        if self.source_packer is None:
+            return self._pack(self.tokenizer.tokenize(texts), max_new_tokens, add_start_id=True, texts=prompts), None
+        packed, sources, cut = self.source_packer(texts, max_new_tokens)
+        for i in np.flatnonzero(cut.numpy()):
+            logger.warning("source %r has %d tokens more than the encoder's %d-token context; they are cut",
+                           prompts[i][:40], int(cut[i]), self.source_packer.source_len)
+        return packed, sources
 
     def _pack(self, token_ids, max_new_tokens, add_start_id, texts=None):
         packed = self.packer(token_ids, max_new_tokens, add_start_id=add_start_id)
@@ -154,7 +178,9 @@ class Generator:
         if not prompt_ids:
             return []
         token_ids = tf.ragged.constant([[int(token) for token in row] for row in prompt_ids], tf.int32)
-        return self._decode(self._pack(token_ids, max_new_tokens, add_start_id=False), max_new_tokens, sampler,
+        if self.source_packer is not None:
+            raise ValueError("an encoder-decoder generates from source texts; use generate or generate_ids")
+        return self._decode((self._pack(token_ids, max_new_tokens, add_start_id=False), None), max_new_tokens, sampler,
                             self._stops(stop_token_ids))
 
     def generate_ids(self, prompts, max_new_tokens, sampler, stop_token_ids=None):
@@ -162,7 +188,8 @@ class Generator:
         self._check(max_new_tokens, sampler, streaming=False)
         if not prompts:
             return []
-        return self._decode(self.pack(prompts, max_new_tokens), max_new_tokens, sampler, self._stops(stop_token_ids))
+        return self._decode(self._inputs(prompts, max_new_tokens), max_new_tokens, sampler,
+                            self._stops(stop_token_ids))
 
     def generate(self, prompts, max_new_tokens, sampler, stop_token_ids=None, stop_strings=(), on_text=None):
         """Completions (the text after each prompt) of a list of prompt strings.
@@ -180,15 +207,15 @@ class Generator:
         self._check(max_new_tokens, sampler, streaming=on_text is not None)
         if not prompts:
             return []
-        packed = self.pack(prompts, max_new_tokens)
+        inputs = self._inputs(prompts, max_new_tokens)
         if on_text is None:
-            ids = self._decode(packed, max_new_tokens, sampler, stop_token_ids)
+            ids = self._decode(inputs, max_new_tokens, sampler, stop_token_ids)
             return [cut_at_stop_strings(text, stop_strings) for text in self.detokenize(ids)]
         streams = [_TextStream(self, stop_strings, lambda piece, row=row: on_text(row, piece))
                    for row in range(len(prompts))]
-        self._stream = _BatchStream(streams, packed.lengths.numpy().tolist(), max_new_tokens, stop_token_ids)
+        self._stream = _BatchStream(streams, inputs[0].lengths.numpy().tolist(), max_new_tokens, stop_token_ids)
         try:
-            ids = self._decode(packed, max_new_tokens, sampler, stop_token_ids, streaming=True)
+            ids = self._decode(inputs, max_new_tokens, sampler, stop_token_ids, streaming=True)
             for stream, row in zip(streams, ids):
                 stream.finish(row)
         finally:
@@ -206,8 +233,11 @@ class Generator:
         """The stop ids as a tuple: None means the tokenizer's end-of-text id."""
         return (self.tokenizer.eos_id,) if stop_token_ids is None else tuple(stop_token_ids)
 
-    def _decode(self, packed, max_new_tokens, sampler, stop_token_ids, streaming=False):
-        tokens = self._decode_fn(sampler, stop_token_ids, streaming)(packed)
+    def _decode(self, inputs, max_new_tokens, sampler, stop_token_ids, streaming=False):
+        """Generated ids of `inputs`, `(packed, sources)` as `_inputs` gives them."""
+        packed, sources = inputs
+        decode = self._decode_fn(sampler, stop_token_ids, streaming)
+        tokens = decode(packed) if sources is None else decode(packed, sources)
         return decoding.completions(tokens, packed.lengths, max_new_tokens, stop_token_ids).to_list()
 
     def _report(self, tokens, position):

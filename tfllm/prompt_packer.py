@@ -4,6 +4,7 @@ import collections
 
 import tensorflow as tf
 
+from tfllm.data.seq2seq_pipeline import encode_sources
 from tfllm.tokenizers import EOS_ID
 from tfllm.tokenizers.tokenizer import prepend_start_id
 
@@ -148,3 +149,52 @@ class PromptPacker:
         """
         prompt_length = tf.minimum(self.bucket(longest_prompt), self.max_length)
         return prompt_length, tf.minimum(prompt_length + self.bucket(max_new_tokens), self.max_length)
+
+
+# The encoder inputs of a batch of sources, as `SourcePacker` packs them.
+SOURCES_SIGNATURE = {"encoder_token_ids": tf.TensorSpec([None, None], tf.int32),
+                     "encoder_padding_mask": tf.TensorSpec([None, None], tf.int32)}
+
+
+class SourcePacker:
+    """Packs the sources of an encoder-decoder for generation, and its decoder prompts.
+
+    A source is encoded as in training (`tfllm.data.seq2seq_pipeline.encode_sources`: its
+    first `source_len - 1` tokens and the end-of-text id) and right-padded with 0 to the longest
+    source rounded up to a power of two (at most `source_len`), so that XLA sees few shapes.
+    Every decoder prompt is the decoder's start id alone, packed by `prompt_packer` (a
+    `PromptPacker`) into the buffer that decoding fills.
+
+    Only TensorFlow ops, like `PromptPacker`: `Generator` and the serving graph share it.
+
+    Args:
+        tokenizer: the run's tokenizer.
+        source_len: int >= 1. The encoder's context in tokens.
+        prompt_packer: the `PromptPacker` of the decoder's context and the tokenizer.
+
+    Call arguments:
+        texts: string (batch,).
+        max_new_tokens: int or int32 scalar tensor.
+
+    Returns `(packed, sources, cut)`: the decoder's `PackedPrompts`, the encoder inputs
+    (`SOURCES_SIGNATURE`) and the tokens cut from each source int32 (batch,).
+    """
+
+    def __init__(self, tokenizer, source_len, prompt_packer):
+        self.tokenizer = tokenizer
+        self.source_len = source_len
+        self.prompt_packer = prompt_packer
+        self.buckets = PromptPacker(max(source_len, 2)).buckets
+
+    def __call__(self, texts, max_new_tokens):
+        encoded = encode_sources(self.tokenizer, texts, self.source_len)
+        token_ids, padding_mask = encoded["encoder_token_ids"], encoded["encoder_padding_mask"]
+        width = tf.shape(token_ids)[1]
+        buckets = tf.constant(self.buckets, tf.int32)
+        bucket = tf.reduce_min(tf.where(buckets >= width, buckets, buckets[-1]))
+        padding = [[0, 0], [0, tf.maximum(tf.minimum(bucket, self.source_len) - width, 0)]]
+        sources = {"encoder_token_ids": tf.pad(token_ids, padding), "encoder_padding_mask": tf.pad(padding_mask, padding)}
+        # No decoder tokens yet: the packer puts the start id in front of each empty prompt.
+        rows = tf.shape(texts, out_type=tf.int64)[0]
+        empty = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), tf.zeros([rows], tf.int64))
+        return self.prompt_packer(empty, max_new_tokens), sources, encoded["cut"]

@@ -13,11 +13,14 @@ from tfllm import config as config_lib
 from tfllm.data.labeled import read_classification, read_prompt_completion
 from tfllm.data.masking import masked_lm_dataset
 from tfllm.data.pipeline import lm_dataset
-from tfllm.data.training_data import classify_data, corpus_data, sft_data
+from tfllm.data.source_target import read_source_target
+from tfllm.data.training_data import classify_data, corpus_data, seq2seq_data, sft_data
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.classifier import Classifier, pooled_position
 from tfllm.models.gpt_backbone import GPTBackbone
 from tfllm.models.masked_lm import MaskedLM
+from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
+from tfllm.models.seq2seq_lm import Seq2SeqLM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,12 @@ class Task:
         generates: whether a trained run generates text (`tfllm generate`, generation metrics).
         export: the servable a trained run exports: "generation", "classify" or None.
         next_step: the command to suggest once it is trained, with `{run_dir}`.
+        encoder_decoder: whether a prompt is a source that an encoder reads and the generated
+            text a target on its own (printed alone; evaluated on source/target pairs, with
+            the loss of the references), rather than a continuation of the prompt.
+        backbone: `(config, vocabulary_size, causal) -> backbone` of the task model.
+        pretrained_part: `(model, pretrained_task) -> the part of the model` that a run of
+            `pretrained_task` (one of `init_from`) initializes: a backbone with the same weights.
     """
 
     name: str
@@ -53,6 +62,10 @@ class Task:
     generates: bool
     export: typing.Optional[str]
     next_step: str
+    encoder_decoder: bool = False
+    backbone: typing.Callable = lambda config, vocabulary_size, causal: build_backbone(
+        config.model, vocabulary_size, config.max_seq_len, causal)
+    pretrained_part: typing.Callable = lambda model, pretrained_task: model.backbone
 
     @property
     def labeled(self):
@@ -113,6 +126,19 @@ TASKS = {
             monitor=("val_loss", "min"), init_from=("causal_lm", "sft"), generates=True, export="generation",
             next_step="tfllm evaluate --run-dir {run_dir} --data FILE.jsonl",
         ),
+        Task(
+            name="seq2seq", summary="turns source texts into target texts", causal=True,
+            read_examples=read_source_target,
+            datasets=lambda config, examples, tokenizer, strategy, causal: seq2seq_data(
+                config, examples, tokenizer, strategy),
+            head=lambda backbone, config, num_classes: Seq2SeqLM(backbone),
+            monitor=("val_loss", "min"), init_from=("seq2seq", "masked_lm"), generates=True, export="generation",
+            next_step="tfllm evaluate --run-dir {run_dir} --data FILE.jsonl", encoder_decoder=True,
+            backbone=lambda config, vocabulary_size, causal: build_seq2seq_backbone(config, vocabulary_size),
+            # A masked LM's bidirectional backbone is the encoder's; the decoder starts fresh.
+            pretrained_part=lambda model, pretrained_task: (
+                model.backbone.encoder if pretrained_task == "masked_lm" else model.backbone),
+        ),
     )
 }
 
@@ -148,8 +174,33 @@ def build_backbone(model_config, vocabulary_size, max_seq_len, causal):
     )
 
 
+def build_seq2seq_backbone(config, vocabulary_size):
+    """The `model` section of a seq2seq config as a `Seq2SeqBackbone`."""
+    m = config.model
+    return Seq2SeqBackbone(
+        vocabulary_size=vocabulary_size,
+        num_encoder_layers=config.num_encoder_layers,
+        num_decoder_layers=config.num_decoder_layers,
+        num_heads=m.num_heads,
+        hidden_dim=m.hidden_dim,
+        intermediate_dim=m.intermediate_dim,
+        max_source_length=config.source_len,
+        max_sequence_length=config.max_seq_len,
+        dropout=m.dropout,
+        position=m.position,
+        norm=m.norm,
+        norm_epsilon=m.norm_epsilon,
+        mlp=m.mlp,
+        num_key_value_heads=m.num_kv_heads or None,
+        rope_theta=m.rope_theta,
+        use_bias=m.use_bias,
+        tie_embeddings=m.tie_embeddings,
+        norm_first=m.norm_position == "pre",
+    )
+
+
 def build_model(config, vocabulary_size, causal, num_classes=None):
     """The task model of `config` over a backbone that attends causally when `causal` (see
     `Task.attends_causally`). A classifier needs `num_classes`."""
-    backbone = build_backbone(config.model, vocabulary_size, config.max_seq_len, causal=causal)
-    return TASKS[config.model.task].head(backbone, config, num_classes)
+    task = TASKS[config.model.task]
+    return task.head(task.backbone(config, vocabulary_size, causal), config, num_classes)

@@ -4,13 +4,16 @@
     tfllm evaluate --run-dir runs/gpt-tiny --data docs.jsonl --metrics perplexity bits_per_byte
     tfllm evaluate --run-dir runs/gpt-tiny --data pairs.jsonl --max-new-tokens 32 --strategy greedy
     tfllm evaluate --run-dir runs/classify-tiny --data labeled.jsonl    # accuracy, macro-F1
+    tfllm evaluate --run-dir runs/seq2seq-tiny --data pairs.jsonl       # BLEU, chrF, ROUGE, loss
 
 Text data (.txt, .jsonl with "text", directories, globs: whatever `tfllm train` reads) gives
 loss, perplexity and bits per byte over every token (see `tfllm.evaluation.TextScorer` for
 exactly which tokens and bytes count). A .jsonl file whose lines hold "prompt" and
 "reference" strings gives BLEU and ROUGE of the generated completions (and accuracy and
 macro-F1 when asked for, reading each completion as a label), with the decoding settings in
-the report. A `classify` run reads .jsonl lines with "text" and "label" (labels of its
+the report. A `seq2seq` run reads pairs only ("source" and "target", or "prompt" and
+"reference"): it gives BLEU, chrF and ROUGE of the generated targets, and the loss and
+perplexity of the references given their sources. A `classify` run reads .jsonl lines with "text" and "label" (labels of its
 labels.json) and gives accuracy and macro-F1 of its predicted classes, with the predictions
 (text, label, predicted) in NAME.predictions.jsonl. A `masked_lm` run is not evaluated: fine-tune
 it into a classifier.
@@ -32,14 +35,18 @@ from tfllm.data.finetune_pipeline import classify_dataset
 from tfllm.data.labeled import read_classification
 from tfllm.data.readers import iter_documents
 from tfllm.errors import UserError
-from tfllm.evaluation import TextScorer, bleu_score, is_pairs_file, label_scores, read_pairs, rouge_scores
+from tfllm.evaluation import (TextScorer, bleu_score, chrf_score, is_pairs_file, label_scores, read_pairs,
+                              rouge_scores, score_targets)
 from tfllm.generator import Generator
 from tfllm.run import Run
 from tfllm.trainers.generate import check_max_new_tokens, make_sampler
 
 TEXT_METRICS = ("loss", "perplexity", "bits_per_byte")
-GENERATION_METRICS = ("bleu", "rouge", "accuracy", "macro_f1")
+GENERATION_METRICS = ("bleu", "chrf", "rouge", "accuracy", "macro_f1")
 DEFAULT_GENERATION_METRICS = ("bleu", "rouge")
+# An encoder-decoder's pairs also give the loss of its references.
+REFERENCE_METRICS = ("loss", "perplexity")
+DEFAULT_ENCODER_DECODER_METRICS = ("bleu", "chrf", "rouge", *REFERENCE_METRICS)
 CLASSIFY_METRICS = ("accuracy", "macro_f1")
 
 
@@ -68,7 +75,10 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
     if task.labeled:
         return evaluate_classifier(run, data, metrics, batch_size)
     kind = "generation" if is_pairs_file(data) else "text"
-    metrics = check_metrics(metrics, kind, data)
+    if task.encoder_decoder and kind == "text":
+        raise UserError(f'{data} holds no pairs; {run_dir} is a {task.name} run, evaluated on a .jsonl file whose lines '
+                        'hold "source" and "target" (or "prompt" and "reference") strings')
+    metrics = check_metrics(metrics, kind, data, task.encoder_decoder)
     if kind == "generation":
         check_max_new_tokens(decoding["max_new_tokens"])
         sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
@@ -84,8 +94,13 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
         generator = Generator(model, tokenizer, max_length=config.max_seq_len)
         completions = generate_completions(generator, prompts, sampler, decoding["max_new_tokens"], batch_size)
         report["metrics"] = generation_metrics(metrics, completions, references)
-        if "bleu_signature" in report["metrics"]:
-            report["bleu_signature"] = report["metrics"].pop("bleu_signature")
+        for signature in ("bleu_signature", "chrf_signature"):
+            if signature in report["metrics"]:
+                report[signature] = report["metrics"].pop(signature)
+        if any(name in REFERENCE_METRICS for name in metrics):
+            scores = score_targets(model, tokenizer, prompts, references, config.source_len, config.model.seq_len,
+                                   batch_size)
+            report["metrics"].update({name: scores[name] for name in REFERENCE_METRICS if name in metrics})
         report.update({"examples": len(prompts), "decoding": decoding})
         predictions = [{"prompt": p, "reference": r, "completion": c}
                        for p, r, c in zip(prompts, references, completions)]
@@ -94,10 +109,13 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
     return report
 
 
-def check_metrics(metrics, kind, data):
-    """The metrics to report: the requested ones, each valid for this kind of data."""
-    available = TEXT_METRICS if kind == "text" else GENERATION_METRICS
+def check_metrics(metrics, kind, data, encoder_decoder=False):
+    """The metrics to report: the requested ones, each valid for this kind of data (and, for
+    an encoder-decoder's pairs, the loss of the references)."""
+    available = TEXT_METRICS if kind == "text" else GENERATION_METRICS + REFERENCE_METRICS * encoder_decoder
     if not metrics:
+        if encoder_decoder:
+            return DEFAULT_ENCODER_DECODER_METRICS
         return TEXT_METRICS if kind == "text" else DEFAULT_GENERATION_METRICS
     for name in metrics:
         if name not in TEXT_METRICS + GENERATION_METRICS:
@@ -194,6 +212,8 @@ def generation_metrics(metrics, completions, references):
     values = {}
     if "bleu" in metrics:
         values.update(bleu_score(completions, references))
+    if "chrf" in metrics:
+        values.update(chrf_score(completions, references))
     if "rouge" in metrics:
         values.update(rouge_scores(completions, references))
     if "accuracy" in metrics or "macro_f1" in metrics:

@@ -7,6 +7,7 @@ import keras
 
 from tfllm.errors import UserError
 from tfllm.flops import training_flops_per_token
+from tfllm.losses import SmoothedSparseCrossentropy
 from tfllm.optimizers import adamw
 from tfllm.schedules import WarmupCosineDecay
 from tfllm.trainers.callbacks import make_callbacks
@@ -16,8 +17,11 @@ def compile_model(session, model):
     """`model.compile` with the run's optimizer and step settings; call inside the strategy scope."""
     t = session.config.train
     schedule = WarmupCosineDecay(t.learning_rate, t.min_learning_rate, t.warmup_steps, t.steps)
+    loss = "auto"
+    if t.label_smoothing:
+        loss = SmoothedSparseCrossentropy(t.label_smoothing, reduction=model.default_loss().reduction)
     model.compile(
-        optimizer=adamw(schedule, t.weight_decay, t.beta1, t.beta2, t.clip_norm),
+        optimizer=adamw(schedule, t.weight_decay, t.beta1, t.beta2, t.clip_norm), loss=loss,
         jit_compile=session.jit_compile, steps_per_execution=t.steps_per_execution,
         grad_accum_steps=t.grad_accum_steps,
     )

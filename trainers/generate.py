@@ -7,8 +7,9 @@
 `--prompts-file` is a .txt file with one prompt per non-blank line, or a .jsonl file with a
 "prompt" string per line. Each completion is printed after its prompt, then a line of dashes.
 A prompt too long for the context keeps its last tokens (a warning says how many). Only
-`causal_lm` and `sft` runs generate; a `classify` run is used with `tfllm evaluate` or
-`tfllm export`.
+`causal_lm`, `sft` and `seq2seq` runs generate; a `classify` run is used with `tfllm evaluate`
+or `tfllm export`. A `seq2seq` run reads each prompt as a source and prints its target alone
+(a source too long for the encoder keeps its first tokens).
 """
 
 import json
@@ -108,14 +109,16 @@ def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0
     model, _ = run.load_model()
     check_max_new_tokens(max_new_tokens, run.config.max_seq_len)
     generator = Generator(model, run.tokenizer, max_length=run.config.max_seq_len)
+    # A continuation follows its prompt; an encoder-decoder's target stands alone.
+    shown = (lambda prompt: "") if run.task.encoder_decoder else (lambda prompt: prompt)
     if not stream:
         completions = generator.generate(list(prompts), max_new_tokens, sampler, stop_strings=stop_strings)
         for prompt, completion in zip(prompts, completions):
-            print(f"{prompt}{completion}")
+            print(f"{shown(prompt)}{completion}")
             print(SEPARATOR)
         return
     for prompt in prompts:
-        print(prompt, end="", flush=True)
+        print(shown(prompt), end="", flush=True)
         generator.generate([prompt], max_new_tokens, sampler, stop_strings=stop_strings,
                            on_text=lambda row, piece: print(piece, end="", flush=True))
         print()

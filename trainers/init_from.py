@@ -16,7 +16,7 @@ from tfllm.tasks import TASKS
 # The model keys that fix the backbone's weights.
 FIXED_MODEL_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "position", "rope_theta",
                     "rope_scaling", "norm", "norm_epsilon", "norm_position", "mlp", "num_kv_heads", "use_bias",
-                    "qkv_bias", "tie_embeddings", "pooler")
+                    "qkv_bias", "tie_embeddings", "pooler", "num_encoder_layers", "num_decoder_layers")
 FIXED_DATA_KEYS = ("tokenizer", "vocab_size")
 
 
@@ -46,6 +46,7 @@ def resolve(config, written_keys=None):
     if previous.model.position == "learned":
         # Learned position embeddings have one row per position of the pretrained context.
         fixed["model.max_seq_len"] = previous.max_seq_len
+        fixed["model.source_len"] = previous.model.source_len
     current, defaults = config.flat(), config_lib.Config().flat()
     if written_keys is None:
         written_keys = {key for key, value in current.items() if value != defaults[key]}
@@ -68,10 +69,12 @@ def _same_context(key, config, value):
     return key == "model.max_seq_len" and config.max_seq_len == value
 
 
-def load_backbone(model, pretrained):
-    """Copy the trained weights of the pretrained `Run`'s backbone into `model.backbone`."""
+def load_backbone(model, pretrained, task):
+    """Copy the trained weights of the pretrained `Run`'s backbone into the part of `model` (of
+    `task`) that the run initializes (`Task.pretrained_part`: the backbone, or a seq2seq encoder)."""
     source_model, checkpoint = pretrained.load_model()
-    source, target = source_model.backbone.weights, model.backbone.weights
+    part = task.pretrained_part(model, pretrained.config.model.task)
+    source, target = source_model.backbone.weights, part.weights
     if len(source) != len(target):
         raise UserError(
             f"train.init_from={pretrained.path}: its backbone has {len(source)} weight tensors, this model "

@@ -6,14 +6,13 @@ A task that trains on raw text (its record has no `read_examples`) cleans and sp
 the one already in the run dir, or one trained on the training split.
 """
 
-import math
 import os
-import random
 import time
 
 from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus import iter_texts, prepare_corpus
 from tfllm.data.corpus_stats import CorpusStats, STATS_FILE
+from tfllm.data.example import split_examples
 from tfllm.data.labeled import LabelMap
 from tfllm.data.training_data import Examples
 from tfllm.errors import UserError
@@ -53,21 +52,23 @@ def prepare_text(config, run):
 
 
 def read_examples(config, task):
-    """The task's examples: `data.val_path`, or a seeded `data.val_fraction` split of `data.path`."""
+    """The task's examples: `data.val_path`, or a seeded `data.val_fraction` split of `data.path`
+    (`split_examples`: whole groups to one side when the examples have groups)."""
     d = config.data
     train = task.read_examples(d.path)
     if d.val_path:
         val = task.read_examples(d.val_path)
     else:
-        shuffled = list(train)
-        random.Random(config.train.seed).shuffle(shuffled)
-        n_val = math.ceil(len(shuffled) * d.val_fraction) if d.val_fraction > 0 else 0
-        if n_val == 0 or n_val >= len(shuffled):
+        # Examples with a group (the module of a built-in function) keep each group on one side.
+        n = len(train)
+        train, val = split_examples(train, d.val_fraction, config.train.seed)
+        if not train or not val:
+            groups = len({example.group for example in train + val} - {None})
+            within = f" in {groups} group(s), each kept on one side," if groups else ""
             raise UserError(
-                f"{d.path}: {len(shuffled)} examples leave none for training or validation with "
+                f"{d.path}: {n} examples{within} leave none for training or validation with "
                 f"data.val_fraction={d.val_fraction}; set data.val_path or another data.val_fraction"
             )
-        train, val = shuffled[n_val:], shuffled[:n_val]
     print(f"{task.name}: {len(train)} training and {len(val)} validation examples")
     label_map = None
     if task.labeled:

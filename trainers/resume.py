@@ -27,7 +27,9 @@ RESUMABLE_KEYS = frozenset({
 })
 # Keys added after runs began to store fingerprints, with their defaults: left out of a fingerprint
 # while at the default, so that a run saved before the key existed still resumes.
-KEYS_ADDED_LATER = {"model.qkv_bias": None, "model.rope_scaling": None, "model.pooler": False}
+KEYS_ADDED_LATER = {"model.qkv_bias": None, "model.rope_scaling": None, "model.pooler": False,
+                    "model.num_encoder_layers": 0, "model.num_decoder_layers": 0, "model.source_len": 0,
+                    "train.label_smoothing": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ def train(config, run_dir, written_keys=None):
             num_classes = source.label_map.num_classes if task.labeled else None
             model = build_model(config, tokenizer.vocabulary_size, causal, num_classes)
             if pretrained:
-                init_from.load_backbone(model, pretrained)
+                init_from.load_backbone(model, pretrained, task)
             compile_model(session, model)
         if session.chief and pretrained:
             session.run.save_backbone_info(pretrained.path, causal)

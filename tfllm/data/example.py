@@ -1,13 +1,19 @@
-"""The unit every labeled-data reader yields."""
+"""The unit every labeled-data reader yields, and the seeded train/validation split of a list of them."""
+
+import math
+import random
 
 
 class Example(tuple):
-    """A pair read from one line, `(text, label)` or `(prompt, completion)`, unpacking as a 2-tuple.
+    """A pair read from one line, `(text, label)`, `(prompt, completion)` or `(source, target)`,
+    unpacking as a 2-tuple.
 
     Args:
-        first: the text or prompt.
-        second: the label or completion.
+        first: the text, prompt or source.
+        second: the label, completion or target.
         source: str, `"FILE:LINE"` of the line it was read from.
+        group: optional, what the example shares with others that must stay on one side of a
+            train/validation split (the module a built-in function comes from); None for none.
 
     Example:
 
@@ -16,10 +22,40 @@ class Example(tuple):
     ('greeting', 'train.jsonl:1')
     """
 
-    def __new__(cls, first, second, source: str):
+    def __new__(cls, first, second, source: str, group=None):
         pair = super().__new__(cls, (first, second))
         pair.source = source
+        pair.group = group
         return pair
 
     def __getnewargs__(self):
-        return (self[0], self[1], self.source)
+        return (self[0], self[1], self.source, self.group)
+
+
+def split_examples(examples: list, val_fraction: float, seed: int) -> tuple:
+    """`(train, val)`: a seeded split that gives validation at least `val_fraction` of `examples`.
+
+    Without groups (every `group` None) the examples are shuffled with `seed` and the first
+    `ceil(len(examples) * val_fraction)` go to validation. With groups, whole groups are shuffled
+    with `seed` and go to validation until it holds that many examples, so that no group is on
+    both sides: a model must not be validated on functions of the modules it trained on. An
+    example without a group is then a group of its own.
+
+    Either side may come back empty (a `val_fraction` of 0 or 1, a single group); the caller
+    says what to do about it.
+    """
+    n_val = math.ceil(len(examples) * val_fraction) if val_fraction > 0 else 0
+    if all(example.group is None for example in examples):
+        shuffled = list(examples)
+        random.Random(seed).shuffle(shuffled)
+        return shuffled[n_val:], shuffled[:n_val]
+    groups = {}  # key -> its examples, in first-seen order (so the split depends on the seed only)
+    for i, example in enumerate(examples):
+        key = ("group", example.group) if example.group is not None else ("example", i)
+        groups.setdefault(key, []).append(example)
+    shuffled = list(groups.values())
+    random.Random(seed).shuffle(shuffled)
+    train, val = [], []
+    for members in shuffled:
+        (val if len(val) < n_val else train).extend(members)
+    return train, val

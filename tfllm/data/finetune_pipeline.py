@@ -56,13 +56,13 @@ def classify_dataset(
         `y` the int32 class ids, `(batch_size,)`.
     """
     _check_pooling(pooling)
-    _check(len(texts), len(label_ids), seq_len, batch_size, minimum_seq_len=2)
+    check_examples(len(texts), len(label_ids), seq_len, batch_size, minimum_seq_len=2)
     columns = (tf.constant(list(texts), tf.string), tf.constant(list(label_ids), tf.int32))
 
     def encode(texts, labels):
         return encode_classification(tokenizer, texts, seq_len, pooling), labels
 
-    return _batch(columns, encode, len(texts), batch_size, shuffle, seed, repeat, drop_remainder)
+    return batch_examples(columns, encode, len(texts), batch_size, shuffle, seed, repeat, drop_remainder)
 
 
 def encode_classification(tokenizer, texts: tf.Tensor, seq_len: int, pooling: str) -> dict:
@@ -94,7 +94,7 @@ def encode_classification(tokenizer, texts: tf.Tensor, seq_len: int, pooling: st
         ids = prepend_start_id(ids, tokenizer.start_id, tokenizer.eos_id)[:, :seq_len]
     else:
         ids = tf.concat([ids[:, : seq_len - 1], eos], axis=1)
-    token_ids, padding_mask = _pad(ids, seq_len)
+    token_ids, padding_mask = pad_ragged(ids, seq_len)
     return {"token_ids": token_ids, "padding_mask": padding_mask}
 
 
@@ -133,7 +133,7 @@ def sft_dataset(
         final EOS and 0.0 where it is a prompt token or padding; all
         `(batch_size, seq_len)`.
     """
-    _check(len(prompts), len(completions), seq_len, batch_size, minimum_seq_len=1)
+    check_examples(len(prompts), len(completions), seq_len, batch_size, minimum_seq_len=1)
     columns = (tf.constant(list(prompts), tf.string), tf.constant(list(completions), tf.string))
 
     def encode(prompts, completions):
@@ -149,22 +149,24 @@ def sft_dataset(
             [tf.zeros_like(prompt, tf.float32), tf.ones_like(completion, tf.float32), tf.ones_like(eos, tf.float32)],
             axis=1,
         )[:, : seq_len + 1]
-        token_ids, padding_mask = _pad(sequence[:, :-1], seq_len)
-        next_ids, _ = _pad(sequence[:, 1:], seq_len)
+        token_ids, padding_mask = pad_ragged(sequence[:, :-1], seq_len)
+        next_ids, _ = pad_ragged(sequence[:, 1:], seq_len)
         weights = target[:, 1:].to_tensor(0.0, shape=[None, seq_len])  # (batch, seq_len)
         return {"token_ids": token_ids, "padding_mask": padding_mask}, next_ids, weights
 
-    return _batch(columns, encode, len(prompts), batch_size, shuffle, seed, repeat, drop_remainder)
+    return batch_examples(columns, encode, len(prompts), batch_size, shuffle, seed, repeat, drop_remainder)
 
 
-def _pad(ids: tf.RaggedTensor, seq_len: int):
-    """Right-pads ragged `(batch, <= seq_len)` ids: int32 `(token_ids, padding_mask)`, `(batch, seq_len)`."""
+def pad_ragged(ids: tf.RaggedTensor, seq_len=None):
+    """Right-pads ragged `(batch, <= seq_len)` ids: int32 `(token_ids, padding_mask)`, `(batch, seq_len)`;
+    with `seq_len` None, to the longest row."""
     token_ids = ids.to_tensor(PAD_ID, shape=[None, seq_len])
-    padding_mask = tf.sequence_mask(ids.row_lengths(), seq_len, dtype=tf.int32)
+    padding_mask = tf.sequence_mask(ids.row_lengths(), tf.shape(token_ids)[1] if seq_len is None else seq_len,
+                                    dtype=tf.int32)
     return token_ids, padding_mask
 
 
-def _batch(columns, encode, size, batch_size, shuffle, seed, repeat, drop_remainder):
+def batch_examples(columns, encode, size, batch_size, shuffle, seed, repeat, drop_remainder):
     """Batches of `encode(*columns)` over the in-memory example `columns` (tensors of `size` rows)."""
     epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
 
@@ -186,7 +188,7 @@ def _check_pooling(pooling: str) -> None:
         raise ValueError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling!r}")
 
 
-def _check(size: int, other_size: int, seq_len: int, batch_size: int, *, minimum_seq_len: int) -> None:
+def check_examples(size: int, other_size: int, seq_len: int, batch_size: int, *, minimum_seq_len: int) -> None:
     if size != other_size:
         raise ValueError(f"Every example needs one of each input. Received: {size} and {other_size}")
     if size == 0:

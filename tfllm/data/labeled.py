@@ -4,10 +4,12 @@ A path is a `.jsonl` file, a directory (every `.jsonl` file below it, sorted),
 or a glob (or a built-in set, `tfllm.data.builtin_examples`). Classification lines are `{"text": "...", "label": "spam"}` (labels
 are all strings or all integers); prompt/completion lines are
 `{"prompt": "...", "completion": "..."}`. Every mistake in a file is a
-`UserError` naming `FILE:LINE`.
+`UserError` naming `FILE:LINE`. `tfllm.data.source_target` reads its files with the same
+helpers (`labeled_files`, `utf8_lines`, `read_pairs`).
 """
 
 import codecs
+import glob
 import json
 import os
 from typing import Iterator, Sequence, Union
@@ -15,7 +17,7 @@ from typing import Iterator, Sequence, Union
 from tfllm.data.builtin import is_builtin
 from tfllm.data.builtin_examples import builtin_examples
 from tfllm.data.example import Example
-from tfllm.data.readers import describe_json_error, resolve_files
+from tfllm.data.readers import describe_json_error
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
 
@@ -70,12 +72,21 @@ def read_prompt_completion(path: str) -> list[Example]:
     """
     if is_builtin(path):
         return builtin_examples(path, "sft")
+    return read_pairs(path, ("prompt", "completion"))
+
+
+def read_pairs(path: str, keys: tuple) -> list[Example]:
+    """The examples of the JSON Lines at `path` whose lines hold two strings, under `keys`.
+
+    Raises:
+        UserError: as `read_classification`.
+    """
     examples = []
-    for source, record in _records(path, ("prompt", "completion")):
-        for key in ("prompt", "completion"):
+    for source, record in _records(path, keys):
+        for key in keys:
             _check_string(record[key], key, source)
-        examples.append(Example(record["prompt"], record["completion"], source))
-    _check_not_empty(examples, path, '{"prompt": "...", "completion": "..."}')
+        examples.append(Example(record[keys[0]], record[keys[1]], source))
+    _check_not_empty(examples, path, "{" + ", ".join(f'"{key}": "..."' for key in keys) + "}")
     return examples
 
 
@@ -186,8 +197,8 @@ def balanced_class_weights(label_ids: Sequence[int], num_classes: int) -> dict[i
 
 def _records(path: str, keys: tuple) -> Iterator[tuple]:
     """`("FILE:LINE", record)` for every non-blank line of the files of `path`, each holding `keys`."""
-    for file in _jsonl_files(path):
-        for source, line in _lines(file):
+    for file in labeled_files(path):
+        for source, line in utf8_lines(file):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
@@ -209,20 +220,41 @@ def _invalid_json(source: str, problem: str, keys: tuple) -> UserError:
     return UserError(f"{source}: not valid JSON ({problem}); each line must be one JSON object with {_keys(keys)}.")
 
 
-def _jsonl_files(path: str) -> list[str]:
+def labeled_files(path: str, suffixes: tuple = (".jsonl",)) -> list[str]:
+    """The files `path` stands for: itself when a file (whatever its name), else the files
+    named `*SUFFIX` in the directory (recursively) or matching the glob, sorted; hidden files
+    and directories are skipped.
+
+    Raises:
+        UserError: naming `path` when it does not exist or holds no such file.
+    """
     if os.path.isfile(path):
         return [path]
-    if not os.path.exists(path) and not any(c in path for c in "*?["):
-        raise UserError(f"{path} does not exist; give a .jsonl file, a directory of .jsonl files or a glob.")
-    # A directory or glob may also hold the .txt/.md files resolve_files takes for corpora.
-    files = [file for file in resolve_files(path) if file.endswith(".jsonl")]
+    kinds = " or ".join(suffixes)
+    is_glob = any(c in path for c in "*?[")
+    if not os.path.exists(path) and not is_glob:
+        raise UserError(f"{path} does not exist; give a {kinds} file, a directory of {kinds} files or a glob.")
+    matches = sorted(glob.glob(path, recursive=True)) if is_glob and not os.path.isdir(path) else [path]
+    # A directory or glob may also hold the .txt/.md files corpora are read from.
+    files = [file for match in matches for file in (_walk(match) if os.path.isdir(match) else [match])]
+    files = [file for file in files if file.endswith(suffixes)]
     if not files:
-        raise UserError(f"{path!r} holds no .jsonl files; point it at a .jsonl file, a directory of them or a glob.")
+        raise UserError(f"{path!r} holds no {kinds} files; point it at a {kinds} file, a directory of them or a glob.")
     return files
 
 
-def _lines(path: str) -> Iterator[tuple]:
-    """`("FILE:LINE", text)` of every non-blank line, decoded strictly as UTF-8."""
+def _walk(directory: str) -> list[str]:
+    found = []
+    for root, subdirs, files in os.walk(directory):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found.extend(os.path.join(root, name) for name in files if not name.startswith("."))
+    return sorted(found)
+
+
+def utf8_lines(path: str) -> Iterator[tuple]:
+    """`("FILE:LINE", text)` of every non-blank line of the file `path`, decoded strictly as
+    UTF-8 (a byte order mark opening the file is dropped); `UserError` naming `FILE:LINE` for
+    a line that is not UTF-8 or holds a NUL byte."""
     try:
         with open(path, "rb") as file:
             for number, raw in enumerate(file, start=1):
@@ -231,7 +263,7 @@ def _lines(path: str) -> Iterator[tuple]:
                     raw = raw[len(codecs.BOM_UTF8) :]
                 if b"\0" in raw:
                     raise UserError(
-                        f"{source}: NUL byte, the file looks binary; labeled data must be UTF-8 JSON Lines."
+                        f"{source}: NUL byte, the file looks binary; labeled data must be UTF-8 text."
                     )
                 try:
                     line = raw.decode("utf-8")
@@ -242,7 +274,7 @@ def _lines(path: str) -> Iterator[tuple]:
                 if line.strip():
                     yield source, line
     except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; pass a readable .jsonl file.") from None
+        raise UserError(f"cannot read {path}: {e.strerror}; pass a readable file.") from None
 
 
 def _check_string(value, key: str, source: str) -> None:

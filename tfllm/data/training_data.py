@@ -9,13 +9,17 @@ examples and batches its replicas' share, so shapes are static (as TPUs need).
 """
 
 import collections
+import logging
 import math
 
 import tensorflow as tf
 
 from tfllm.data.finetune_pipeline import classify_dataset, sft_dataset
 from tfllm.data.labeled import balanced_class_weights
+from tfllm.data.seq2seq_pipeline import encode_sources, encode_targets, seq2seq_dataset
 from tfllm.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 TrainingData = collections.namedtuple("TrainingData", "train_at val_ds val_batches")
 # Labeled examples of a fine-tuning run: training and validation `Example` lists, and the
@@ -140,3 +144,43 @@ def sft_data(config, examples, tokenizer, strategy):
         )
 
     return examples_data(config, examples, strategy, build)
+
+
+def seq2seq_data(config, examples, tokenizer, strategy):
+    """Source -> target pairs of `examples`; the loss counts target tokens only. Logs one warning
+    per side when training sources or targets are too long for the model and get cut."""
+    t = config.train
+    sources, targets = count_cut(examples.train, tokenizer, config.source_len, config.model.seq_len)
+    n = len(examples.train)
+    if sources:
+        logger.warning(
+            "%d of %d training sources do not fit the %d-token source length (model.source_len) with their end-of-text "
+            "token and are cut; raise model.source_len to keep them", sources, n, config.source_len,
+        )
+    if targets:
+        logger.warning(
+            "%d of %d training targets do not fit model.seq_len=%d tokens with their end-of-text token and are cut; "
+            "raise model.seq_len to keep them", targets, n, config.model.seq_len,
+        )
+
+    def build(part, batch_size, training):
+        return seq2seq_dataset(
+            [source for source, _ in part], [target for _, target in part], tokenizer,
+            source_len=config.source_len, seq_len=config.model.seq_len, batch_size=batch_size, shuffle=training,
+            seed=t.seed, repeat=training, drop_remainder=training,
+        )
+
+    return examples_data(config, examples, strategy, build)
+
+
+def count_cut(examples, tokenizer, source_len, seq_len, batch_size=1024):
+    """`(sources, targets)`: how many of the `(source, target)` `examples` the seq2seq pipeline
+    cuts, counted with its own encoders (`encode_sources`, `encode_targets`), eagerly."""
+    sources = targets = 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        source_texts = tf.constant([source for source, _ in batch], tf.string)
+        target_texts = tf.constant([target for _, target in batch], tf.string)
+        sources += int(tf.math.count_nonzero(encode_sources(tokenizer, source_texts, source_len)["cut"]))
+        targets += int(tf.math.count_nonzero(encode_targets(tokenizer, target_texts, seq_len)[3]))
+    return sources, targets

@@ -12,7 +12,7 @@ from tfllm.layers.initializers import clone_initializer
 _MASK_VALUE = -1e9
 
 
-def _attention_bias(
+def attention_bias(
     query_length,
     key_length,
     query_start=0,
@@ -50,6 +50,26 @@ def _attention_bias(
         )
         allowed = ops.logical_and(allowed, same_segment)
     return ops.where(allowed, 0.0, _MASK_VALUE)
+
+
+def attend(query, key, value, bias, dropout=None, training=None):
+    """Softmax attention of `(batch, heads, query_len, head_dim)` queries over keys and values
+    `(batch, heads, key_len, head_dim)`, with the float32 additive `bias` of `attention_bias`.
+
+    Scores are computed in the compute dtype and softmaxed in float32; `dropout` (a Dropout
+    layer or None) drops attention probabilities. Returns `(batch, heads, query_len, head_dim)`.
+    """
+    # Scaling the queries is cheaper than scaling the (seq, seq) scores.
+    query = query * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+    # tf.matmul's transpose_b folds the key transpose into the MatMul.
+    # (batch, heads, query_len, key_len)
+    scores = tf.matmul(query, key, transpose_b=True)
+    scores = ops.cast(scores, "float32") + bias
+    probabilities = ops.cast(ops.softmax(scores, axis=-1), query.dtype)
+    if dropout is not None:
+        probabilities = dropout(probabilities, training=training)
+    # (batch, heads, query_len, head_dim)
+    return tf.matmul(probabilities, value)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -262,7 +282,7 @@ class CausalSelfAttention(keras.layers.Layer):
             query, key, value = self._split_grouped_heads(qkv, batch_size, sequence_length, start, positions)
 
         if cache is None:
-            bias = _attention_bias(
+            bias = attention_bias(
                 sequence_length,
                 sequence_length,
                 causal=self.causal,
@@ -271,7 +291,7 @@ class CausalSelfAttention(keras.layers.Layer):
             )
         else:
             key, value, cache = self._update_cache(key, value, cache, cache_index)
-            bias = _attention_bias(
+            bias = attention_bias(
                 sequence_length,
                 ops.shape(cache)[2],
                 query_start=cache_index,
@@ -339,17 +359,8 @@ class CausalSelfAttention(keras.layers.Layer):
             # Query head i reads key-value head i // groups.
             key = ops.repeat(key, groups, axis=1)
             value = ops.repeat(value, groups, axis=1)
-        # Scaling the queries is cheaper than scaling the (seq, seq) scores.
-        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
-        # tf.matmul's transpose_b folds the key transpose into the MatMul.
-        # (batch, heads, query_len, key_len)
-        scores = tf.matmul(query, key, transpose_b=True)
-        scores = ops.cast(scores, "float32") + bias
-        probabilities = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        if self.dropout > 0:
-            probabilities = self.probabilities_dropout(probabilities, training=training)
-        # (batch, heads, query_len, head_dim)
-        return tf.matmul(probabilities, value)
+        dropout = self.probabilities_dropout if self.dropout > 0 else None
+        return attend(query, key, value, bias, dropout, training)
 
     def _update_cache(self, key, value, cache, cache_index):
         """Writes the new keys/values at `cache_index`; returns all of them."""
