@@ -103,3 +103,18 @@ def causal_lm_export(causal_lm_run, tmp_path_factory):
     assert cli.main(["export", "--run-dir", causal_lm_run, "--out", out]) == 0
     assert os.path.isfile(os.path.join(out, "1", "saved_model.pb"))
     return out
+
+
+@pytest.fixture(scope="session")
+def seq2seq_run(tmp_path_factory):
+    """The run dir of one tiny encoder-decoder trained by `tfllm train` to reverse sequences of
+    words (tests/trainers/run_testing.py's `SEQ2SEQ_RUN` on `reversal_pairs`); its training
+    pairs are RUN_DIR/../train.jsonl. Tests must not write into it: copy it first."""
+    from tests.trainers.run_testing import SEQ2SEQ_RUN, reversal_pairs, write_pairs
+    from tfllm import cli
+
+    directory = tmp_path_factory.mktemp("seq2seq_run")
+    data = write_pairs(directory / "train.jsonl", reversal_pairs(640, seed=0))
+    run_dir = str(directory / "run")
+    assert cli.main(["train", "--run-dir", run_dir, f"data.path={data}", *SEQ2SEQ_RUN]) == 0
+    return run_dir

@@ -239,6 +239,16 @@ FINETUNE_CASES = [
     case(lambda env, d: train(d, env, model__task="sft", data__blank_line_documents="false",
                               data__path=write(d, "sft.jsonl", jsonl({"prompt": "p", "completion": 3}))),
          '{d}/sft.jsonl:1: "completion" is an integer 3; it must be a string', "sft-completion-not-string"),
+    case(lambda env, d: train(d, env, model__task="seq2seq", data__blank_line_documents="false",
+                              data__path=write(d, "pairs.jsonl", jsonl({"source": "a", "target": "b"},
+                                                                       {"target": "c"}))),
+         '{d}/pairs.jsonl:2: no "source" key', "seq2seq-source-missing"),
+    case(lambda env, d: train(d, env, model__task="seq2seq", data__blank_line_documents="false",
+                              data__path=write(d, "pairs.tsv", "a\tb\nc d\n")),
+         "{d}/pairs.tsv:2: no tab", "seq2seq-tsv-line-without-a-tab"),
+    case(lambda env, d: train(d, env, model__task="seq2seq", data__blank_line_documents="false",
+                              data__path=write(d, "pairs.tsv", "a\tb\tc\n")),
+         "{d}/pairs.tsv:1: 2 tabs", "seq2seq-tsv-line-with-two-tabs"),
 ]
 
 GENERATE_CASES = [

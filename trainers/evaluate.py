@@ -12,8 +12,10 @@ exactly which tokens and bytes count). A .jsonl file whose lines hold "prompt" a
 "reference" strings gives BLEU and ROUGE of the generated completions (and accuracy and
 macro-F1 when asked for, reading each completion as a label), with the decoding settings in
 the report. A `seq2seq` run reads pairs only ("source" and "target", or "prompt" and
-"reference"): it gives BLEU, chrF and ROUGE of the generated targets, and the loss and
-perplexity of the references given their sources. A `classify` run reads .jsonl lines with "text" and "label" (labels of its
+"reference"; or anything `tfllm train` reads for it: .jsonl, .tsv, builtin:NAME): it gives
+BLEU, chrF and ROUGE of the generated targets, and the loss and perplexity of the references
+given their sources. Its own training data (`data.path`) is evaluated on the run's validation
+split, the pairs it never trained on (`split` in the report). A `classify` run reads .jsonl lines with "text" and "label" (labels of its
 labels.json) and gives accuracy and macro-F1 of its predicted classes, with the predictions
 (text, label, predicted) in NAME.predictions.jsonl. A `masked_lm` run is not evaluated: fine-tune
 it into a classifier.
@@ -31,6 +33,7 @@ import tensorflow as tf
 
 from tfllm import tasks
 from tfllm.callbacks.checkpointer import checkpoint_step
+from tfllm.data.example import split_examples
 from tfllm.data.finetune_pipeline import classify_dataset
 from tfllm.data.labeled import read_classification
 from tfllm.data.readers import iter_documents
@@ -74,15 +77,13 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
         )
     if task.labeled:
         return evaluate_classifier(run, data, metrics, batch_size)
-    kind = "generation" if is_pairs_file(data) else "text"
-    if task.encoder_decoder and kind == "text":
-        raise UserError(f'{data} holds no pairs; {run_dir} is a {task.name} run, evaluated on a .jsonl file whose lines '
-                        'hold "source" and "target" (or "prompt" and "reference") strings')
+    kind = "generation" if is_pairs_file(data) or task.encoder_decoder else "text"
     metrics = check_metrics(metrics, kind, data, task.encoder_decoder)
+    split = None
     if kind == "generation":
         check_max_new_tokens(decoding["max_new_tokens"])
         sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
-        prompts, references = read_pairs(data)
+        prompts, references, split = read_references(run, data)
     model, checkpoint = run.load_model()
     config, tokenizer = run.config, run.tokenizer
     report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind}
@@ -102,11 +103,28 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
                                    batch_size)
             report["metrics"].update({name: scores[name] for name in REFERENCE_METRICS if name in metrics})
         report.update({"examples": len(prompts), "decoding": decoding})
+        if split:
+            report["split"] = split
         predictions = [{"prompt": p, "reference": r, "completion": c}
                        for p, r, c in zip(prompts, references, completions)]
     write_report(run, report_name(data), report, predictions)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return report
+
+
+def read_references(run, data):
+    """`(prompts, references, split)` of generation data: a prompt/reference .jsonl file; for an
+    encoder-decoder, also whatever its training reads (source/target .jsonl or .tsv, built-in
+    sets), and its own training data (`data.path`) gives its validation split (`split` says so)."""
+    d = run.config.data
+    own_data = os.path.normpath(data) == os.path.normpath(d.path) and not d.val_path
+    if not run.task.encoder_decoder or (is_pairs_file(data) and not own_data):
+        return (*read_pairs(data), None)
+    examples, split = run.task.read_examples(data), None
+    if own_data:
+        _, examples = split_examples(examples, d.val_fraction, run.config.train.seed)
+        split = f"validation (data.val_fraction={d.val_fraction}, train.seed={run.config.train.seed})"
+    return [source for source, _ in examples], [target for _, target in examples], split
 
 
 def check_metrics(metrics, kind, data, encoder_decoder=False):

@@ -2,6 +2,7 @@
 
     tfllm import gpt2 --run-dir runs/gpt2            # a local directory in Hugging Face layout
     tfllm import hf://openai-community/gpt2 --run-dir runs/gpt2   # downloaded first
+    tfllm import hf://facebook/bart-base --run-dir runs/bart      # an encoder-decoder: a seq2seq run
 
 The run holds config.yaml (the checkpoint's architecture as `model` keys), tokenizer/ (the
 checkpoint's own tokenizer) and checkpoints/latest/ckpt-0 (its weights), so `tfllm generate`,
@@ -18,6 +19,7 @@ from tfllm.files import staging_directory
 from tfllm.huggingface import load_model, read_config
 from tfllm.huggingface.tokenizer import load_checkpoint_tokenizer
 from tfllm.run import Run
+from tfllm.tasks import TASKS
 
 HUB_PREFIX = "hf://"
 
@@ -42,7 +44,10 @@ def download(source):
 
 
 def model_keys(backbone, task):
-    """The `model` section that rebuilds `backbone` (a `GPTBackbone`) for `task`."""
+    """The `model` section that rebuilds `backbone` (a `GPTBackbone`, or a `Seq2SeqBackbone` for
+    `task` seq2seq) for `task`."""
+    if TASKS[task].encoder_decoder:
+        return seq2seq_model_keys(backbone)
     options = backbone.get_config()
     return {
         "task": task, "num_layers": options["num_layers"], "num_heads": options["num_heads"],
@@ -55,6 +60,22 @@ def model_keys(backbone, task):
         # null unless it differs: Qwen2's query/key/value biases without the other projections'.
         "qkv_bias": None if options["qkv_bias"] == options["use_bias"] else options["qkv_bias"],
         "tie_embeddings": options["tie_embeddings"], "pooler": options["pooler"], "dropout": 0.0,
+    }
+
+
+def seq2seq_model_keys(backbone):
+    """The `model` section that rebuilds a `Seq2SeqBackbone` (`tfllm.tasks.build_seq2seq_backbone`)."""
+    options = backbone.get_config()
+    return {
+        "task": "seq2seq", "num_layers": options["num_encoder_layers"],
+        "num_encoder_layers": options["num_encoder_layers"], "num_decoder_layers": options["num_decoder_layers"],
+        "num_heads": options["num_heads"], "hidden_dim": options["hidden_dim"],
+        "intermediate_dim": options["intermediate_dim"], "seq_len": options["max_sequence_length"],
+        "source_len": options["max_source_length"], "position": options["position"],
+        "rope_theta": options["rope_theta"], "norm": options["norm"], "norm_epsilon": options["norm_epsilon"],
+        "norm_position": "pre" if options["norm_first"] else "post", "mlp": options["mlp"],
+        "num_kv_heads": options["num_key_value_heads"] or 0, "use_bias": options["use_bias"],
+        "tie_embeddings": options["tie_embeddings"], "dropout": 0.0,
     }
 
 
@@ -87,6 +108,8 @@ def import_checkpoint(source, run_dir):
 def run(args):
     imported = import_checkpoint(args.source, args.run_dir)
     config = imported.config
-    print(f"Imported {args.source} into {args.run_dir}: {config.model.num_layers} layers, width "
+    layers = (f"{config.num_encoder_layers} encoder and {config.num_decoder_layers} decoder"
+              if TASKS[config.model.task].encoder_decoder else config.model.num_layers)
+    print(f"Imported {args.source} into {args.run_dir}: {layers} layers, width "
           f"{config.model.hidden_dim}, {config.data.vocab_size} token ids, context {config.model.seq_len}; "
           f"try: tfllm generate --run-dir {args.run_dir} --prompt 'Hello'")

@@ -12,7 +12,7 @@ from tfllm import cli
 from tfllm.huggingface import load_model, save_pretrained
 from tfllm.models import Classifier
 from tfllm.run import Run
-from tfllm.tasks import build_model
+from tfllm.tasks import TASKS, build_model
 from tfllm.trainers import init_from
 
 REAL = MASK.astype(bool)
@@ -142,7 +142,7 @@ def test_classify_from_an_imported_run_reads_the_pooler(pretraining, tmp_path):
     assert pretrained.config.model.pooler is True
     config = pretrained.config.replace({"model.task": "classify"})
     classifier = build_model(config, VOCAB, causal=False, num_classes=NUM_CLASSES)
-    init_from.load_backbone(classifier, pretrained)
+    init_from.load_backbone(classifier, pretrained, TASKS["classify"])
     reference = sequence_classification(directory)
     with torch.no_grad():
         want = reference(**torch_inputs()).logits.numpy()

@@ -115,3 +115,35 @@ def wait_for_step(run_dir, step, processes, timeout=240):
                 return True
         time.sleep(0.02)
     return False
+
+
+# The run of the `seq2seq_run` fixture: an encoder-decoder that learns to reverse a sequence of
+# one-letter words ("a c f" -> "f c a") from `reversal_pairs`, with a char tokenizer (each word
+# one token, a space between), in seconds.
+REVERSAL_WORDS = "abcdefgh"
+SEQ2SEQ_CONTEXT = 12
+SEQ2SEQ_RUN = [
+    "model.task=seq2seq", "data.tokenizer=char", "data.vocab_size=32", "data.val_fraction=0.1",
+    "model.num_layers=2", "model.num_heads=4", "model.hidden_dim=64", "model.intermediate_dim=128",
+    f"model.seq_len={SEQ2SEQ_CONTEXT}", f"model.source_len={SEQ2SEQ_CONTEXT}", "train.batch_size=32",
+    "train.steps=200", "train.eval_every=100", "train.eval_batches=2", "train.log_every=50", "train.warmup_steps=20",
+    "train.learning_rate=3e-3", "train.min_learning_rate=3e-4", "train.samples=0", "train.precision=float32",
+]
+
+
+def reversal_pairs(count, seed):
+    """`count` (source, target) pairs: 2 to 5 one-letter words, and the same words reversed."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(count):
+        words = list(rng.choice(list(REVERSAL_WORDS), size=rng.integers(2, 6)))
+        pairs.append((" ".join(words), " ".join(reversed(words))))
+    return pairs
+
+
+def write_pairs(path, pairs, fields=("source", "target")):
+    """`pairs` as JSON Lines with `fields`; returns `path`."""
+    with open(path, "w", encoding="utf-8") as f:
+        for first, second in pairs:
+            f.write(json.dumps({fields[0]: first, fields[1]: second}) + "\n")
+    return str(path)

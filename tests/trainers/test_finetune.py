@@ -104,7 +104,7 @@ def test_init_from_copies_every_backbone_tensor_exactly(bert_run, classify_run):
     config = config_lib.load_config(os.path.join(classify_run, "config.yaml"))
     vocabulary_size = load_tokenizer(os.path.join(classify_run, "tokenizer")).vocabulary_size
     model = build_model(config, vocabulary_size, False, num_classes=5)
-    checkpoint = init_from.load_backbone(model, Run.open(bert_run))
+    checkpoint = init_from.load_backbone(model, Run.open(bert_run), TASKS["classify"])
     reader = tf.train.load_checkpoint(checkpoint)
     backbone = model.backbone.weights
     assert len(backbone) > 20

@@ -1,4 +1,4 @@
-"""A Hugging Face checkpoint directory as a tfllm `CausalLM` with the checkpoint's weights."""
+"""A Hugging Face checkpoint directory as a tfllm task model with the checkpoint's weights."""
 
 import functools
 import json
@@ -9,11 +9,17 @@ import tensorflow as tf
 from keras.src.backend.common import global_state
 
 from tfllm.errors import UserError
-from tfllm.huggingface.families import COPY, FAMILIES, ROWS, to_variable
-from tfllm.huggingface.safetensors_reader import SafetensorsReader
+from tfllm.huggingface.families import COPIES, COPY, FAMILIES, ROWS, to_variable
+from tfllm.huggingface.safetensors_reader import SINGLE_FILE, SafetensorsReader
 from tfllm.models import CausalLM, GPTBackbone, MaskedLM
+from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
+from tfllm.models.seq2seq_lm import Seq2SeqLM
 
-TASK_MODELS = {"causal_lm": CausalLM, "masked_lm": MaskedLM}
+# A family's task: (backbone class, task model class).
+TASK_MODELS = {"causal_lm": (GPTBackbone, CausalLM), "masked_lm": (GPTBackbone, MaskedLM),
+               "seq2seq": (Seq2SeqBackbone, Seq2SeqLM)}
+# The backbone options that `max_sequence_length` shortens (a seq2seq backbone's source too).
+CONTEXT_OPTIONS = ("max_sequence_length", "max_source_length")
 CHUNK_BYTES = 16 << 20  # tensors larger than this are read in blocks of rows
 CHUNK_ROWS = 4096
 
@@ -43,30 +49,41 @@ def load_causal_lm(directory, max_sequence_length=None):
 
 
 def load_model(directory, max_sequence_length=None, task=None):
-    """The checkpoint in `directory` as the float32 task model its family holds (`CausalLM`, or
-    `MaskedLM` for BERT); `task` names the one the caller needs."""
+    """The checkpoint in `directory` as the float32 task model its family holds (`CausalLM`,
+    `MaskedLM` for BERT, `Seq2SeqLM` for BART); `task` names the one the caller needs."""
     config, family = read_config(directory)
     if task not in (None, family.task):
         raise UserError(f"{directory} holds a {family.model_type} checkpoint, a {family.task} model; "
                         f"a {task} model is needed here")
     options = family.backbone_options(config)
-    if max_sequence_length:
-        options["max_sequence_length"] = min(max_sequence_length, options["max_sequence_length"])
+    for key in CONTEXT_OPTIONS:
+        if max_sequence_length and key in options:
+            options[key] = min(max_sequence_length, options[key])
     reader = SafetensorsReader(directory)
     stored = reader.names()
 
     def stored_name(name):
-        return next((prefix + name for prefix in family.prefixes if prefix + name in stored), name)
+        return next((alias for alias in family.aliases(name) if alias in stored), name)
 
-    options.update(family.stored_options(lambda name: stored_name(name) in stored))
+    def has(name):
+        return stored_name(name) in stored
+
+    options.update(family.stored_options(has))
+    unsupported = family.unsupported_tensor(config, has, lambda name: reader(stored_name(name)))
+    if unsupported:
+        name, why = unsupported
+        filename = SINGLE_FILE if reader.files is None else reader.files[stored_name(name)]
+        raise UserError(f"{os.path.join(directory, filename)}: tensor {stored_name(name)!r} {why}")
+    backbone_class, task_class = TASK_MODELS[family.task]
     # Built without values (Keras's deferred initialization), then each variable is created from
     # its checkpoint tensor, read as the variable is made: importing never holds a random model
     # beside the checkpoint's tensors (peak about 1.15x the model's size; 2.2x otherwise).
     with keras.StatelessScope(initialize_variables=False):
-        backbone = GPTBackbone(**options, dtype="float32")
-        model = TASK_MODELS[family.task](backbone)
+        model = task_class(backbone_class(**options, dtype="float32"))
 
     def read(names, variable, how):
+        if how == COPIES:  # equal tables (the family's `unsupported_tensor` says so): the first one
+            names, how = names[:1], COPY
         if how in (COPY, ROWS) and reader.nbytes(names[0]) > CHUNK_BYTES:
             # An embedding table, read a block of rows at a time: never the whole file entry too.
             value = reader.rows(names[0], variable.shape[0] if how == ROWS else None, CHUNK_ROWS)

@@ -1,4 +1,5 @@
-"""A tfllm causal LM written as a Hugging Face checkpoint that `transformers` loads."""
+"""A tfllm causal LM, BERT-shaped masked LM or BART-shaped seq2seq LM written as a Hugging Face
+checkpoint that `transformers` loads."""
 
 import json
 import os
@@ -6,18 +7,25 @@ import os
 import numpy as np
 from safetensors.numpy import save_file
 
+from tfllm.data.seq2seq_pipeline import decoder_start_id
 from tfllm.errors import UserError
 from tfllm.files import staging_directory
 from tfllm.huggingface.families import EXPORT_FAMILIES, FAMILIES, to_tensors
 from tfllm.huggingface.tokenizer import save_checkpoint_tokenizer
+from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
+from tfllm.tasks import TASKS
 
 
 def family_of(backbone):
     """The family whose architecture `backbone` has, or a `UserError` naming what differs."""
     config = backbone.get_config()
+    # An encoder-decoder is BART or nothing; BERT's signature would also fit its options.
+    seq2seq = isinstance(backbone, Seq2SeqBackbone)
     for name in EXPORT_FAMILIES:
-        if all(config[key] == value for key, value in FAMILIES[name].signature.items()):
-            return FAMILIES[name]
+        family = FAMILIES[name]
+        if TASKS[family.task].encoder_decoder == seq2seq and all(
+                config.get(key) == value for key, value in family.signature.items()):
+            return family
     wanted = "; ".join(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in FAMILIES[name].signature.items())
                        for name in EXPORT_FAMILIES)
     raise UserError(f"this model's architecture is no Hugging Face family tfllm writes ({wanted})")
@@ -25,8 +33,8 @@ def family_of(backbone):
 
 def save_pretrained(model, directory, tokenizer=None):
     """Write `config.json` and `model.safetensors` (float32) of `model`, a `CausalLM` (or a BERT-
-    shaped `MaskedLM`), and the files of `tokenizer` when given, into `directory`, which must not
-    exist; it appears whole or not at all."""
+    shaped `MaskedLM`, or a BART-shaped `Seq2SeqLM`), and the files of `tokenizer` when given,
+    into `directory`, which must not exist; it appears whole or not at all."""
     backbone = model.backbone
     family = family_of(backbone)
     tensors = {}
@@ -40,15 +48,20 @@ def save_pretrained(model, directory, tokenizer=None):
     with staging_directory(directory) as staging:
         save_file(tensors, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(staging, "config.json"), "w") as f:
-            json.dump({**family.hf_config(backbone), "torch_dtype": "float32", **_special_ids(tokenizer)}, f, indent=2)
+            json.dump({**family.hf_config(backbone), "torch_dtype": "float32", **_special_ids(tokenizer, family)}, f,
+                      indent=2)
         if tokenizer is not None:
             save_checkpoint_tokenizer(tokenizer, staging)
     return family
 
 
-def _special_ids(tokenizer):
-    """config.json's end-of-text and start ids, which `generate` reads."""
+def _special_ids(tokenizer, family):
+    """config.json's end-of-text and start ids, which `generate` reads; an encoder-decoder's
+    decoder starts from the id tfllm's starts from, and is made to end with the end-of-text id."""
     if tokenizer is None:
         return {}
-    return {"eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.eos_id if tokenizer.start_id is None
-            else tokenizer.start_id}
+    ids = {"eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.eos_id if tokenizer.start_id is None
+           else tokenizer.start_id}
+    if TASKS[family.task].encoder_decoder:
+        ids.update(decoder_start_token_id=decoder_start_id(tokenizer), forced_eos_token_id=tokenizer.eos_id)
+    return ids

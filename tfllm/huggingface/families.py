@@ -1,10 +1,10 @@
 """The Hugging Face architectures tfllm builds, one record per `model_type`.
 
-A `Family` turns a checkpoint's `config.json` into `GPTBackbone` arguments (and a backbone back
-into a `config.json`), and lays out, for every weight of that backbone, the checkpoint tensors it
-is made of and how (`layout`); import and export both read that one layout. Hugging Face
-`Linear` layers store `(out, in)` matrices, Keras `Dense` kernels are `(in, out)`: transposed;
-GPT-2's `Conv1D` already stores `(in, out)`.
+A `Family` turns a checkpoint's `config.json` into backbone arguments (a `GPTBackbone`'s, or a
+`Seq2SeqBackbone`'s for BART), and a backbone back into a `config.json`, and lays out, for every
+weight of that backbone, the checkpoint tensors it is made of and how (`layout`); import and
+export both read that one layout. Hugging Face `Linear` layers store `(out, in)` matrices, Keras
+`Dense` kernels are `(in, out)`: transposed; GPT-2's `Conv1D` already stores `(in, out)`.
 """
 
 import dataclasses
@@ -25,13 +25,18 @@ class Family:
     hf_config: Callable  # backbone -> the config.json of its checkpoint
     # The backbone options that make a tfllm model this family (what export checks).
     signature: dict
-    # Checkpoint tensor names that a prefix may precede (GPT2LMHeadModel saves "transformer.").
-    prefixes: tuple = ("",)
-    # The task model the checkpoint holds: a causal LM, or a masked LM (BERT).
+    # The names under which a checkpoint may store the tensor `name` of the layout, tried in
+    # order: GPT2LMHeadModel saves "transformer." in front; a BartModel saves no "model.".
+    aliases: Callable[[str], tuple] = lambda name: (name,)
+    # The task model the checkpoint holds: a causal LM, a masked LM (BERT) or a seq2seq LM (BART).
     task: str = "causal_lm"
     # The backbone options that the checkpoint's tensors decide, not its config.json: a function
     # of `has(name)`, whether the checkpoint stores the tensor `name`.
     stored_options: Callable[[Callable[[str], bool]], dict] = lambda has: {}
+    # `(name, why)` of a stored tensor whose value tfllm's model cannot represent, or None: a
+    # function of the config.json, `has(name)` and `read(name)` (float32 NumPy). Import refuses
+    # such a checkpoint rather than give other logits than `transformers`.
+    unsupported_tensor: Callable = lambda config, has, read: None
 
 
 def _gpt2_options(config):
@@ -51,6 +56,12 @@ FUSED_LINEARS = "fused_linears"  # several `Linear`s side by side in one kernel 
 ROWS = "rows"  # a table of which the model keeps the first rows (positions of a shorter context)
 FUSED_BIASES = "fused_biases"  # the biases of FUSED_LINEARS, end to end
 ROWS_PLUS_TYPE_0 = "rows_plus_type_0"  # BERT's positions with the type-0 embedding added
+ROWS_AFTER_OFFSET = "rows_after_offset"  # BART's positions: position p is row p + BART_POSITION_OFFSET
+COPIES = "copies"  # one table stored under several names (an untied BART's token tables), equal
+
+# BART's position tables have 2 rows more than max_position_embeddings, which it never reads
+# (fairseq kept them for the padding index).
+BART_POSITION_OFFSET = 2
 
 
 def _gpt2_layout(model):
@@ -235,9 +246,122 @@ def _bert_config(backbone):
     )
 
 
+# BART's `activation_function`s, as `transformers`' ACT2FN computes them, that a tfllm MLP computes.
+BART_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def _bart_options(config):
+    if config.get("scale_embedding"):
+        raise UserError("config.json: scale_embedding=true multiplies BART's token embeddings by sqrt(d_model), "
+                        "which tfllm's Seq2SeqBackbone has no option for yet; tfllm imports BART checkpoints "
+                        "with scale_embedding false")
+    activation = config.get("activation_function", "gelu")
+    if activation not in BART_ACTIVATIONS:
+        raise UserError(f"config.json: activation_function={activation!r}; tfllm imports BART checkpoints with "
+                        f"{', '.join(map(repr, BART_ACTIVATIONS))}")
+    for encoder_key, decoder_key in (("encoder_attention_heads", "decoder_attention_heads"),
+                                     ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if config[encoder_key] != config[decoder_key]:
+            raise UserError(f"config.json: {encoder_key}={config[encoder_key]} but {decoder_key}="
+                            f"{config[decoder_key]}; tfllm's Seq2SeqBackbone gives both stacks one size")
+    return dict(
+        vocabulary_size=config["vocab_size"], num_encoder_layers=config["encoder_layers"],
+        num_decoder_layers=config["decoder_layers"], num_heads=config["encoder_attention_heads"],
+        hidden_dim=config["d_model"], intermediate_dim=config["encoder_ffn_dim"],
+        max_source_length=config["max_position_embeddings"], max_sequence_length=config["max_position_embeddings"],
+        # BART's LayerNorms are torch's default, epsilon 1e-5 whatever config.json says.
+        position="learned", norm="layer", norm_epsilon=1e-5, mlp=BART_ACTIVATIONS[activation], use_bias=True,
+        tie_embeddings=bool(config.get("tie_word_embeddings", True)), norm_first=False,
+    )
+
+
+def _bart_unsupported_tensor(config, has, read):
+    """BART adds `final_logits_bias` to its logits (pretrained checkpoints store zeros); untied
+    (`tie_word_embeddings` false), its encoder and decoder read their own token tables, which
+    tfllm's one shared embedding holds only when they equal `model.shared`."""
+    if has("final_logits_bias") and read("final_logits_bias").any():
+        return "final_logits_bias", ("is not zero: BART adds it to every logit and tfllm's Seq2SeqLM has no output "
+                                     "bias yet; tfllm imports BART checkpoints whose final_logits_bias is zero")
+    if not config.get("tie_word_embeddings", True):
+        for name in ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"):
+            if has(name) and not np.array_equal(read(name), read("model.shared.weight")):
+                return name, ("differs from model.shared.weight (tie_word_embeddings is false); tfllm's "
+                              "Seq2SeqBackbone has one token embedding for source and target")
+    return None
+
+
+def _bart_layout(model):
+    """(checkpoint names, variable, how) for every weight of a BART checkpoint's seq2seq LM."""
+    backbone = model.backbone
+    encoder = backbone.encoder
+    # Untied, transformers 5 reads (and writes) one token table for each stack besides `shared`.
+    tables = ("model.shared.weight",) + (() if backbone.tie_embeddings else (
+        "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"))
+    yield tables, encoder.token_embedding.embeddings, COPIES
+    yield (("model.encoder.embed_positions.weight",), encoder.position_embedding.position_embeddings,
+           ROWS_AFTER_OFFSET)
+    yield from _norm(encoder.layer_norm, "model.encoder.layernorm_embedding")
+    for i, block in enumerate(encoder.transformer_layers):
+        yield from _bart_block(block, f"model.encoder.layers.{i}.")
+    yield (("model.decoder.embed_positions.weight",), backbone.decoder_position_embedding.position_embeddings,
+           ROWS_AFTER_OFFSET)
+    yield from _norm(backbone.decoder_layer_norm, "model.decoder.layernorm_embedding")
+    for i, block in enumerate(backbone.decoder_layers):
+        layer = f"model.decoder.layers.{i}."
+        yield from _bart_block(block, layer)
+        cross = block.cross_attention
+        yield from _linear(cross.query_dense, layer + "encoder_attn.q_proj")
+        # One fused (in, k + v) kernel: key heads, then value heads.
+        yield from _fused_linears(cross.key_value_dense, [layer + f"encoder_attn.{name}_proj" for name in "kv"])
+        yield from _linear(cross.output_dense, layer + "encoder_attn.out_proj")
+        yield from _norm(block.cross_attention_layer_norm, layer + "encoder_attn_layer_norm")
+    if not backbone.tie_embeddings:
+        yield ("lm_head.weight",), encoder.token_embedding.output_embeddings, COPY
+
+
+def _bart_block(block, layer):
+    """The self-attention, MLP and their norms of a BART encoder or decoder layer."""
+    attention = block.self_attention
+    yield from _fused_linears(attention.query_key_value_dense, [layer + f"self_attn.{name}_proj" for name in "qkv"])
+    yield from _linear(attention.output_dense, layer + "self_attn.out_proj")
+    yield from _norm(block.self_attention_layer_norm, layer + "self_attn_layer_norm")
+    yield from _linear(block.feedforward_intermediate_dense, layer + "fc1")
+    yield from _linear(block.feedforward_output_dense, layer + "fc2")
+    yield from _norm(block.feedforward_layer_norm, layer + "final_layer_norm")
+
+
+def _bart_config(backbone):
+    activations = {mlp: name for name, mlp in BART_ACTIVATIONS.items() if name != "gelu_pytorch_tanh"}
+    if backbone.mlp not in activations:
+        raise UserError(f"mlp={backbone.mlp!r}; BART's MLP is one of {', '.join(map(repr, activations))}")
+    if backbone.num_key_value_heads != backbone.num_heads:
+        raise UserError(f"num_kv_heads={backbone.num_key_value_heads} differs from num_heads={backbone.num_heads}; "
+                        "BART has no grouped-query attention")
+    if backbone.max_source_length != backbone.max_sequence_length:
+        raise UserError(f"source_len={backbone.max_source_length} differs from max_seq_len="
+                        f"{backbone.max_sequence_length}; BART's encoder and decoder have one "
+                        "max_position_embeddings")
+    return dict(
+        architectures=["BartForConditionalGeneration"], model_type="bart", vocab_size=backbone.vocabulary_size,
+        d_model=backbone.hidden_dim, encoder_layers=backbone.num_encoder_layers,
+        decoder_layers=backbone.num_decoder_layers, encoder_attention_heads=backbone.num_heads,
+        decoder_attention_heads=backbone.num_heads, encoder_ffn_dim=backbone.intermediate_dim,
+        decoder_ffn_dim=backbone.intermediate_dim, max_position_embeddings=backbone.max_sequence_length,
+        activation_function=activations[backbone.mlp],
+        scale_embedding=False, tie_word_embeddings=backbone.tie_embeddings, is_encoder_decoder=True,
+        dropout=backbone.dropout, attention_dropout=backbone.dropout, activation_dropout=0.0,
+    )
+
+
 def _linear(layer, name):
     yield (name + ".weight",), layer.kernel, LINEAR
     yield (name + ".bias",), layer.bias, COPY
+
+
+def _fused_linears(layer, names):
+    """`Linear`s side by side in one Dense: their kernels, then their biases."""
+    yield tuple(name + ".weight" for name in names), layer.kernel, FUSED_LINEARS
+    yield tuple(name + ".bias" for name in names), layer.bias, FUSED_BIASES
 
 
 def _conv1d(layer, name):
@@ -263,7 +387,9 @@ def to_variable(arrays, variable, how):
         return arrays[0][: variable.shape[0]]
     if how == ROWS_PLUS_TYPE_0:
         return arrays[0][: variable.shape[0]] + arrays[1][0]
-    return arrays[0]
+    if how == ROWS_AFTER_OFFSET:
+        return arrays[0][BART_POSITION_OFFSET: BART_POSITION_OFFSET + variable.shape[0]]
+    return arrays[0]  # COPY, COPIES
 
 
 def to_tensors(value, names, how, backbone):
@@ -271,16 +397,25 @@ def to_tensors(value, names, how, backbone):
     if how == LINEAR:
         return [value.T]
     if how == FUSED_LINEARS:
-        head_dim = backbone.head_dim
-        query = backbone.num_heads * head_dim
-        key_value = backbone.num_key_value_heads * head_dim
-        return [part.T for part in np.split(value, [query, query + key_value], axis=1)]
+        return [part.T for part in np.split(value, _fused_ends(names, backbone), axis=1)]
     if how == FUSED_BIASES:
-        query = backbone.num_heads * backbone.head_dim
-        return np.split(value, [query, query + backbone.num_key_value_heads * backbone.head_dim])
+        return np.split(value, _fused_ends(names, backbone))
     if how == ROWS_PLUS_TYPE_0:
         return [value, np.zeros((1, value.shape[1]), value.dtype)]  # type 0 already in the rows
+    if how == ROWS_AFTER_OFFSET:
+        return [np.concatenate([np.zeros((BART_POSITION_OFFSET, value.shape[1]), value.dtype), value])]
+    if how == COPIES:
+        return [value] * len(names)
     return [value]
+
+
+def _fused_ends(names, backbone):
+    """Where each fused projection but the last ends: query | key | value (grouped-query keys
+    and values are narrower), or cross-attention's key | value."""
+    if len(names) == 2:
+        return [backbone.hidden_dim]
+    query = backbone.num_heads * backbone.head_dim
+    return [query, query + backbone.num_key_value_heads * backbone.head_dim]
 
 
 GPT2_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu_tanh", use_bias=True, qkv_bias=True,
@@ -290,12 +425,14 @@ LLAMA_SIGNATURE = dict(position="rope", norm="rms", mlp="swiglu", use_bias=False
 QWEN2_SIGNATURE = {**LLAMA_SIGNATURE, "qkv_bias": True}
 BERT_SIGNATURE = dict(position="learned", norm="layer", mlp="gelu", use_bias=True, tie_embeddings=True,
                       norm_first=False, causal=False)
+# Its mlp is checked by `_bart_config`: gelu or gelu_tanh.
+BART_SIGNATURE = dict(position="learned", norm="layer", norm_epsilon=1e-5, use_bias=True, norm_first=False)
 
 FAMILIES = {
     family.model_type: family
     for family in (
         Family("gpt2", "GPT-2: learned positions, LayerNorm, GELU (tanh), tied head", _gpt2_options, _gpt2_layout,
-               _gpt2_config, GPT2_SIGNATURE, prefixes=("", "transformer.")),
+               _gpt2_config, GPT2_SIGNATURE, aliases=lambda name: (name, "transformer." + name)),
         Family("llama", "Llama 2 and 3: RMSNorm, SwiGLU, rotary positions, grouped-query attention",
                _llama_options, _llama_layout, _llama_config, LLAMA_SIGNATURE),
         Family("mistral", "Mistral: Llama's blocks, when its sliding window covers the context",
@@ -304,7 +441,10 @@ FAMILIES = {
                _qwen2_options, _llama_layout, _qwen2_config, QWEN2_SIGNATURE),
         Family("bert", "BERT: post-norm encoder, exact GELU, with its masked-LM head (and its pooler)", _bert_options,
                _bert_layout, _bert_config, BERT_SIGNATURE, task="masked_lm", stored_options=_bert_stored_options),
+        Family("bart", "BART: post-norm encoder-decoder, learned positions, GELU, one shared token embedding",
+               _bart_options, _bart_layout, _bart_config, BART_SIGNATURE, task="seq2seq",
+               aliases=lambda name: (name, name.removeprefix("model.")), unsupported_tensor=_bart_unsupported_tensor),
     )
 }
 # The families a tfllm backbone exports as (Mistral checkpoints come back as Llama ones: the same blocks).
-EXPORT_FAMILIES = ("gpt2", "llama", "qwen2", "bert")
+EXPORT_FAMILIES = ("gpt2", "llama", "qwen2", "bert", "bart")

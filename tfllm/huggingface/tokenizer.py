@@ -4,9 +4,11 @@ Supported:
 - byte-level BPE (GPT-2's `vocab.json` and `merges.txt`, or a `tokenizer.json` BPE model behind
   GPT-2's ByteLevel pre-tokenizer or behind a Split with the pattern of GPT-2, Llama 3 or Qwen2
   and a ByteLevel without regex, with no normalizer or NFC), with the end-of-text token named by
-  `tokenizer_config.json` or `special_tokens_map.json` (`<|endoftext|>` when neither names one)
-  and the start token the post-processor's template puts in front (Llama 3's
-  `<|begin_of_text|>`);
+  `tokenizer_config.json` or `special_tokens_map.json` (when neither names one: `<|endoftext|>`,
+  else config.json's `eos_token_id`, BART's `</s>`) and the start token the post-processor's
+  template puts in front (Llama 3's `<|begin_of_text|>`); BART's and RoBERTa's post-processor
+  (`RobertaProcessing`, no template) gives none, so an encoder-decoder's decoder starts from
+  `</s>`, as BART's does;
 - SentencePiece BPE with byte fallback (`tokenizer.model`, Llama 2 and Mistral), with the ids
   `transformers`' `LlamaTokenizer` gives;
 - BERT's WordPiece (`vocab.txt`, or a `tokenizer.json` WordPiece model behind BERT's normalizer),
@@ -78,12 +80,30 @@ def _bert(vocabulary, lowercase, source):
         raise UserError(f"{source}: not a BERT WordPiece vocabulary ({error})") from None
 
 
-def _byte_level_bpe(directory, source, vocabulary, merges, pre_tokenizer="gpt2", **options):
+def _model_eos_id(directory):
+    """config.json's eos_token_id when it is one id, else None."""
+    path = os.path.join(directory, "config.json")
+    eos_id = _read_json(path).get("eos_token_id") if os.path.exists(path) else None
+    return eos_id if isinstance(eos_id, int) else None
+
+
+def _byte_level_eos_id(directory, source, vocabulary):
+    """The id of the end-of-text token the tokenizer settings name; without one, of GPT-2's
+    `<|endoftext|>`, else config.json's eos_token_id (BART's checkpoints ship no tokenizer
+    settings, and their end of text is `</s>`)."""
     eos = _eos_token(directory)
+    model_eos_id = _model_eos_id(directory)
+    if eos == GPT2_EOS and eos not in vocabulary and model_eos_id in vocabulary.values():
+        return model_eos_id
     if eos not in vocabulary:
         raise UserError(f"{source}: the end-of-text token {eos!r} is not in the vocabulary")
+    return vocabulary[eos]
+
+
+def _byte_level_bpe(directory, source, vocabulary, merges, pre_tokenizer="gpt2", **options):
+    eos_id = _byte_level_eos_id(directory, source, vocabulary)
     try:
-        return BYTE_LEVEL_BPE[pre_tokenizer](vocabulary=vocabulary, merges=merges, eos_id=vocabulary[eos], **options)
+        return BYTE_LEVEL_BPE[pre_tokenizer](vocabulary=vocabulary, merges=merges, eos_id=eos_id, **options)
     except ValueError as error:
         raise UserError(f"{source}: the tokenizer files are not a byte-level BPE ({error})") from None
 
