@@ -96,7 +96,7 @@ class GenerationModule(tf.Module):
         self.packer = PromptPacker.for_tokenizer(max_length, tokenizer)
         self.source_packer = None
         if getattr(model, "is_encoder_decoder", False):
-            self.source_packer = SourcePacker(tokenizer, model.backbone.max_source_length, self.packer)
+            self.source_packer = SourcePacker(tokenizer, model.backbone.max_source_length, max_length)
         self.stop_token_ids = (tokenizer.eos_id,)
         if not isinstance(jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}")

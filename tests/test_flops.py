@@ -80,3 +80,24 @@ def test_measured_cpu_flops_is_two_n_cubed_over_the_time(clock):
     measured = flops.measure_cpu_flops(size=64, repeats=3, clock=clock)
     # A 64 x 64 matmul is 524,288 FLOPs; any real CPU does it in between 1 ns and 1 s.
     assert 2 * 64**3 < measured < 2 * 64**3 * 1e9
+
+
+def test_an_encoder_decoder_counts_its_weights_once_per_token_of_each_side_plus_attention():
+    from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
+
+    source_len, encoder_layers = 3 * SEQ, 3
+    backbone = Seq2SeqBackbone(vocabulary_size=VOCAB, num_encoder_layers=encoder_layers, num_decoder_layers=LAYERS,
+                               num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=INTERMEDIATE,
+                               max_source_length=source_len, max_sequence_length=SEQ)
+    size = lambda weights: sum(int(np.prod(w.shape)) for w in weights if w.path.endswith("/kernel"))  # noqa: E731
+    encoder = size(backbone.encoder.weights)
+    cross_key_value = sum(int(np.prod(block.cross_attention.key_value_dense.kernel.shape))
+                          for block in backbone.decoder_layers)
+    decoder = size(backbone.weights) - encoder - cross_key_value + VOCAB * HIDDEN
+    # Per target token: the decoder's weights, the encoder's and the cross keys and values for
+    # source_len / seq_len source tokens, and attention: self over SEQ, cross and encoder over the source.
+    attention = 2 * HIDDEN * (LAYERS * SEQ + LAYERS * source_len + encoder_layers * source_len * source_len / SEQ)
+    expected = 6 * (decoder + (encoder + cross_key_value) * source_len / SEQ) + 6 * attention
+    got = flops.seq2seq_training_flops_per_token(encoder_layers, LAYERS, HIDDEN, INTERMEDIATE, VOCAB, source_len,
+                                                 SEQ)
+    assert got == pytest.approx(expected, rel=1e-12)

@@ -18,6 +18,8 @@ from tests.trainers.worker_testing import WITHOUT_GRAPPLER, LocalWorkers
 from tests.layer_testing import global_policy, random_ids
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
+from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
+from tfllm.models.seq2seq_lm import Seq2SeqLM
 
 VOCAB, SEQ, BATCH, STEPS = 24, 8, 8, 3
 # Weighted positions per row, by row of a batch: micro-batches of 2 rows hold 2, 6, 12 and 16.
@@ -64,11 +66,30 @@ def class_data():
     return tf.data.Dataset.from_tensor_slices((x, labels, sample_weight)).batch(BATCH)
 
 
+def seq2seq_data():
+    """Sources of 5 tokens and targets padded after their weighted tokens (`padded`)."""
+    batches = token_data(padded)
+
+    def with_sources(x, y, weights):
+        sources = tf.reshape(tf.range(tf.size(y)) % (VOCAB - 1) + 1, tf.shape(y))[:, :5]
+        return {"encoder_token_ids": sources, "encoder_padding_mask": tf.ones_like(sources),
+                "decoder_token_ids": x["token_ids"], "decoder_padding_mask": x["padding_mask"]}, y, weights
+
+    return batches.map(with_sources)
+
+
+def seq2seq():
+    return Seq2SeqLM(Seq2SeqBackbone(vocabulary_size=VOCAB, num_encoder_layers=1, num_decoder_layers=1, num_heads=2,
+                                     hidden_dim=8, intermediate_dim=16, max_source_length=SEQ,
+                                     max_sequence_length=SEQ))
+
+
 TASKS = {
     "causal_lm_padded": (lambda: CausalLM(backbone(True)), lambda: token_data(padded)),
     "sft_completions": (lambda: CausalLM(backbone(True)), lambda: token_data(completion)),
     "masked_lm": (lambda: MaskedLM(backbone(False)), lambda: token_data(masked)),
     "classify_balanced": (lambda: Classifier(backbone(False), num_classes=3), class_data),
+    "seq2seq_padded": (seq2seq, seq2seq_data),
 }
 OPTIMIZERS = {
     "sgd": lambda: keras.optimizers.SGD(0.5),

@@ -117,7 +117,8 @@ def add_export(sub):
 
 def add_import(sub):
     p = sub.add_parser("import", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="make a run directory of a Hugging Face checkpoint (GPT-2 and BERT, with their tokenizers)")
+                       help="make a run directory of a Hugging Face checkpoint (GPT-2, Llama, Qwen2, Mistral, "
+                            "BERT, BART, with their tokenizers)")
     p.add_argument("source", help="a checkpoint directory (config.json, model.safetensors, tokenizer files) "
                                   "or hf://ORG/NAME to download")
     p.add_argument("--run-dir", required=True, help="the new run directory")

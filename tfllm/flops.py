@@ -52,6 +52,24 @@ def training_flops_per_token(num_layers, hidden_dim, intermediate_dim, vocabular
     return 6 * weights + 6 * attention
 
 
+def seq2seq_training_flops_per_token(num_encoder_layers, num_decoder_layers, hidden_dim, intermediate_dim,
+                                     vocabulary_size, source_len, seq_len, key_value_fraction=1.0, mlp_matrices=2):
+    """Forward + backward FLOPs per trained target token of an encoder-decoder, counted as
+    `training_flops_per_token` counts a decoder's: each target token also pays for
+    `source_len / seq_len` source tokens through the encoder (its layers without the output head,
+    attention over the whole source) and for the cross-attention keys and values of those source
+    tokens (2 h^2 per decoder layer); its own decoder layers add the cross-attention query and
+    output projections (2 h^2) and attention over the source.
+    """
+    decoder = training_flops_per_token(num_decoder_layers, hidden_dim, intermediate_dim, vocabulary_size, seq_len,
+                                       key_value_fraction, mlp_matrices)
+    decoder += 6 * num_decoder_layers * (2 * hidden_dim * hidden_dim + 2 * hidden_dim * source_len)
+    encoder = training_flops_per_token(num_encoder_layers, hidden_dim, intermediate_dim, 0, source_len,
+                                       key_value_fraction, mlp_matrices)
+    encoder += 6 * num_decoder_layers * 2 * hidden_dim * hidden_dim
+    return decoder + encoder * source_len / seq_len
+
+
 def measure_cpu_flops(size=1024, repeats=20, dtype=tf.float32, clock=time.perf_counter, warmup=3):
     """The FLOP/s of a large matmul on this host's CPU: the practical peak for CPU training.
 

@@ -67,7 +67,10 @@ class Generator:
         self.packer = PromptPacker.for_tokenizer(max_length, tokenizer)
         self.source_packer = None
         if getattr(model, "is_encoder_decoder", False):
-            self.source_packer = SourcePacker(tokenizer, model.backbone.max_source_length, self.packer)
+            self.source_packer = SourcePacker(tokenizer, model.backbone.max_source_length, max_length)
+            # Traced once: eagerly, its few dozen small ops cost more than a short generation.
+            self._pack_sources = tf.function(self.source_packer, input_signature=[
+                tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32)])
         if jit_compile not in (True, False, "auto"):
             raise ValueError(f"jit_compile must be True, False or 'auto'. Received: jit_compile={jit_compile!r}")
         self.model = model
@@ -140,7 +143,7 @@ class Generator:
         texts = tf.constant(list(prompts), tf.string)
         if self.source_packer is None:
             return self._pack(self.tokenizer.tokenize(texts), max_new_tokens, add_start_id=True, texts=prompts), None
-        packed, sources, cut = self.source_packer(texts, max_new_tokens)
+        packed, sources, cut = self._pack_sources(texts, tf.constant(max_new_tokens, tf.int32))
         for i in np.flatnonzero(cut.numpy()):
             logger.warning("source %r has %d tokens more than the encoder's %d-token context; they are cut",
                            prompts[i][:40], int(cut[i]), self.source_packer.source_len)

@@ -65,6 +65,7 @@ class PromptPacker:
             Defaults to the end-of-text id of tfllm's tokenizers.
         empty_id: int. With `start_id` None, the id an empty prompt starts from
             (`Tokenizer.eos_id`).
+        min_bucket: int. The smallest bucket. Defaults to `MIN_BUCKET`.
 
     Call arguments:
         token_ids: int ragged (batch, None), at least one prompt.
@@ -84,21 +85,21 @@ class PromptPacker:
     """
 
     @classmethod
-    def for_tokenizer(cls, max_length, tokenizer):
+    def for_tokenizer(cls, max_length, tokenizer, min_bucket=MIN_BUCKET):
         """The packer of `tokenizer`'s prompt convention (tfllm's when there is no tokenizer:
         prompts given as ids)."""
         if tokenizer is None:
-            return cls(max_length)
-        return cls(max_length, start_id=tokenizer.start_id, empty_id=tokenizer.eos_id)
+            return cls(max_length, min_bucket=min_bucket)
+        return cls(max_length, start_id=tokenizer.start_id, empty_id=tokenizer.eos_id, min_bucket=min_bucket)
 
-    def __init__(self, max_length, start_id=EOS_ID, empty_id=EOS_ID):
+    def __init__(self, max_length, start_id=EOS_ID, empty_id=EOS_ID, min_bucket=MIN_BUCKET):
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2. Received: max_length={max_length!r}")
         self.max_length = max_length
         self.start_id = start_id
         self.empty_id = empty_id
-        # Powers of two from MIN_BUCKET up to the first that holds the whole context.
-        self.buckets = [MIN_BUCKET]
+        # Powers of two from `min_bucket` up to the first that holds the whole context.
+        self.buckets = [min_bucket]
         while self.buckets[-1] < max_length:
             self.buckets.append(2 * self.buckets[-1])
 
@@ -162,15 +163,16 @@ class SourcePacker:
     A source is encoded as in training (`tfllm.data.seq2seq_pipeline.encode_sources`: its
     first `source_len - 1` tokens and the end-of-text id) and right-padded with 0 to the longest
     source rounded up to a power of two (at most `source_len`), so that XLA sees few shapes.
-    Every decoder prompt is the decoder's start id alone, packed by `prompt_packer` (a
-    `PromptPacker`) into the buffer that decoding fills.
+    Every decoder prompt is the decoder's start id alone, packed into the buffer that decoding
+    fills by a `PromptPacker` whose buckets start at 1: one prompt column, then the bucketed new
+    tokens, so that no step attends over padding a causal prompt would need.
 
     Only TensorFlow ops, like `PromptPacker`: `Generator` and the serving graph share it.
 
     Args:
         tokenizer: the run's tokenizer.
         source_len: int >= 1. The encoder's context in tokens.
-        prompt_packer: the `PromptPacker` of the decoder's context and the tokenizer.
+        max_length: int >= 2. The decoder's context in tokens.
 
     Call arguments:
         texts: string (batch,).
@@ -180,10 +182,10 @@ class SourcePacker:
     (`SOURCES_SIGNATURE`) and the tokens cut from each source int32 (batch,).
     """
 
-    def __init__(self, tokenizer, source_len, prompt_packer):
+    def __init__(self, tokenizer, source_len, max_length):
         self.tokenizer = tokenizer
         self.source_len = source_len
-        self.prompt_packer = prompt_packer
+        self.prompt_packer = PromptPacker.for_tokenizer(max_length, tokenizer, min_bucket=1)
         self.buckets = PromptPacker(max(source_len, 2)).buckets
 
     def __call__(self, texts, max_new_tokens):

@@ -15,12 +15,20 @@ from tfllm.data.masking import masked_lm_dataset
 from tfllm.data.pipeline import lm_dataset
 from tfllm.data.source_target import read_source_target
 from tfllm.data.training_data import classify_data, corpus_data, seq2seq_data, sft_data
+from tfllm.flops import seq2seq_training_flops_per_token, training_flops_per_token
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.classifier import Classifier, pooled_position
 from tfllm.models.gpt_backbone import GPTBackbone
 from tfllm.models.masked_lm import MaskedLM
 from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
 from tfllm.models.seq2seq_lm import Seq2SeqLM
+
+
+def _attention_and_mlp(model_config):
+    """The grouped-query share of key-value projections and the MLP's matrices, for FLOP counts."""
+    m = model_config
+    return {"key_value_fraction": (m.num_kv_heads or m.num_heads) / m.num_heads,
+            "mlp_matrices": 3 if m.mlp == "swiglu" else 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Task:
         backbone: `(config, vocabulary_size, causal) -> backbone` of the task model.
         pretrained_part: `(model, pretrained_task) -> the part of the model` that a run of
             `pretrained_task` (one of `init_from`) initializes: a backbone with the same weights.
+        flops_per_token: `(config, vocabulary_size) -> training FLOPs per trained token`, for MFU.
     """
 
     name: str
@@ -66,6 +75,9 @@ class Task:
     backbone: typing.Callable = lambda config, vocabulary_size, causal: build_backbone(
         config.model, vocabulary_size, config.max_seq_len, causal)
     pretrained_part: typing.Callable = lambda model, pretrained_task: model.backbone
+    flops_per_token: typing.Callable = lambda config, vocabulary_size: training_flops_per_token(
+        config.model.num_layers, config.model.hidden_dim, config.model.intermediate_dim, vocabulary_size,
+        config.model.seq_len, **_attention_and_mlp(config.model))
 
     @property
     def labeled(self):
@@ -138,6 +150,10 @@ TASKS = {
             # A masked LM's bidirectional backbone is the encoder's; the decoder starts fresh.
             pretrained_part=lambda model, pretrained_task: (
                 model.backbone.encoder if pretrained_task == "masked_lm" else model.backbone),
+            flops_per_token=lambda config, vocabulary_size: seq2seq_training_flops_per_token(
+                config.num_encoder_layers, config.num_decoder_layers, config.model.hidden_dim,
+                config.model.intermediate_dim, vocabulary_size, config.source_len, config.model.seq_len,
+                **_attention_and_mlp(config.model)),
         ),
     )
 }

@@ -6,10 +6,10 @@ import shutil
 import keras
 
 from tfllm.errors import UserError
-from tfllm.flops import training_flops_per_token
 from tfllm.losses import SmoothedSparseCrossentropy
 from tfllm.optimizers import adamw
 from tfllm.schedules import WarmupCosineDecay
+from tfllm.tasks import TASKS
 from tfllm.trainers.callbacks import make_callbacks
 
 
@@ -36,10 +36,7 @@ def fit(session, model, data, vocabulary_size):
     """
     config = session.config
     t, m = config.train, config.model
-    flops_per_token = training_flops_per_token(
-        m.num_layers, m.hidden_dim, m.intermediate_dim, vocabulary_size, m.seq_len,
-        key_value_fraction=(m.num_kv_heads or m.num_heads) / m.num_heads, mlp_matrices=3 if m.mlp == "swiglu" else 2,
-    )
+    flops_per_token = TASKS[m.task].flops_per_token(config, vocabulary_size)
     peak = session.peak_flops
     print(f"Model: {model.count_params():,} parameters, {flops_per_token / 1e6:.1f} MFLOPs per trained token; "
           f"{t.steps} steps of {t.batch_size} x {m.seq_len} tokens; precision {session.precision}")

@@ -1,7 +1,7 @@
 """Hugging Face checkpoints (a `config.json` and safetensors weights) as tfllm models.
 
 `load_model(directory)` builds the task model of a checkpoint of a supported family (`FAMILIES`,
-keyed by `model_type`: a `CausalLM`, or a `MaskedLM` for BERT) and fills it tensor by tensor;
+keyed by `model_type`: a `CausalLM`, a `MaskedLM` for BERT, a `Seq2SeqLM` for BART) and fills it tensor by tensor;
 `load_causal_lm` insists on a causal LM. `save_pretrained(model, directory)` writes a tfllm model
 of one of those architectures back as a checkpoint.
 """

@@ -149,6 +149,8 @@ class Seq2SeqBackbone(keras.Model):
         return self.encoder({"token_ids": token_ids, "padding_mask": padding_mask}, training=training)
 
     def call(self, inputs, training=None):
+        # As a functional model's int32 inputs do: Keras may hand a symbolic build float specs.
+        inputs = {key: ops.cast(value, "int32") for key, value in inputs.items()}
         encoder_outputs = self.encode(inputs["encoder_token_ids"], inputs["encoder_padding_mask"], training)
         x = self._embed_target(inputs["decoder_token_ids"], 0, training)
         for block in self.decoder_layers:
