@@ -144,9 +144,14 @@ class Generator:
         if self.source_packer is None:
             return self._pack(self.tokenizer.tokenize(texts), max_new_tokens, add_start_id=True, texts=prompts), None
         packed, sources, cut = self._pack_sources(texts, tf.constant(max_new_tokens, tf.int32))
-        for i in np.flatnonzero(cut.numpy()):
+        cut_rows = np.flatnonzero(cut.numpy())
+        if len(cut_rows) == 1:
             logger.warning("source %r has %d tokens more than the encoder's %d-token context; they are cut",
-                           prompts[i][:40], int(cut[i]), self.source_packer.source_len)
+                           prompts[cut_rows[0]][:40], int(cut[cut_rows[0]]), self.source_packer.source_len)
+        elif len(cut_rows):
+            # One line for a batch: an evaluation would otherwise print one per source.
+            logger.warning("%d of %d sources are longer than the encoder's %d-token context; their ends are cut",
+                           len(cut_rows), len(prompts), self.source_packer.source_len)
         return packed, sources
 
     def _pack(self, token_ids, max_new_tokens, add_start_id, texts=None):

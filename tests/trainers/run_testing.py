@@ -12,6 +12,9 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
+from tfllm import cli
+from tfllm.run import Run
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORDS = ("the a model learns to predict next token from text data every step weight gradient batch "
          "replica worker chief shard").split()
@@ -147,3 +150,22 @@ def write_pairs(path, pairs, fields=("source", "target")):
         for first, second in pairs:
             f.write(json.dumps({fields[0]: first, fields[1]: second}) + "\n")
     return str(path)
+
+
+def trained_model(run_dir):
+    """The task model of a run, with its best (else latest) checkpoint's weights."""
+    model, _ = Run.open(run_dir).load_model()
+    return model
+
+
+def train_from(pretrained, run_dir, data, *overrides):
+    """One optimizer step at a learning rate too small to move a weight by 1e-6, from `pretrained`,
+    with a config that sets only the task (the pretrained run fixes the shape and tokenizer)."""
+    config = os.path.join(os.path.dirname(run_dir), "seq2seq.yaml")
+    with open(config, "w") as f:
+        f.write("model:\n  task: seq2seq\n")
+    assert cli.main(["train", "--config", config, "--run-dir", run_dir, f"data.path={data}",
+                     f"train.init_from={pretrained}", "train.steps=1", "train.eval_every=1", "train.eval_batches=1",
+                     "train.batch_size=8", "train.warmup_steps=0", "train.learning_rate=1e-9",
+                     "train.min_learning_rate=0", "train.samples=0", *overrides]) == 0
+    return trained_model(run_dir)

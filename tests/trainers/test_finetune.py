@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.trainers.run_testing import reversal_pairs, train_from, trained_model, write_pairs
 from tfllm import cli, config as config_lib
 from tfllm.run import Run
 from tfllm.tasks import TASKS, build_model
@@ -72,6 +73,19 @@ def gpt_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sft_run(gpt_run, tmp_path_factory):
     return train(str(tmp_path_factory.mktemp("sft") / "run"), [*SFT, f"train.init_from={gpt_run}"])
+
+
+def test_a_seq2seq_run_from_a_masked_lm_takes_its_backbone_as_encoder(bert_run, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", reversal_pairs(40, seed=7))
+    seq2seq = train_from(bert_run, str(tmp_path / "seq2seq"), data)
+    masked_lm = trained_model(bert_run)
+    encoder = seq2seq.backbone.encoder.weights
+    assert [w.path for w in encoder] == [w.path for w in masked_lm.backbone.weights]
+    for got, expected in zip(encoder, masked_lm.backbone.weights):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6, err_msg=got.path)
+    # The decoder starts fresh: its blocks have no counterpart in the masked LM.
+    decoder = [w for w in seq2seq.backbone.weights if w.path.startswith("decoder_layer_")]
+    assert decoder and not {w.path.split("/")[0] for w in decoder} & {w.path.split("/")[0] for w in masked_lm.weights}
 
 
 @pytest.mark.slow
