@@ -15,6 +15,7 @@ from tfllm.data.masking import masked_lm_dataset
 from tfllm.data.pipeline import lm_dataset
 from tfllm.data.source_target import read_source_target
 from tfllm.data.training_data import classify_data, corpus_data, seq2seq_data, sft_data
+from tfllm.errors import UserError
 from tfllm.flops import seq2seq_training_flops_per_token, training_flops_per_token
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.classifier import Classifier, pooled_position
@@ -164,55 +165,34 @@ def names_of(predicate):
     return [name for name, task in TASKS.items() if predicate(task)]
 
 
+def _block_options(model_config):
+    """The backbone arguments that both backbones take from the `model` section alike."""
+    m = model_config
+    return dict(num_heads=m.num_heads, hidden_dim=m.hidden_dim, intermediate_dim=m.intermediate_dim,
+                dropout=m.dropout, position=m.position, norm=m.norm, norm_epsilon=m.norm_epsilon, mlp=m.mlp,
+                num_key_value_heads=m.num_kv_heads or None, rope_theta=m.rope_theta, use_bias=m.use_bias,
+                tie_embeddings=m.tie_embeddings, norm_first=m.norm_position == "pre")
+
+
 def build_backbone(model_config, vocabulary_size, max_seq_len, causal):
     """The `model` section of a config as a `GPTBackbone` (explicit arguments only)."""
-    return GPTBackbone(
-        vocabulary_size=vocabulary_size,
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        hidden_dim=model_config.hidden_dim,
-        intermediate_dim=model_config.intermediate_dim,
-        max_sequence_length=max_seq_len,
-        dropout=model_config.dropout,
-        position=model_config.position,
-        causal=causal,
-        norm=model_config.norm,
-        norm_epsilon=model_config.norm_epsilon,
-        mlp=model_config.mlp,
-        num_key_value_heads=model_config.num_kv_heads or None,
-        rope_theta=model_config.rope_theta,
-        llama3_scaling=config_lib.llama3_scaling(model_config.rope_scaling),
-        use_bias=model_config.use_bias,
-        qkv_bias=model_config.qkv_bias,
-        tie_embeddings=model_config.tie_embeddings,
-        norm_first=model_config.norm_position == "pre",
-        pooler=model_config.pooler,
-    )
+    m = model_config
+    return GPTBackbone(vocabulary_size=vocabulary_size, num_layers=m.num_layers, max_sequence_length=max_seq_len,
+                       causal=causal, llama3_scaling=config_lib.llama3_scaling(m.rope_scaling), qkv_bias=m.qkv_bias,
+                       pooler=m.pooler, **_block_options(m))
 
 
 def build_seq2seq_backbone(config, vocabulary_size):
-    """The `model` section of a seq2seq config as a `Seq2SeqBackbone`."""
+    """The `model` section of a seq2seq config as a `Seq2SeqBackbone`; a `UserError` names a key
+    it has no use for, rather than ignoring it."""
     m = config.model
-    return Seq2SeqBackbone(
-        vocabulary_size=vocabulary_size,
-        num_encoder_layers=config.num_encoder_layers,
-        num_decoder_layers=config.num_decoder_layers,
-        num_heads=m.num_heads,
-        hidden_dim=m.hidden_dim,
-        intermediate_dim=m.intermediate_dim,
-        max_source_length=config.source_len,
-        max_sequence_length=config.max_seq_len,
-        dropout=m.dropout,
-        position=m.position,
-        norm=m.norm,
-        norm_epsilon=m.norm_epsilon,
-        mlp=m.mlp,
-        num_key_value_heads=m.num_kv_heads or None,
-        rope_theta=m.rope_theta,
-        use_bias=m.use_bias,
-        tie_embeddings=m.tie_embeddings,
-        norm_first=m.norm_position == "pre",
-    )
+    for key, value, default in (("rope_scaling", m.rope_scaling, None), ("qkv_bias", m.qkv_bias, None),
+                                ("pooler", m.pooler, False)):
+        if value != default:
+            raise UserError(f"model.{key}={value!r} is not supported with model.task=seq2seq; remove it")
+    return Seq2SeqBackbone(vocabulary_size=vocabulary_size, num_encoder_layers=config.num_encoder_layers,
+                           num_decoder_layers=config.num_decoder_layers, max_source_length=config.source_len,
+                           max_sequence_length=config.max_seq_len, **_block_options(config.model))
 
 
 def build_model(config, vocabulary_size, causal, num_classes=None):

@@ -25,11 +25,7 @@ def bleu_score(hypotheses, references):
     >>> round(bleu_score(["the cat sat on the mat"], ["the cat sat on the mat"])["bleu"], 2)
     100.0
     """
-    hypotheses, references = list(hypotheses), list(references)
-    check_one_reference_each("bleu_score", hypotheses, references)
-    metric = sacrebleu.metrics.BLEU()
-    score = metric.corpus_score(hypotheses, [references])
-    return {"bleu": float(score.score), "bleu_signature": str(metric.get_signature())}
+    return _corpus_score(sacrebleu.metrics.BLEU(), "bleu", hypotheses, references)
 
 
 def chrf_score(hypotheses, references):
@@ -46,8 +42,12 @@ def chrf_score(hypotheses, references):
     >>> round(chrf_score(["the cat sat on the mat"], ["the cat sat on the mat"])["chrf"], 2)
     100.0
     """
+    return _corpus_score(sacrebleu.metrics.CHRF(), "chrf", hypotheses, references)
+
+
+def _corpus_score(metric, name, hypotheses, references):
+    """`{name: score, name_signature: settings}` of a sacrebleu corpus metric, one reference each."""
     hypotheses, references = list(hypotheses), list(references)
-    check_one_reference_each("chrf_score", hypotheses, references)
-    metric = sacrebleu.metrics.CHRF()
+    check_one_reference_each(f"{name}_score", hypotheses, references)
     score = metric.corpus_score(hypotheses, [references])
-    return {"chrf": float(score.score), "chrf_signature": str(metric.get_signature())}
+    return {name: float(score.score), f"{name}_signature": str(metric.get_signature())}

@@ -6,6 +6,7 @@ from keras import ops
 
 from tfllm.layers.rotary_embedding import RotaryEmbedding
 from tfllm.layers.initializers import clone_initializer
+from tfllm.layers.validation import check_heads_and_dropout
 
 # Added to the float32 scores of masked pairs. Finite, so that a query row with
 # every key masked (left padding) gives a uniform row instead of NaN.
@@ -174,19 +175,13 @@ class CausalSelfAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if num_heads <= 0 or hidden_dim <= 0 or hidden_dim % num_heads != 0:
-            raise ValueError(
-                "num_heads must be positive and divide hidden_dim. "
-                f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
-            )
+        check_heads_and_dropout(num_heads, hidden_dim, dropout)
         num_key_value_heads = num_heads if num_key_value_heads is None else num_key_value_heads
         if num_key_value_heads <= 0 or num_heads % num_key_value_heads != 0:
             raise ValueError(
                 "num_key_value_heads must be positive and divide num_heads. "
                 f"Received: num_key_value_heads={num_key_value_heads}, num_heads={num_heads}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.dropout = dropout

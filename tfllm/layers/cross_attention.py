@@ -5,6 +5,7 @@ from keras import ops
 
 from tfllm.layers.causal_self_attention import attention_bias, attend
 from tfllm.layers.initializers import clone_initializer
+from tfllm.layers.validation import check_heads_and_dropout
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -60,13 +61,7 @@ class CrossAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if num_heads <= 0 or hidden_dim <= 0 or hidden_dim % num_heads != 0:
-            raise ValueError(
-                "num_heads must be positive and divide hidden_dim. "
-                f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_heads_and_dropout(num_heads, hidden_dim, dropout)
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.dropout = dropout

@@ -85,12 +85,14 @@ class Seq2SeqBackbone(keras.Model):
         check_positive_size("max_sequence_length", max_sequence_length)
         super().__init__(dtype=dtype, **kwargs)
         initializer = keras.initializers.RandomNormal(stddev=0.02)
+        # The arguments the encoder and every decoder block share.
+        shared = dict(num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, dropout=dropout,
+                      norm=norm, mlp=mlp, num_key_value_heads=num_key_value_heads, use_bias=use_bias,
+                      norm_first=norm_first, dtype=dtype)
         self.encoder = GPTBackbone(
-            vocabulary_size=vocabulary_size, num_layers=num_encoder_layers, num_heads=num_heads,
-            hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, max_sequence_length=max_source_length,
-            dropout=dropout, position=position, causal=False, norm=norm, norm_epsilon=norm_epsilon, mlp=mlp,
-            num_key_value_heads=num_key_value_heads, rope_theta=rope_theta, use_bias=use_bias,
-            tie_embeddings=tie_embeddings, norm_first=norm_first, dtype=dtype, name="encoder",
+            vocabulary_size=vocabulary_size, num_layers=num_encoder_layers, max_sequence_length=max_source_length,
+            position=position, causal=False, norm_epsilon=norm_epsilon, rope_theta=rope_theta,
+            tie_embeddings=tie_embeddings, name="encoder", **shared,
         )
         self.decoder_position_embedding = None
         if position == "learned":
@@ -104,11 +106,8 @@ class Seq2SeqBackbone(keras.Model):
         self.decoder_layers = []
         for i in range(num_decoder_layers):
             block = DecoderBlock(
-                num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, dropout=dropout,
                 use_rotary=position == "rope", max_wavelength=rope_theta, layer_norm_epsilon=norm_epsilon,
-                norm=norm, mlp=mlp, num_key_value_heads=num_key_value_heads, use_bias=use_bias,
-                mlp_use_bias=use_bias, norm_first=norm_first, kernel_initializer=initializer, dtype=dtype,
-                name=f"decoder_layer_{i}",
+                mlp_use_bias=use_bias, kernel_initializer=initializer, name=f"decoder_layer_{i}", **shared,
             )
             block.build((None, None, hidden_dim))
             self.decoder_layers.append(block)
