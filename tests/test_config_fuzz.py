@@ -135,6 +135,7 @@ CHOICES = {
 POSITIVE = st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False)
 FLOATS = {
     "data.val_fraction": UNIT, "model.dropout": UNIT, "train.beta1": UNIT, "train.beta2": UNIT,
+    "train.label_smoothing": UNIT,
     "data.mask_rate": st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
     "train.learning_rate": POSITIVE, "model.norm_epsilon": POSITIVE, "model.rope_theta": POSITIVE,
 }
@@ -146,7 +147,8 @@ LLAMA3_SCALING = st.builds(
 )
 INT_MINIMUM = {"data.vocab_size": 8, "data.min_chars": 0, "train.warmup_steps": 0, "train.checkpoint_every": 0,
                "train.early_stopping_patience": 0, "train.seed": None, "train.samples": None,
-               "train.sample_tokens": None}
+               "train.sample_tokens": None, "model.num_encoder_layers": 0, "model.num_decoder_layers": 0,
+               "model.source_len": 0}
 
 
 def valid_value(dotted, annotation):

@@ -165,6 +165,12 @@ def names_of(predicate):
     return [name for name, task in TASKS.items() if predicate(task)]
 
 
+def listed(names, conjunction="and"):
+    """`names` as a message lists them: "a", "a and b", "a, b and c"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
+
+
 def _block_options(model_config):
     """The backbone arguments that both backbones take from the `model` section alike."""
     m = model_config

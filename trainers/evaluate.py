@@ -71,8 +71,8 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
     if not task.evaluates:
         raise UserError(
             f"{run_dir} is a {task.name} run, which tfllm evaluate does not support; it evaluates "
-            f"{' and '.join(tasks.names_of(lambda t: t.generates))} runs (text or prompt/reference data) and "
-            f"{' and '.join(tasks.names_of(lambda t: t.labeled))} runs (labeled data): try: "
+            f"{tasks.listed(tasks.names_of(lambda t: t.generates))} runs (text or prompt/reference data) and "
+            f"{tasks.listed(tasks.names_of(lambda t: t.labeled))} runs (labeled data): try: "
             f"{task.next_step.format(run_dir=run_dir)}"
         )
     if task.labeled:

@@ -52,7 +52,7 @@ def generation_run(run_dir):
     run = Run.open(run_dir)
     task = run.task
     if not task.generates:
-        generating = " or ".join(tasks.names_of(lambda t: t.generates))
+        generating = tasks.listed(tasks.names_of(lambda t: t.generates), "or")
         raise UserError(f"{run_dir} is a {task.name} run, which {task.summary} instead of generating text; "
                         f"tfllm generate needs a {generating} run (try: {task.next_step.format(run_dir=run_dir)})")
     return run

@@ -11,7 +11,7 @@ import numpy as np
 from tfllm import config as config_lib
 from tfllm.errors import UserError
 from tfllm.run import Run
-from tfllm.tasks import TASKS
+from tfllm.tasks import TASKS, listed
 
 # The model keys that fix the backbone's weights.
 FIXED_MODEL_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "position", "rope_theta",
@@ -39,7 +39,7 @@ def resolve(config, written_keys=None):
     if pretrained_task not in TASKS[task].init_from:
         raise UserError(
             f"train.init_from={origin} is a {pretrained_task} run; a {task} run starts from "
-            f"{' or '.join(TASKS[task].init_from)} runs only"
+            f"{listed(TASKS[task].init_from, 'or')} runs only"
         )
     fixed = {f"model.{key}": getattr(previous.model, key) for key in FIXED_MODEL_KEYS}
     fixed.update({f"data.{key}": getattr(previous.data, key) for key in FIXED_DATA_KEYS})

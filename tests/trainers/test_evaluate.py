@@ -259,13 +259,13 @@ def test_runs_of_other_tasks_are_one_line_errors_naming_what_is_supported(classi
     cases = [
         (["evaluate", "--run-dir", masked, "--data", data],
          f"tfllm evaluate: error: {masked} is a masked_lm run, which tfllm evaluate does not support; it evaluates "
-         "causal_lm and sft runs"),
+         "causal_lm, sft and seq2seq runs"),
         (["generate", "--run-dir", classify_run, "--prompt", "ab"],
          f"tfllm generate: error: {classify_run} is a classify run, which labels texts instead of generating text; "
-         "tfllm generate needs a causal_lm or sft run"),
+         "tfllm generate needs a causal_lm, sft or seq2seq run"),
         (["generate", "--run-dir", masked, "--prompt", "ab"],
          f"tfllm generate: error: {masked} is a masked_lm run, which fills in masked tokens instead of generating "
-         "text; tfllm generate needs a causal_lm or sft run"),
+         "text; tfllm generate needs a causal_lm, sft or seq2seq run"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2
