@@ -52,6 +52,9 @@ def main():
     run_dir, seconds = args.run_dir, None
     if run_dir is None:
         run_dir = "runs/bench-seq2seq-tiny"
+        if os.path.exists(run_dir):
+            sys.exit(f"{run_dir} exists and `tfllm train` would resume it instead of timing a run; remove it, "
+                     "or pass --run-dir to evaluate it")
         start = time.perf_counter()
         assert cli.main(["train", "--config", CONFIG, "--run-dir", run_dir]) == 0
         seconds = time.perf_counter() - start

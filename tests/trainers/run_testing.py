@@ -125,12 +125,14 @@ def wait_for_step(run_dir, step, processes, timeout=240):
 # one token, a space between), in seconds.
 REVERSAL_WORDS = "abcdefgh"
 SEQ2SEQ_CONTEXT = 12
+SEQ2SEQ_LABEL_SMOOTHING = 0.1
 SEQ2SEQ_RUN = [
     "model.task=seq2seq", "data.tokenizer=char", "data.vocab_size=32", "data.val_fraction=0.1",
     "model.num_layers=2", "model.num_heads=4", "model.hidden_dim=64", "model.intermediate_dim=128",
     f"model.seq_len={SEQ2SEQ_CONTEXT}", f"model.source_len={SEQ2SEQ_CONTEXT}", "train.batch_size=32",
     "train.steps=200", "train.eval_every=100", "train.eval_batches=2", "train.log_every=50", "train.warmup_steps=20",
     "train.learning_rate=3e-3", "train.min_learning_rate=3e-4", "train.samples=0", "train.precision=float32",
+    f"train.label_smoothing={SEQ2SEQ_LABEL_SMOOTHING}",
 ]
 
 

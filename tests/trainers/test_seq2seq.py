@@ -1,12 +1,15 @@
 """`tfllm train/generate/evaluate` of a seq2seq run, and `train.init_from` into one."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
-from tests.trainers.run_testing import reversal_pairs, train_from, trained_model, write_pairs
+from tests.trainers.run_testing import (SEQ2SEQ_LABEL_SMOOTHING, reversal_pairs, train_from, trained_model,
+                                        write_pairs)
 from tfllm import cli
+from tfllm.run import Run
 from tfllm.trainers import evaluate
 
 
@@ -28,6 +31,19 @@ def test_reversing_words_reaches_bleu_90_on_held_out_pairs(report):
     assert metrics["bleu"] >= 90 and metrics["chrf"] >= 90 and metrics["rougeL"] >= 0.9, metrics
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
     assert report["examples"] == 64 and report["bleu_signature"].startswith("nrefs:1")
+
+
+def test_training_smooths_the_labels_and_evaluation_does_not(seq2seq_run, report):
+    """A smoothed cross-entropy cannot fall below the entropy of the smoothed target distribution;
+    the references' loss, unsmoothed, falls far below it."""
+    run = Run.open(seq2seq_run)
+    smoothing, vocabulary = SEQ2SEQ_LABEL_SMOOTHING, run.tokenizer.vocabulary_size
+    target = 1 - smoothing + smoothing / vocabulary
+    floor = -(target * np.log(target) + (vocabulary - 1) * smoothing / vocabulary * np.log(smoothing / vocabulary))
+    with open(os.path.join(seq2seq_run, "metrics.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["loss"] >= floor and last["val_loss"] >= floor
+    assert report["metrics"]["loss"] < floor / 4
 
 
 def test_the_own_training_data_is_evaluated_on_its_validation_split(seq2seq_run):
