@@ -8,6 +8,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # thread per core in every process oversubscribes the cores several times over. Subprocesses
 # inherit the setting.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# The same for PyTorch (the `transformers` references of tests/huggingface/): its OpenMP threads
+# spin while they wait, and one per core in each of the workers stalled a 0.2 s test for a minute.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -105,16 +108,35 @@ def causal_lm_export(causal_lm_run, tmp_path_factory):
     return out
 
 
+def once_per_session(tmp_path_factory, name, make):
+    """`make(directory)` run once per test session, by whichever worker process asks first; the
+    others wait for it and share `directory` (under the session's temporary directory, which
+    pytest-xdist's workers share)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def seq2seq_run(tmp_path_factory):
     """The run dir of one tiny encoder-decoder trained by `tfllm train` to reverse sequences of
-    words (tests/trainers/run_testing.py's `SEQ2SEQ_RUN` on `reversal_pairs`); its training
-    pairs are RUN_DIR/../train.jsonl. Tests must not write into it: copy it first."""
+    words (tests/trainers/run_testing.py's `SEQ2SEQ_RUN` on `reversal_pairs`), once for the
+    whole session; its training pairs are RUN_DIR/../train.jsonl. Tests must not write into it
+    (`tfllm evaluate` writes its reports there, under names no other test uses): copy it first."""
     from tests.trainers.run_testing import SEQ2SEQ_RUN, reversal_pairs, write_pairs
     from tfllm import cli
 
-    directory = tmp_path_factory.mktemp("seq2seq_run")
-    data = write_pairs(directory / "train.jsonl", reversal_pairs(640, seed=0))
-    run_dir = str(directory / "run")
-    assert cli.main(["train", "--run-dir", run_dir, f"data.path={data}", *SEQ2SEQ_RUN]) == 0
-    return run_dir
+    def train(directory):
+        data = write_pairs(directory / "train.jsonl", reversal_pairs(640, seed=0))
+        assert cli.main(["train", "--run-dir", str(directory / "run"), f"data.path={data}", *SEQ2SEQ_RUN]) == 0
+
+    return str(once_per_session(tmp_path_factory, "seq2seq_run", train) / "run")
