@@ -36,7 +36,8 @@ RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, trai
               train__keep_checkpoints=10)
 # (strategy fixture, config changes): a causal LM on one device with gradient accumulation, on 2
 # mirrored CPU replicas, and every task: a masked LM (its masks), a packed causal LM, a classifier
-# with balanced class weights and a prompt -> completion model ({examples} is their data file).
+# with balanced class weights, a prompt -> completion model and an encoder-decoder ({examples} is
+# their data file).
 SCENARIOS = {
     "accumulation": ("one_device_strategy", dict(train__grad_accum_steps=2)),
     "mirrored": ("mirrored_strategy", dict(distribute__strategy="mirrored", distribute__cpu_replicas=2)),
@@ -45,20 +46,22 @@ SCENARIOS = {
     "classify": ("one_device_strategy", dict(model__task="classify", train__class_weights="balanced",
                                             data__path="{examples}/classify.jsonl")),
     "sft": ("one_device_strategy", dict(model__task="sft", data__path="{examples}/sft.jsonl")),
+    "seq2seq": ("one_device_strategy", dict(model__task="seq2seq", data__path="{examples}/seq2seq.jsonl")),
 }
 
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory):
-    """classify.jsonl (3 classes, 6:3:1) and sft.jsonl, 200 lines each, in one directory."""
+    """classify.jsonl (3 classes, 6:3:1), sft.jsonl and seq2seq.jsonl, 200 lines each, in one directory."""
     rng = random.Random(0)
     directory = tmp_path_factory.mktemp("examples")
     words = "model token step weight batch replica worker chief shard gradient".split()
-    lines = {"classify": [], "sft": []}
+    lines = {"classify": [], "sft": [], "seq2seq": []}
     for i in range(200):
         text = " ".join(rng.choice(words) for _ in range(rng.randrange(3, 9)))
         lines["classify"].append({"text": f"{i} {text}", "label": "abc"[min(2, i % 10 // 3)]})
         lines["sft"].append({"prompt": f"{i} {text}:", "completion": " " + text[::-1]})
+        lines["seq2seq"].append({"source": f"{i} {text}", "target": text[::-1]})
     for name, records in lines.items():
         (directory / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return str(directory)
