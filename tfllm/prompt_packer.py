@@ -4,7 +4,7 @@ import collections
 
 import tensorflow as tf
 
-from tfllm.data.seq2seq_pipeline import encode_sources
+from tfllm.data.seq2seq_pipeline import decoder_start_id, encode_sources
 from tfllm.tokenizers import EOS_ID
 from tfllm.tokenizers.tokenizer import prepend_start_id
 
@@ -185,7 +185,7 @@ class SourcePacker:
     def __init__(self, tokenizer, source_len, max_length):
         self.tokenizer = tokenizer
         self.source_len = source_len
-        self.prompt_packer = PromptPacker.for_tokenizer(max_length, tokenizer, min_bucket=1)
+        self.prompt_packer = PromptPacker(max_length, min_bucket=1)
         self.buckets = PromptPacker(max(source_len, 2)).buckets
 
     def __call__(self, texts, max_new_tokens):
@@ -196,7 +196,8 @@ class SourcePacker:
         bucket = tf.reduce_min(tf.where(buckets >= width, buckets, buckets[-1]))
         padding = [[0, 0], [0, tf.maximum(tf.minimum(bucket, self.source_len) - width, 0)]]
         sources = {"encoder_token_ids": tf.pad(token_ids, padding), "encoder_padding_mask": tf.pad(padding_mask, padding)}
-        # No decoder tokens yet: the packer puts the start id in front of each empty prompt.
+        # Every decoder prompt is the start id that training puts in front of each target.
         rows = tf.shape(texts, out_type=tf.int64)[0]
-        empty = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), tf.zeros([rows], tf.int64))
-        return self.prompt_packer(empty, max_new_tokens), sources, encoded["cut"]
+        starts = tf.RaggedTensor.from_row_lengths(tf.fill([rows], decoder_start_id(self.tokenizer)),
+                                                  tf.ones([rows], tf.int64))
+        return self.prompt_packer(starts, max_new_tokens, add_start_id=False), sources, encoded["cut"]

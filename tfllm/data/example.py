@@ -35,20 +35,16 @@ class Example(tuple):
 def split_examples(examples: list, val_fraction: float, seed: int) -> tuple:
     """`(train, val)`: a seeded split that gives validation at least `val_fraction` of `examples`.
 
-    Without groups (every `group` None) the examples are shuffled with `seed` and the first
-    `ceil(len(examples) * val_fraction)` go to validation. With groups, whole groups are shuffled
-    with `seed` and go to validation until it holds that many examples, so that no group is on
-    both sides: a model must not be validated on functions of the modules it trained on. An
-    example without a group is then a group of its own.
+    Whole groups are shuffled with `seed` and go to validation until it holds
+    `ceil(len(examples) * val_fraction)` examples, so that no group is on both sides: a model
+    must not be validated on functions of the modules it trained on. An example without a group
+    is a group of its own, so without groups this is a seeded shuffle of the examples whose first
+    `ceil(...)` go to validation.
 
     Either side may come back empty (a `val_fraction` of 0 or 1, a single group); the caller
     says what to do about it.
     """
     n_val = math.ceil(len(examples) * val_fraction) if val_fraction > 0 else 0
-    if all(example.group is None for example in examples):
-        shuffled = list(examples)
-        random.Random(seed).shuffle(shuffled)
-        return shuffled[n_val:], shuffled[:n_val]
     groups = {}  # key -> its examples, in first-seen order (so the split depends on the seed only)
     for i, example in enumerate(examples):
         key = ("group", example.group) if example.group is not None else ("example", i)
