@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from tfllm import decoding
 from tfllm.export.controlled_sampler import ControlledSampler
-from tfllm.data.seq2seq_pipeline import encode_sources, encode_targets
+from tfllm.data.seq2seq_pipeline import encode_sources, encode_targets, target_log_probability
 from tfllm.prompt_packer import PromptPacker, SourcePacker
 from tfllm.samplers.validation import request_check
 
@@ -181,9 +181,7 @@ class GenerationModule(tf.Module):
         del encoder_inputs["cut"]
         decoder_inputs, next_ids, weights, _ = encode_targets(self.tokenizer, targets, self.max_length)
         logits = self._call_model({**encoder_inputs, **decoder_inputs}, training=False)
-        log_probabilities = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-        token_log_probabilities = tf.gather(log_probabilities, next_ids, batch_dims=2)
-        log_probability = tf.reduce_sum(token_log_probabilities * weights, axis=1)
+        log_probability = target_log_probability(logits, next_ids, weights)
         num_tokens = tf.cast(tf.reduce_sum(weights, axis=1), tf.int32)
         mean = tf.math.divide_no_nan(log_probability, tf.cast(num_tokens, tf.float32))
         return {"log_probability": log_probability, "num_tokens": num_tokens, "perplexity": tf.exp(-mean)}

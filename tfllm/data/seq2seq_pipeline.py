@@ -90,3 +90,12 @@ def seq2seq_dataset(
         return {**encoder_inputs, **decoder_inputs}, next_ids, weights
 
     return batch_examples(columns, encode, len(sources), batch_size, shuffle, seed, repeat, drop_remainder)
+
+
+def target_log_probability(logits, next_ids, weights):
+    """float32 (batch,): the summed log-probability of each row's weighted next ids under `logits`
+    (batch, length, vocabulary), in float32: the score of the targets `encode_targets` encodes,
+    which `tfllm.evaluation.score_targets` and the exported `score` of an encoder-decoder sum."""
+    log_probabilities = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    token_log_probabilities = tf.gather(log_probabilities, next_ids, batch_dims=2)
+    return tf.reduce_sum(token_log_probabilities * tf.cast(weights, tf.float32), axis=1)

@@ -4,7 +4,7 @@ import math
 
 import tensorflow as tf
 
-from tfllm.data.seq2seq_pipeline import seq2seq_dataset
+from tfllm.data.seq2seq_pipeline import seq2seq_dataset, target_log_probability
 
 
 def score_targets(model, tokenizer, sources, targets, source_len, seq_len, batch_size=16):
@@ -28,9 +28,8 @@ def score_targets(model, tokenizer, sources, targets, source_len, seq_len, batch
 
     @tf.function
     def batch_nll(x, y, weights):
-        logits = model(x, training=False)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
-        return tf.reduce_sum(tf.cast(nll, tf.float64) * tf.cast(weights, tf.float64)), tf.reduce_sum(weights)
+        log_probability = target_log_probability(model(x, training=False), y, weights)
+        return -tf.reduce_sum(tf.cast(log_probability, tf.float64)), tf.reduce_sum(weights)
 
     total, tokens = 0.0, 0.0
     for x, y, weights in dataset:
@@ -38,3 +37,4 @@ def score_targets(model, tokenizer, sources, targets, source_len, seq_len, batch
         total, tokens = total + float(nll), tokens + float(count)
     loss = total / tokens
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": int(tokens)}
+
