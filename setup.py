@@ -24,6 +24,7 @@ setup(
         "werkzeug>=3.0",
         "safetensors>=0.4",
         "huggingface-hub>=0.20",  # tfllm import hf://ORG/NAME
+        "jinja2>=3.1.6",  # chat templates (the version transformers needs for its sandbox)
     ],
     # transformers and torch are the reference the imported checkpoints are tested against (CPU
     # builds; 2.13.0 is the CPU wheel this project's machines carry).

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tests import distributed_testing
 from tests.trainers.worker_testing import WITHOUT_GRAPPLER, LocalWorkers
 from tests.layer_testing import global_policy, random_ids
+from tfllm import lora
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
 from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
@@ -84,8 +85,21 @@ def seq2seq():
                                      max_sequence_length=SEQ))
 
 
+def adapted(model, alpha=4.0, **options):
+    """`model` with its backbone frozen under rank-2 adapters, as `train.lora_rank` trains it."""
+    lora.adapt(model.backbone, rank=2, alpha=alpha, **options)
+    return model
+
+
 TASKS = {
     "causal_lm_padded": (lambda: CausalLM(backbone(True)), lambda: token_data(padded)),
+    # Adapters on every projection and the embedding (scaled down: its B starts at unit scale,
+    # and SGD at 0.5 would grow its weights to where float32 rounding passes 1e-5); and adapters
+    # on an int8 backbone under a new head.
+    "sft_lora": (lambda: adapted(CausalLM(backbone(True)), alpha=0.5, targets=lora.TARGETS),
+                 lambda: token_data(completion)),
+    "classify_lora_int8": (lambda: adapted(Classifier(backbone(False), num_classes=3), quantize="int8"),
+                           class_data),
     "sft_completions": (lambda: CausalLM(backbone(True)), lambda: token_data(completion)),
     "masked_lm": (lambda: MaskedLM(backbone(False)), lambda: token_data(masked)),
     "classify_balanced": (lambda: Classifier(backbone(False), num_classes=3), class_data),
@@ -202,15 +216,19 @@ BF16_STEP_TOLERANCE = 3 * 2**-8
 
 
 # float16 keeps 11 significant bits, so the same argument gives 3 x 2^-11; its loss scaling (the
-# loss multiplied before the gradients, the gradients divided after) must cancel exactly.
-@pytest.mark.parametrize("policy, step_tolerance", [("mixed_bfloat16", BF16_STEP_TOLERANCE),
-                                                    ("mixed_float16", 3 * 2**-11)])
-def test_under_mixed_precision_accumulation_follows_one_batch_within_its_rounding(policy, step_tolerance,
+# loss multiplied before the gradients, the gradients divided after) must cancel exactly. LoRA
+# adapters (on every projection of a frozen backbone) train the same way, in float32.
+@pytest.mark.parametrize("task, policy, step_tolerance", [("masked_lm", "mixed_bfloat16", BF16_STEP_TOLERANCE),
+                                                          ("masked_lm", "mixed_float16", 3 * 2**-11),
+                                                          ("sft_lora", "mixed_bfloat16", BF16_STEP_TOLERANCE)])
+def test_under_mixed_precision_accumulation_follows_one_batch_within_its_rounding(task, policy, step_tolerance,
                                                                                   one_device_strategy, grappler):
     with global_policy(policy):
-        one = distributed_testing.train(builder("masked_lm", "sgd"), token_data(masked), one_device_strategy, 1)
-        four = distributed_testing.train(builder("masked_lm", "sgd"), token_data(masked), one_device_strategy, 4)
-        moved = distributed_testing.max_change(one[0], builder("masked_lm", "sgd")(one_device_strategy, 1))
+        one = distributed_testing.train(builder(task, "sgd"), TASKS[task][1](), one_device_strategy, 1)
+        four = distributed_testing.train(builder(task, "sgd"), TASKS[task][1](), one_device_strategy, 4)
+        model = builder(task, "sgd")(one_device_strategy, 1)
+        moved = distributed_testing.max_change(one[0], model)
+    assert {weight.dtype for weight in lora.adapter_weights(model)} <= {"float32"}
     difference = max(np.abs(a - b).max() for a, b in zip(one[0], four[0]))
     assert moved > 0.05 and difference <= step_tolerance * moved, (difference, moved)
     assert four[1] == pytest.approx(one[1], rel=2**-8)

@@ -70,6 +70,8 @@ def add_generate(sub):
     prompts.add_argument("--prompts-file", help="a .txt file with one prompt per line, or .jsonl with 'prompt'")
     add_decoding_arguments(p)
     p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
+    p.add_argument("--chat", action="store_true",
+                   help="send each prompt as a user message through the run's chat template and print the reply")
     p.set_defaults(run=lazy("tfllm.trainers.generate"))
 
 
@@ -112,7 +114,13 @@ def add_export(sub):
     p.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="savedmodel",
                    help="savedmodel (text in, text out, for TF Serving) or huggingface (config.json, "
                         "model.safetensors and tokenizer files into --out, for transformers)")
-    p.set_defaults(run=lambda args: lazy(EXPORT_FORMATS[args.format])(args))
+    p.add_argument("--quantize", choices=("none", "int8"), default="none",
+                   help="int8: store the projections and embeddings in int8, one scale per channel (a smaller "
+                        "SavedModel)")
+    p.add_argument("--adapters-only", action="store_true",
+                   help="a LoRA run: write its adapters (and new head) alone into --out, to swap over one base")
+    p.set_defaults(run=lambda args: lazy("tfllm.export.adapters" if args.adapters_only
+                                         else EXPORT_FORMATS[args.format])(args))
 
 
 def add_import(sub):

@@ -26,6 +26,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 TASKS = ("causal_lm", "masked_lm", "classify", "sft", "seq2seq")
 CLASS_WEIGHTS = ("none", "balanced")
+# `tfllm.lora.TARGETS` and `QUANTIZATIONS`, repeated here: a config is read without TensorFlow.
+LORA_TARGETS = ("query", "key", "value", "attention_output", "mlp", "embedding")
+QUANTIZATIONS = ("none", "int8")
 ROPE_SCALINGS = ("llama3",)
 # `model.rope_scaling`'s keys, as Hugging Face's config.json writes them; after `rope_type`, the
 # order of `GPTBackbone`'s `llama3_scaling` tuple.
@@ -34,6 +37,15 @@ ROPE_SCALING_KEYS = {"rope_type": str, "factor": float, "low_freq_factor": float
 LLAMA3_SCALING_KEYS = tuple(ROPE_SCALING_KEYS)[1:]
 # The keys of every mapping-valued key.
 MAPPING_KEYS = {"model.rope_scaling": ROPE_SCALING_KEYS}
+
+
+class NameList(str):
+    """The type of a key whose value is a comma-separated list of names; YAML may write it as a list."""
+
+
+def names(value):
+    """The names of a `NameList` value, in order."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def llama3_scaling(rope_scaling):
@@ -136,6 +148,14 @@ class TrainConfig:
     init_from: typing.Optional[str] = _field(None, "Start from this pretrained run dir: its tokenizer and backbone.")
     class_weights: str = _field("none", "classify: none, or balanced (inverse class frequency).")
     label_smoothing: float = _field(0.0, "Share of each target's probability spread over the whole vocabulary.")
+    lora_rank: int = _field(0, "Low-rank adapters (LoRA) of this rank on the pretrained backbone (train.init_from), "
+                               "which stays frozen; 0 trains every weight.")
+    lora_alpha: float = _field(16.0, "LoRA: adapters' output is scaled by lora_alpha / lora_rank.")
+    lora_targets: NameList = _field("query,value", "LoRA: the projections adapted, among "
+                                                   "query, key, value, attention_output, mlp and embedding.")
+    lora_dropout: float = _field(0.0, "LoRA: dropout on the adapters' inputs.")
+    quantize: str = _field("none", "none, or int8: the frozen backbone held in int8, one scale per channel "
+                                   "(needs lora_rank).")
     early_stopping_patience: int = _field(0, "Stop after this many evaluations without improvement; 0 is off.")
     monitor: str = _field("auto", "Validation metric for best checkpoint and early stopping; auto picks per task.")
     samples: int = _field(3, "Samples printed at the end of training.")
@@ -222,7 +242,12 @@ def _coerce(value, annotation, key, source):
         bool: (bool,), int: (int,), float: (int, float), str: (str,),
         typing.Optional[str]: (str, type(None)), typing.Union[bool, str]: (bool, str),
         typing.Optional[bool]: (bool, type(None)), typing.Optional[dict]: (dict, type(None)),
+        NameList: (str, list),
     }[annotation]
+    if annotation is NameList and isinstance(value, list):
+        if not all(isinstance(name, str) for name in value):
+            raise UserError(f"{source}: {key} must be a list of names, got {value!r}; fix the value.")
+        value = ",".join(value)
     if annotation is float and isinstance(value, str):
         # YAML 1.1 reads `1e-3` (no dot) as a string; accept what any reader means by it.
         try:
@@ -450,6 +475,23 @@ def validate(config, source):
     _require(t.early_stopping_patience >= 0, source, "train.early_stopping_patience", t.early_stopping_patience,
              "use 0 (off) or a positive integer")
     _require(s.cpu_replicas >= 1, source, "distribute.cpu_replicas", s.cpu_replicas, "use 1 or more")
+    _validate_lora(t, source)
+
+
+def _validate_lora(t, source):
+    _require(t.lora_rank >= 0, source, "train.lora_rank", t.lora_rank, "use 0 (off) or a positive integer")
+    _require(t.lora_alpha > 0, source, "train.lora_alpha", t.lora_alpha, "use a positive value")
+    _require(0.0 <= t.lora_dropout < 1.0, source, "train.lora_dropout", t.lora_dropout, "use a value in [0, 1)")
+    targets = names(t.lora_targets)
+    unknown = [name for name in targets if name not in LORA_TARGETS]
+    _require(targets and not unknown, source, "train.lora_targets", t.lora_targets,
+             f"use names among {', '.join(LORA_TARGETS)}, comma-separated or as a list")
+    _require(t.quantize in QUANTIZATIONS, source, "train.quantize", t.quantize,
+             f"use one of {', '.join(QUANTIZATIONS)}")
+    _require(t.quantize == "none" or t.lora_rank > 0, source, "train.quantize", t.quantize,
+             "an int8 backbone is frozen and trains through adapters; set train.lora_rank (e.g. 8)")
+    _require(t.lora_rank == 0 or t.init_from, source, "train.lora_rank", t.lora_rank,
+             "adapters train on a pretrained backbone; set train.init_from to a trained or imported run dir")
 
 
 def _validate_rope_scaling(m, source):

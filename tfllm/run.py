@@ -24,10 +24,15 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from tfllm import config as config_lib
-from tfllm.callbacks.checkpointer import BEST_DIR, LATEST_DIR, checkpoint_step, checkpoints_in, restore_weights
+import numpy as np
+
+from tfllm.callbacks.checkpointer import (
+    BEST_DIR, LATEST_DIR, check_base, checkpoint_step, checkpoints_in, read_base, restore_weights,
+)
 from tfllm.data.labeled import LabelMap
 from tfllm.errors import UserError
 from tfllm.files import staging_directory, write_atomically
+from tfllm.lora import adapt_as_configured, merge_adapters
 from tfllm.tasks import TASKS, build_model
 from tfllm.tokenizers import load_tokenizer
 from tfllm.tokenizers.tokenizer import CONFIG_FILENAME as TOKENIZER_FILE
@@ -160,16 +165,24 @@ class Run:
         return build_model(self.config, self.tokenizer.vocabulary_size, self.backbone_causal,
                            labels.num_classes if labels else None)
 
-    def load_model(self, prefer_best=True):
+    def load_model(self, prefer_best=True, checkpoint=None):
         """`(model, checkpoint)`: the task model with the weights of the best (else latest)
-        checkpoint; `UserError` when the run has none."""
-        checkpoint = self.checkpoints.preferred(prefer_best)
+        checkpoint, or of `checkpoint`; `UserError` when the run has none. A LoRA run's model
+        comes with its adapters, over the frozen weights of the base checkpoint it names."""
+        checkpoint = checkpoint or self.checkpoints.preferred(prefer_best)
         if checkpoint is None:
             raise UserError(
                 f"{self.path} has no checkpoint under checkpoints/; train it first with "
                 f"`tfllm train --run-dir {self.path}`"
             )
         model = self.build_model()
+        base = read_base(checkpoint)
+        if base is not None:
+            check_base(base, checkpoint)
+            base_run = Run.open(base["run"])
+            part = self.task.pretrained_part(model, base_run.config.model.task)
+            load_pretrained(part, base_run, base["checkpoint"])
+            adapt_as_configured(part, self.config.train)
         restore_weights(model, checkpoint)
         return model, checkpoint
 
@@ -251,6 +264,28 @@ class Run:
             for name in names:
                 if ".tfevents." in name and not name.endswith(".tmp"):
                     _drop_events_after(os.path.join(root, name), step)
+
+
+def load_pretrained(part, pretrained, checkpoint=None):
+    """Copy the backbone weights of the `Run` `pretrained` (its `checkpoint`, else its best or
+    latest) into `part`, the part of a task model it initializes (`Task.pretrained_part`);
+    returns the checkpoint read. A LoRA run gives its weights with the adapters merged."""
+    source_model, checkpoint = pretrained.load_model(checkpoint=checkpoint)
+    merge_adapters(source_model)
+    source, target = source_model.backbone.weights, part.weights
+    if len(source) != len(target):
+        raise UserError(
+            f"train.init_from={pretrained.path}: its backbone has {len(source)} weight tensors, this model "
+            f"{len(target)}; use a run with the same model keys"
+        )
+    for src, dst in zip(source, target):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise UserError(
+                f"train.init_from={pretrained.path}: weight {src.path} has shape {tuple(src.shape)}, this model "
+                f"needs {tuple(dst.shape)}; use a run with the same model keys"
+            )
+        dst.assign(np.asarray(src.numpy(), dtype=dst.dtype))
+    return checkpoint
 
 
 def _drop_events_after(path, step):

@@ -54,6 +54,7 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
         checkpointer = Checkpointer(
             run.checkpoints_dir, keep=t.keep_checkpoints, monitor=monitor, mode=mode, every=t.checkpoint_every,
             extra=state, fingerprint=run_fingerprint(config, run), handle_signals=not multi_worker,
+            base=session.base if t.lora_rank else None,
         )
     if multi_worker:
         callbacks.append(StopTogetherOnSignal(session.strategy, checkpointer))

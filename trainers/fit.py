@@ -6,6 +6,7 @@ import shutil
 import keras
 
 from tfllm.errors import UserError
+from tfllm.lora import has_adapters, parameter_counts
 from tfllm.losses import SmoothedSparseCrossentropy
 from tfllm.optimizers import adamw
 from tfllm.schedules import WarmupCosineDecay
@@ -38,7 +39,9 @@ def fit(session, model, data, vocabulary_size):
     t, m = config.train, config.model
     flops_per_token = TASKS[m.task].flops_per_token(config, vocabulary_size)
     peak = session.peak_flops
-    print(f"Model: {model.count_params():,} parameters, {flops_per_token / 1e6:.1f} MFLOPs per trained token; "
+    trainable, frozen = parameter_counts(model)
+    print(f"Model: {trainable + frozen:,} parameters, {trainable:,} trained and {frozen:,} frozen; "
+          f"{flops_per_token / 1e6:.1f} MFLOPs per trained token; "
           f"{t.steps} steps of {t.batch_size} x {m.seq_len} tokens; precision {session.precision}")
     print(f"Batch: global {t.batch_size} = {session.strategy.num_replicas_in_sync} replica(s) x "
           f"{t.grad_accum_steps} micro-batch(es) of {session.micro_batch}; "
@@ -86,7 +89,8 @@ def check_free_disk(session, model):
     """Refuse to start when the checkpoints the config keeps cannot fit on the run's disk."""
     t, run_dir = session.config.train, session.run.path
     # Weights plus AdamW's two moments, float32; latest/ keeps K, best/ one, and one in flight.
-    per_checkpoint = 4 * 3 * model.count_params()
+    per_checkpoint = 4 * 3 * sum(parameter_counts(model)) if not has_adapters(model) else (
+        4 * 3 * parameter_counts(model)[0])
     needed = per_checkpoint * (t.keep_checkpoints + 2)
     free = shutil.disk_usage(run_dir).free
     if free < needed:

@@ -10,14 +10,23 @@ A prompt too long for the context keeps its last tokens (a warning says how many
 `causal_lm`, `sft` and `seq2seq` runs generate; a `classify` run is used with `tfllm evaluate`
 or `tfllm export`. A `seq2seq` run reads each prompt as a source and prints its target alone
 (a source too long for the encoder keeps its first tokens).
+
+    tfllm generate --run-dir runs/qwen-sft --chat --prompt "What does the with statement do?"
+
+`--chat` sends each prompt as the user message of a conversation rendered with the run's chat
+template (`tfllm.data.chat`: an imported checkpoint's, else the default) and its assistant
+prompt, special tokens as their ids, and prints the assistant's reply alone; the reply ends at
+the end-of-text token or the token that ends the template's assistant turn.
 """
 
 import json
 
 from tfllm import tasks
+from tfllm.data.chat import ChatTemplate
+from tfllm.data.finetune_pipeline import encode_with_special_tokens, end_of_turn_id
 from tfllm.data.readers import describe_json_error
 from tfllm.errors import UserError
-from tfllm.generator import Generator
+from tfllm.generator import Generator, cut_at_stop_strings
 from tfllm.run import Run
 from tfllm.samplers import get_sampler
 from tfllm.samplers.validation import flag_error
@@ -95,20 +104,32 @@ def run(args):
         args.run_dir, prompts, max_new_tokens=args.max_new_tokens, strategy=args.strategy,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
         seed=args.seed, stream=args.stream, stop_strings=tuple(getattr(args, "stop", None) or ()),
+        chat=getattr(args, "chat", False),
     )
 
 
 def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0, top_k=None, top_p=None,
-         num_beams=4, seed=None, stream=False, stop_strings=()):
-    """Print a completion of every prompt with the run's model."""
+         num_beams=4, seed=None, stream=False, stop_strings=(), chat=False):
+    """Print a completion of every prompt with the run's model; with `chat`, the assistant's
+    reply to each prompt as a user message (`chat_replies`)."""
     check_max_new_tokens(max_new_tokens)
     sampler = make_sampler(strategy, temperature, top_k, top_p, num_beams, seed)
     if stream and strategy == "beam":
         raise UserError("--stream works with --strategy greedy or sample: beam search ranks its beams at the end")
+    if stream and chat:
+        raise UserError("--stream does not work with --chat yet; drop --stream to print each reply whole")
     run = generation_run(run_dir)
+    if chat and run.task.encoder_decoder:
+        raise UserError(f"{run_dir} is a {run.task.name} run, which has no chat template; --chat needs a causal_lm "
+                        "or sft run")
     model, _ = run.load_model()
     check_max_new_tokens(max_new_tokens, run.config.max_seq_len)
     generator = Generator(model, run.tokenizer, max_length=run.config.max_seq_len)
+    if chat:
+        for reply in chat_replies(generator, list(prompts), max_new_tokens, sampler, stop_strings):
+            print(reply)
+            print(SEPARATOR)
+        return
     # A continuation follows its prompt; an encoder-decoder's target stands alone.
     shown = (lambda prompt: "") if run.task.encoder_decoder else (lambda prompt: prompt)
     if not stream:
@@ -124,3 +145,23 @@ def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0
         print()
         print(SEPARATOR)
 
+
+
+def chat_prompt_ids(tokenizer, prompts):
+    """The ids of each prompt as the one user message of a conversation, rendered with the
+    tokenizer's chat template and its assistant prompt, special tokens as their ids."""
+    template = ChatTemplate.of(tokenizer)
+    texts = [template.render([{"role": "user", "content": prompt}], add_generation_prompt=True, where=f"prompt {n}")
+             for n, prompt in enumerate(prompts, start=1)]
+    return encode_with_special_tokens(tokenizer, texts)
+
+
+def chat_replies(generator, prompts, max_new_tokens, sampler, stop_strings=()):
+    """The assistant's reply to each prompt (`chat_prompt_ids`), up to the end-of-text id or the
+    template's end-of-turn token (`end_of_turn_id`) and the first of `stop_strings`."""
+    tokenizer = generator.tokenizer
+    stops = tuple(dict.fromkeys(id for id in (tokenizer.eos_id, end_of_turn_id(ChatTemplate.of(tokenizer), tokenizer))
+                                if id is not None))
+    ids = generator.generate_from_ids(chat_prompt_ids(tokenizer, prompts), max_new_tokens, sampler,
+                                      stop_token_ids=stops)
+    return [cut_at_stop_strings(text, stop_strings) for text in generator.detokenize(ids)]

@@ -5,9 +5,9 @@
     tfllm import hf://facebook/bart-base --run-dir runs/bart      # an encoder-decoder: a seq2seq run
 
 The run holds config.yaml (the checkpoint's architecture as `model` keys), tokenizer/ (the
-checkpoint's own tokenizer) and checkpoints/latest/ckpt-0 (its weights), so `tfllm generate`,
-`evaluate`, `export` and `train.init_from` take it like a run tfllm trained. It appears whole or
-not at all.
+checkpoint's own tokenizer, with its chat template as chat_template.jinja when it has one) and
+checkpoints/latest/ckpt-0 (its weights), so `tfllm generate`, `evaluate`, `export` and
+`train.init_from` take it like a run tfllm trained. It appears whole or not at all.
 """
 
 import os
@@ -26,7 +26,8 @@ HUB_PREFIX = "hf://"
 
 def download(source):
     """The local directory of `source`: itself, or the Hub repository `hf://ORG/NAME` downloaded
-    into huggingface_hub's cache (safetensors weights, configs and tokenizer files only)."""
+    into huggingface_hub's cache (safetensors weights, configs, tokenizer files and chat templates
+    only)."""
     if not source.startswith(HUB_PREFIX):
         if not os.path.isdir(source):
             raise UserError(f"{source} is not a directory; pass a checkpoint directory (config.json, "
@@ -36,7 +37,7 @@ def download(source):
 
     try:
         return huggingface_hub.snapshot_download(
-            source[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+            source[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
     except Exception as error:  # noqa: BLE001 - network, missing repository, gated model: one line each
         raise UserError(f"cannot download {source} ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
                         "download it on a machine with network (hf download ORG/NAME --local-dir DIR) "

@@ -6,11 +6,11 @@ tokenizer keys are taken from it. A key the user set that contradicts it is refu
 so is a pretrained task whose backbone attends otherwise (`Task.init_from`).
 """
 
-import numpy as np
-
 from tfllm import config as config_lib
+from tfllm.callbacks.checkpointer import check_base, read_base
 from tfllm.errors import UserError
-from tfllm.run import Run
+from tfllm.lora import adapt_as_configured
+from tfllm.run import Run, load_pretrained
 from tfllm.tasks import TASKS, listed
 
 # The model keys that fix the backbone's weights.
@@ -69,23 +69,32 @@ def _same_context(key, config, value):
     return key == "model.max_seq_len" and config.max_seq_len == value
 
 
-def load_backbone(model, pretrained, task):
-    """Copy the trained weights of the pretrained `Run`'s backbone into the part of `model` (of
-    `task`) that the run initializes (`Task.pretrained_part`: the backbone, or a seq2seq encoder)."""
-    source_model, checkpoint = pretrained.load_model()
+def base_checkpoint(pretrained, resume):
+    """The checkpoint of the pretrained `Run` that the backbone starts from: the one a resumed
+    LoRA run recorded (refused when it changed), else the pretrained run's best (else latest);
+    None without `train.init_from`."""
+    if pretrained is None:
+        return None
+    if resume.checkpoint:
+        base = read_base(resume.checkpoint)
+        if base is not None:
+            check_base(base, resume.checkpoint)
+            return base["checkpoint"]
+    checkpoint = pretrained.checkpoints.preferred()
+    if checkpoint is None:
+        raise UserError(f"train.init_from={pretrained.path} has no checkpoint under checkpoints/; train that run "
+                        "first, or start from another")
+    return checkpoint
+
+
+def load_backbone(model, pretrained, task, checkpoint=None, train_config=None):
+    """Copy the pretrained `Run`'s `checkpoint` (default: its best, else latest) into the part of
+    `model` (of `task`) that it initializes (`Task.pretrained_part`: the backbone, or a seq2seq
+    encoder); with `train.lora_rank` in `train_config`, freeze that part and add its adapters
+    (call it inside the strategy scope). Returns the checkpoint read."""
     part = task.pretrained_part(model, pretrained.config.model.task)
-    source, target = source_model.backbone.weights, part.weights
-    if len(source) != len(target):
-        raise UserError(
-            f"train.init_from={pretrained.path}: its backbone has {len(source)} weight tensors, this model "
-            f"{len(target)}; use a run with the same model keys"
-        )
-    for src, dst in zip(source, target):
-        if tuple(src.shape) != tuple(dst.shape):
-            raise UserError(
-                f"train.init_from={pretrained.path}: weight {src.path} has shape {tuple(src.shape)}, this model "
-                f"needs {tuple(dst.shape)}; use a run with the same model keys"
-            )
-        dst.assign(np.asarray(src.numpy(), dtype=dst.dtype))
+    checkpoint = load_pretrained(part, pretrained, checkpoint)
     print(f"Initialized the backbone from {checkpoint}")
+    if train_config is not None:
+        adapt_as_configured(part, train_config)
     return checkpoint

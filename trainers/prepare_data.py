@@ -13,7 +13,7 @@ from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus import iter_texts, prepare_corpus
 from tfllm.data.corpus_stats import CorpusStats, STATS_FILE
 from tfllm.data.example import split_examples
-from tfllm.data.labeled import LabelMap
+from tfllm.data.labeled import LabelMap, example_texts
 from tfllm.data.training_data import Examples
 from tfllm.errors import UserError
 from tfllm.tokenizers import train_tokenizer
@@ -28,7 +28,7 @@ def prepare_data(session, task, pretrained=None):
         texts = lambda: iter_texts(run.corpus_dir, "train")  # noqa: E731
     else:
         source = read_examples(config, task)
-        texts = lambda: (part for example in source.train for part in example if isinstance(part, str))  # noqa: E731
+        texts = lambda: example_texts(source.train)  # noqa: E731
         if source.label_map and session.chief:
             run.save_labels(source.label_map)
     if pretrained is not None:

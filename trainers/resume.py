@@ -29,7 +29,8 @@ RESUMABLE_KEYS = frozenset({
 # while at the default, so that a run saved before the key existed still resumes.
 KEYS_ADDED_LATER = {"model.qkv_bias": None, "model.rope_scaling": None, "model.pooler": False,
                     "model.num_encoder_layers": 0, "model.num_decoder_layers": 0, "model.source_len": 0,
-                    "train.label_smoothing": 0.0}
+                    "train.label_smoothing": 0.0, "train.lora_rank": 0, "train.lora_alpha": 16.0,
+                    "train.lora_targets": "query,value", "train.lora_dropout": 0.0, "train.quantize": "none"}
 
 
 @dataclasses.dataclass(frozen=True)

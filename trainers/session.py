@@ -5,16 +5,19 @@ Everything here is decided before any data or model exists, the same way for eve
 
 import dataclasses
 import tempfile
+import typing
 
 import keras
 import tensorflow as tf
 
 from tfllm import config as config_lib
 from tfllm import distribute
+from tfllm.callbacks.checkpointer import base_record
 from tfllm.errors import UserError
 from tfllm.flops import device_peak_flops
 from tfllm.precision import resolve_precision
 from tfllm.run import Run
+from tfllm.trainers import init_from
 from tfllm.trainers.resume import Resume
 
 
@@ -35,6 +38,8 @@ class Session:
         resume: where training starts (a `Resume`).
         peak_flops: peak FLOP/s of all devices together, for MFU.
         peak_source: where the per-device figure came from.
+        base: `base_record` of the pretrained checkpoint the backbone starts from
+            (`train.init_from`), or None; a LoRA run resumes on the base it recorded.
     """
 
     config: config_lib.Config
@@ -47,10 +52,12 @@ class Session:
     resume: Resume
     peak_flops: float
     peak_source: str
+    base: typing.Optional[dict] = None
 
     @classmethod
-    def start(cls, config, run_dir):
-        """Strategy, run dir, precision and seeds: everything settled before data and model."""
+    def start(cls, config, run_dir, pretrained=None):
+        """Strategy, run dir, precision and seeds: everything settled before data and model;
+        `pretrained` is the `Run` of `train.init_from`, or None."""
         t, d = config.train, config.distribute
         strategy = distribute.make_strategy(d.strategy, d.cpu_replicas, d.tpu)
         chief = distribute.is_chief(strategy)
@@ -77,7 +84,9 @@ class Session:
         # Before any input pipeline exists: its threads would slow a measured CPU peak down,
         # and a low peak makes MFU read high.
         peak, peak_source = peak_flops(strategy, precision, t.peak_flops)
-        return cls(config, run, strategy, chief, precision, xla, micro_batch, resume, peak, peak_source)
+        base = init_from.base_checkpoint(pretrained, resume)
+        base = base_record(pretrained.path, base) if base else None
+        return cls(config, run, strategy, chief, precision, xla, micro_batch, resume, peak, peak_source, base)
 
     def save_config(self):
         if self.chief:

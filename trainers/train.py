@@ -31,7 +31,7 @@ def train(config, run_dir, written_keys=None):
     # Bad input found while the run is set up leaves nothing behind; the config written last
     # marks a run that trains (and resumes).
     with Run(run_dir).first_start():
-        session = Session.start(config, run_dir)
+        session = Session.start(config, run_dir, pretrained)
         source, tokenizer = prepare_data(session, task, pretrained)
         causal = task.attends_causally(pretrained.backbone_causal if pretrained else None)
         data = task.datasets(config, source, tokenizer, session.strategy, causal)
@@ -39,7 +39,7 @@ def train(config, run_dir, written_keys=None):
             num_classes = source.label_map.num_classes if task.labeled else None
             model = build_model(config, tokenizer.vocabulary_size, causal, num_classes)
             if pretrained:
-                init_from.load_backbone(model, pretrained, task)
+                init_from.load_backbone(model, pretrained, task, session.base["checkpoint"], config.train)
             compile_model(session, model)
         if session.chief and pretrained:
             session.run.save_backbone_info(pretrained.path, causal)

@@ -149,12 +149,14 @@ def test_bad_sources_are_one_line_exit_2_and_leave_no_file(case, gpt2_checkpoint
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
-def test_sft_from_an_imported_checkpoint_lowers_the_validation_loss(imported, tmp_path):
+# In full, and through rank-8 adapters on the frozen checkpoint (at a learning rate that suits them).
+@pytest.mark.parametrize("adapters", [[], ["train.lora_rank=8", "train.learning_rate=3e-2", "train.lora_targets=query,value,mlp"]], ids=["full", "lora"])
+def test_sft_from_an_imported_checkpoint_lowers_the_validation_loss(adapters, imported, tmp_path):
     from tests.trainers.run_testing import read_metrics
 
     run_dir = str(tmp_path / "sft")
     overrides = ["train.init_from=" + imported, "train.steps=15", "train.eval_every=5", "train.warmup_steps=1",
-                 "train.eval_batches=1", "train.batch_size=8", "train.samples=0", "train.precision=float32"]
+                 "train.eval_batches=1", "train.batch_size=8", "train.samples=0", "train.precision=float32", *adapters]
     assert cli.main(["train", "--config", "sft-tiny", "--run-dir", run_dir, *overrides]) == 0
     assert Run.open(run_dir).config.data.tokenizer == "gpt2_bpe"  # the checkpoint's, not a new one
     val = [r["val_loss"] for r in read_metrics(run_dir) if "val_loss" in r]

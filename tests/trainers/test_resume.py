@@ -47,7 +47,20 @@ SCENARIOS = {
                                             data__path="{examples}/classify.jsonl")),
     "sft": ("one_device_strategy", dict(model__task="sft", data__path="{examples}/sft.jsonl")),
     "seq2seq": ("one_device_strategy", dict(model__task="seq2seq", data__path="{examples}/seq2seq.jsonl")),
+    # Adapters (with dropout: its random state resumes too) on a frozen run of the same shape.
+    "lora": ("one_device_strategy", dict(train__init_from="{lora_base}", train__lora_rank=4, train__lora_dropout=0.1,
+                                         train__lora_targets="query,value,mlp,embedding")),
 }
+# Resumed after a SIGKILL (a subprocess); the others from a copy of the finished run's checkpoint.
+KILLED = ("accumulation", "lora")
+
+
+@pytest.fixture(scope="module")
+def lora_base(corpus, one_device_strategy, tmp_path_factory):  # noqa: F811
+    """A tiny run for the LoRA scenario to adapt."""
+    run_dir = str(tmp_path_factory.mktemp("lora_base") / "run")
+    train_in_process(one_device_strategy, run_dir, tiny(corpus, train__steps=5))
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -105,20 +118,22 @@ def kill_at_a_random_step(run_dir, overrides, rng):
 def scenario_overrides(scenario, corpus, examples, request):
     """(strategy, overrides) of `scenario`."""
     fixture, changes = SCENARIOS[scenario]
-    changes = {key: value.format(examples=examples) if isinstance(value, str) else value
+    changes = {key: value.format(examples=examples, lora_base=request.getfixturevalue("lora_base")
+                                 if "{lora_base}" in value else "") if isinstance(value, str) else value
                for key, value in changes.items()}
     return request.getfixturevalue(fixture), tiny(corpus, **{**RESUME, **changes})
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_a_random_step_resumes_and_ends_like_an_uninterrupted_one(corpus, examples, request,  # noqa: F811
-                                                                                  tmp_path):
-    strategy, overrides = scenario_overrides("accumulation", corpus, examples, request)
+@pytest.mark.parametrize("scenario", KILLED)
+def test_a_run_killed_at_a_random_step_resumes_and_ends_like_an_uninterrupted_one(scenario, corpus,  # noqa: F811
+                                                                                  examples, request, tmp_path):
+    strategy, overrides = scenario_overrides(scenario, corpus, examples, request)
     reference, resumed = str(tmp_path / "reference" / "run"), str(tmp_path / "resumed" / "run")
     train_in_process(strategy, reference, overrides)
 
     # Seeded: a failure names a kill point that can be replayed.
-    kill_after = kill_at_a_random_step(resumed, overrides, random.Random("accumulation"))
+    kill_after = kill_at_a_random_step(resumed, overrides, random.Random(scenario))
     saved = tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints", "latest"))
     assert saved, "the run was killed before its first checkpoint: nothing was resumed"
     resume_step = int(saved.rsplit("-", 1)[1])
@@ -146,7 +161,7 @@ def stopped_after_checkpoint(reference, run_dir, step):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name != "accumulation"])
+@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name not in KILLED])
 def test_every_task_and_strategy_resumed_from_a_checkpoint_ends_like_an_uninterrupted_run(  # noqa: F811
         scenario, corpus, examples, request, tmp_path):
     strategy, overrides = scenario_overrides(scenario, corpus, examples, request)

@@ -7,6 +7,7 @@ fingerprint of the config and tokenizer it belongs to. The input pipeline's posi
 the step: the pipelines are deterministic, and a resumed run skips the batches already consumed.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import tensorflow as tf
 from tfllm.callbacks.signal_flag import SignalFlag
 from tfllm.errors import TrainingInterrupted, UserError
 from tfllm.files import write_atomically
+from tfllm.lora import checkpointed_weights
 
 LATEST_DIR = "latest"
 BEST_DIR = "best"
@@ -44,10 +46,12 @@ class Checkpointer(keras.callbacks.Callback):
         extra: dict of name -> trackable saved along (e.g. `{"logger": logger.state}`).
         fingerprint: str. Identifies the config and tokenizer; stored in every checkpoint.
         handle_signals: bool. Install the SIGTERM/SIGINT handlers while training runs.
+        base: the `base_record` of the checkpoint whose frozen weights the adapters train on, or
+            None: a LoRA run's checkpoints hold only what trains, and name its base.
     """
 
     def __init__(self, directory, keep=3, monitor="val_loss", mode="min", every=0, extra=None,
-                 fingerprint="", handle_signals=False):
+                 fingerprint="", handle_signals=False, base=None):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
@@ -59,6 +63,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.extra = dict(extra or {})
         self.fingerprint = fingerprint
         self.handle_signals = handle_signals
+        self.base = base
         self.best_value = read_best(directory, monitor, mode)
         self.interrupted_at = None
         self._signals = SignalFlag()
@@ -72,7 +77,7 @@ class Checkpointer(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self._checkpoint = training_checkpoint(self.model, self.extra, self.fingerprint)
+        self._checkpoint = training_checkpoint(self.model, self.extra, self.fingerprint, self.base)
         self._latest = tf.train.CheckpointManager(
             self._checkpoint, os.path.join(self.directory, LATEST_DIR), max_to_keep=self.keep
         )
@@ -168,13 +173,16 @@ def rng_variables(model):
     return [v for v in model.variables if id(v) not in weights]
 
 
-def training_checkpoint(model, extra=None, fingerprint=""):
-    """Model weights, optimizer state (the optimizer must be built), RNG states, `extra`
-    trackables and the run fingerprint."""
+def training_checkpoint(model, extra=None, fingerprint="", base=None):
+    """Model weights (`checkpointed_weights`: what trains, once adapters are on), optimizer
+    state (the optimizer must be built), RNG states, `extra` trackables, the run fingerprint
+    and the `base` record of a LoRA run."""
     run = tf.Module()
     run.fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False)
+    for key, value in (base or {}).items():
+        setattr(run, f"base_{key}", tf.Variable(value, dtype=tf.string, trainable=False))
     return tf.train.Checkpoint(
-        model=variables_in_order(model.weights),
+        model=variables_in_order(checkpointed_weights(model)),
         optimizer=variables_in_order(model.optimizer.variables),
         rng=variables_in_order(rng_variables(model)),
         run=run,
@@ -206,9 +214,10 @@ def restore_training_state(model, path, extra=None):
 
 
 def restore_weights(model, path):
-    """Load the model weights of a training checkpoint; every model weight must be found."""
+    """Load the model weights of a training checkpoint (`checkpointed_weights`: a LoRA run's
+    checkpoint holds what trains); every one of them must be found."""
     try:
-        status = tf.train.Checkpoint(model=variables_in_order(model.weights)).restore(path)
+        status = tf.train.Checkpoint(model=variables_in_order(checkpointed_weights(model))).restore(path)
         status.expect_partial().assert_existing_objects_matched()
     except _CHECKPOINT_MISMATCH as e:
         raise _damaged(path, e) from None
@@ -220,6 +229,54 @@ def save_weights(model, directory, step):
     as `restore_weights` reads them: the one checkpoint of an imported run."""
     checkpoint = tf.train.Checkpoint(model=variables_in_order(model.weights))
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1).save(checkpoint_number=step)
+
+
+BASE_KEYS = ("run", "checkpoint", "fingerprint")
+
+
+def base_record(run_dir, checkpoint):
+    """What a LoRA run's checkpoints record of the checkpoint they train on: its run dir, its
+    path (absolute) and its fingerprint."""
+    return {"run": os.path.abspath(run_dir), "checkpoint": os.path.abspath(checkpoint),
+            "fingerprint": checkpoint_fingerprint(checkpoint)}
+
+
+def checkpoint_fingerprint(path):
+    """SHA-256 of a checkpoint's index file, which holds a CRC32C checksum of every tensor: it
+    changes when any stored value does, and reading it does not read the data."""
+    try:
+        with tf.io.gfile.GFile(path + ".index", "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except tf.errors.NotFoundError:
+        return ""
+
+
+def read_base(path):
+    """The `base_record` stored in the checkpoint `path`, or None (a run that trains every weight)."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError) as e:
+        raise _damaged(path, e) from None
+    names = {key: f"run/base_{key}/.ATTRIBUTES/VARIABLE_VALUE" for key in BASE_KEYS}
+    if not all(reader.has_tensor(name) for name in names.values()):
+        return None
+    return {key: reader.get_tensor(name).decode("utf-8") for key, name in names.items()}
+
+
+def check_base(base, path):
+    """`UserError` unless the base checkpoint that `path` (a LoRA run's checkpoint) was trained on
+    is still there, unchanged."""
+    fingerprint = checkpoint_fingerprint(base["checkpoint"])
+    if not fingerprint:
+        raise UserError(
+            f"{path} trains adapters on {base['checkpoint']}, which no longer exists; restore it (the base run "
+            f"{base['run']} kept newer checkpoints) or train the adapters again"
+        )
+    if fingerprint != base["fingerprint"]:
+        raise UserError(
+            f"{path} trains adapters on {base['checkpoint']}, which changed since (fingerprint {fingerprint[:12]}, "
+            f"recorded {base['fingerprint'][:12]}); restore that checkpoint or train the adapters again"
+        )
 
 
 def checkpoint_step(path):

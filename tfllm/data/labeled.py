@@ -2,10 +2,11 @@
 
 A path is a `.jsonl` file, a directory (every `.jsonl` file below it, sorted),
 or a glob (or a built-in set, `tfllm.data.builtin_examples`). Classification lines are `{"text": "...", "label": "spam"}` (labels
-are all strings or all integers); prompt/completion lines are
-`{"prompt": "...", "completion": "..."}`. Every mistake in a file is a
-`UserError` naming `FILE:LINE`. `tfllm.data.source_target` reads its files with the same
-helpers (`labeled_files`, `utf8_lines`, `read_pairs`).
+are all strings or all integers); `sft` lines are `{"prompt": "...", "completion": "..."}` or
+a conversation, `{"messages": [{"role": "user", "content": "..."}, ...]}` (`tfllm.data.chat`),
+mixed as you like. Every mistake in a file is a `UserError` naming `FILE:LINE`.
+`tfllm.data.source_target` reads its files with the same helpers (`labeled_files`,
+`utf8_lines`, `read_pairs`).
 """
 
 import codecs
@@ -16,12 +17,15 @@ from typing import Iterator, Sequence, Union
 
 from tfllm.data.builtin import is_builtin
 from tfllm.data.builtin_examples import builtin_examples
+from tfllm.data.chat import ROLES, Conversation
 from tfllm.data.example import Example
 from tfllm.data.readers import describe_json_error
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
 
 LABELS_FILENAME = "labels.json"
+# What an `sft` line holds, for errors.
+SFT_LINE = '"prompt" and "completion", or "messages"'
 
 Label = Union[str, int]
 
@@ -64,15 +68,80 @@ def read_classification(path: str) -> list[Example]:
 
 
 def read_prompt_completion(path: str) -> list[Example]:
-    """The `(prompt, completion)` examples of the JSON Lines at `path`, each with its `source`.
+    """The `sft` examples of the JSON Lines at `path`, each with its `source`: `(prompt,
+    completion)` of a line with "prompt" and "completion" strings, `(Conversation, None)` of a
+    line with "messages" (`read_conversation`).
 
     Raises:
-        UserError: as `read_classification`, for "prompt" and "completion"
-            strings.
+        UserError: as `read_classification`, for "prompt" and "completion" strings, and for
+            what `read_conversation` refuses.
     """
     if is_builtin(path):
         return builtin_examples(path, "sft")
-    return read_pairs(path, ("prompt", "completion"))
+    keys = ("prompt", "completion")
+    examples = []
+    for source, record in _records(path, (), SFT_LINE):
+        if "messages" in record:
+            both = [key for key in keys if key in record]
+            if both:
+                raise UserError(f'{source}: "messages" and {_keys(both)} on one line; a line is a conversation or '
+                                "a prompt and completion, so write one or the other.")
+            examples.append(Example(read_conversation(record["messages"], source), None, source))
+            continue
+        for key in keys:
+            if key not in record:
+                raise UserError(f'{source}: no "{key}" key; every line needs {SFT_LINE}.')
+            _check_string(record[key], key, source)
+        examples.append(Example(record["prompt"], record["completion"], source))
+    _check_not_empty(examples, path, '{"prompt": "...", "completion": "..."}')
+    return examples
+
+
+def read_conversation(messages, source: str) -> Conversation:
+    """The `Conversation` of a line's "messages": a non-empty array of objects, each with a "role"
+    of `ROLES` and a "content" string, at least one of them an assistant message to learn (an
+    assistant message may say `"weight": 0` or 1, as OpenAI's fine-tuning files do).
+
+    Raises:
+        UserError: naming `source` (`FILE:LINE`), the message and the key that is wrong.
+    """
+    example = '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]'
+    if not isinstance(messages, list) or not messages:
+        what = "an empty array" if messages == [] else f"{_json_type(messages)} {_show(messages)}"
+        raise UserError(f'{source}: "messages" is {what}; write the conversation as an array of messages, like '
+                        f"{example}.")
+    for number, message in enumerate(messages, start=1):
+        where = f"{source}: message {number}"
+        if not isinstance(message, dict):
+            raise UserError(f'{where} is {_json_type(message)} {_show(message)}; a message is an object like '
+                            '{"role": "user", "content": "..."}.')
+        for key in ("role", "content"):
+            if key not in message:
+                raise UserError(f'{where} has no "{key}" key; every message needs "role" and "content".')
+        role = message["role"]
+        if role not in ROLES:
+            raise UserError(f'{where} has "role" {_show(role)}; a role is {_keys(ROLES, "or")}.')
+        _check_string(message["content"], "content", where)
+        weight = message.get("weight")
+        if "weight" in message and (role != "assistant" or isinstance(weight, bool) or weight not in (0, 1)):
+            raise UserError(f'{where} has "weight" {_show(weight)}; only an assistant message has a weight, 0 '
+                            "(context, not learned) or 1 (learned, the default).")
+    conversation = Conversation(messages)
+    if not any(conversation.learned(i) for i in range(len(conversation))):
+        raise UserError(f'{source}: no assistant message to learn; a conversation needs one with "role": "assistant" '
+                        'and no "weight": 0.')
+    return conversation
+
+
+def example_texts(examples) -> Iterator[str]:
+    """The strings of `examples`, the contents of a conversation's messages included: what a
+    tokenizer trained for them reads."""
+    for example in examples:
+        for part in example:
+            if isinstance(part, str):
+                yield part
+            elif isinstance(part, Conversation):
+                yield from part.texts()
 
 
 def read_pairs(path: str, keys: tuple) -> list[Example]:
@@ -195,29 +264,31 @@ def balanced_class_weights(label_ids: Sequence[int], num_classes: int) -> dict[i
     return {c: n / (num_classes * count) for c, count in enumerate(counts)}
 
 
-def _records(path: str, keys: tuple) -> Iterator[tuple]:
-    """`("FILE:LINE", record)` for every non-blank line of the files of `path`, each holding `keys`."""
+def _records(path: str, keys: tuple, expected: str = "") -> Iterator[tuple]:
+    """`("FILE:LINE", record)` for every non-blank line of the files of `path`, each holding `keys`;
+    `expected` says what a line holds, for errors (default: `keys`)."""
+    expected = expected or _keys(keys)
     for file in labeled_files(path):
         for source, line in utf8_lines(file):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise _invalid_json(source, describe_json_error(e), keys) from None
+                raise _invalid_json(source, describe_json_error(e), expected) from None
             except ValueError:
                 # Python refuses integers of more than 4300 digits with a plain ValueError.
-                raise _invalid_json(source, "a number too long to read", keys) from None
+                raise _invalid_json(source, "a number too long to read", expected) from None
             except RecursionError:
-                raise _invalid_json(source, "arrays or objects nested too deeply", keys) from None
+                raise _invalid_json(source, "arrays or objects nested too deeply", expected) from None
             if not isinstance(record, dict):
-                raise UserError(f"{source}: a JSON {_json_type(record)}; expected an object with {_keys(keys)}.")
+                raise UserError(f"{source}: a JSON {_json_type(record)}; expected an object with {expected}.")
             for key in keys:
                 if key not in record:
-                    raise UserError(f'{source}: no "{key}" key; every line needs {_keys(keys)}.')
+                    raise UserError(f'{source}: no "{key}" key; every line needs {expected}.')
             yield source, record
 
 
-def _invalid_json(source: str, problem: str, keys: tuple) -> UserError:
-    return UserError(f"{source}: not valid JSON ({problem}); each line must be one JSON object with {_keys(keys)}.")
+def _invalid_json(source: str, problem: str, expected: str) -> UserError:
+    return UserError(f"{source}: not valid JSON ({problem}); each line must be one JSON object with {expected}.")
 
 
 def labeled_files(path: str, suffixes: tuple = (".jsonl",)) -> list[str]:
@@ -279,7 +350,8 @@ def utf8_lines(path: str) -> Iterator[tuple]:
 
 def _check_string(value, key: str, source: str) -> None:
     if not isinstance(value, str):
-        raise UserError(f'{source}: "{key}" is {_json_type(value)} {_show(value)}; it must be a string.')
+        what = "null" if value is None else f"{_json_type(value)} {_show(value)}"
+        raise UserError(f'{source}: "{key}" is {what}; it must be a string.')
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -306,8 +378,9 @@ def _show(value, limit: int = 40) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-def _keys(keys: tuple) -> str:
-    return " and ".join(f'"{key}"' for key in keys)
+def _keys(keys, conjunction: str = "and") -> str:
+    quoted = [f'"{key}"' for key in keys]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} {conjunction} {quoted[-1]}"
 
 
 def _preview(labels: list, limit: int = 10) -> str:

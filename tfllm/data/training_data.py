@@ -14,7 +14,8 @@ import math
 
 import tensorflow as tf
 
-from tfllm.data.finetune_pipeline import classify_dataset, sft_dataset
+from tfllm.data.chat import ChatTemplate
+from tfllm.data.finetune_pipeline import classify_dataset, pieces_dataset, sft_pieces
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.data.seq2seq_pipeline import encode_sources, encode_targets, seq2seq_dataset
 from tfllm.errors import UserError
@@ -133,17 +134,21 @@ def classify_data(config, examples, tokenizer, strategy, pooling):
 
 
 def sft_data(config, examples, tokenizer, strategy):
-    """Prompt -> completion pairs of `examples`; the loss counts completion tokens only."""
+    """Prompt -> completion pairs and conversations of `examples` (conversations rendered with the
+    tokenizer's chat template, all of them before training starts, so that a line the template
+    cannot render is an error at once); the loss counts completions and assistant turns only."""
     t = config.train
+    template = ChatTemplate.of(tokenizer)
+    pieces = Examples(sft_pieces(examples.train, tokenizer, template), sft_pieces(examples.val, tokenizer, template),
+                      None)
 
     def build(part, batch_size, training):
-        return sft_dataset(
-            [prompt for prompt, _ in part], [completion for _, completion in part], tokenizer,
-            seq_len=config.model.seq_len, batch_size=batch_size, shuffle=training, seed=t.seed, repeat=training,
-            drop_remainder=training,
+        return pieces_dataset(
+            part, tokenizer, seq_len=config.model.seq_len, batch_size=batch_size, shuffle=training, seed=t.seed,
+            repeat=training, drop_remainder=training,
         )
 
-    return examples_data(config, examples, strategy, build)
+    return examples_data(config, pieces, strategy, build)
 
 
 def seq2seq_data(config, examples, tokenizer, strategy):

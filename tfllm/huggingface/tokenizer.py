@@ -13,7 +13,10 @@ Supported:
   `transformers`' `LlamaTokenizer` gives;
 - BERT's WordPiece (`vocab.txt`, or a `tokenizer.json` WordPiece model behind BERT's normalizer),
   lower-cased when `do_lower_case` (the normalizer's `lowercase`) says so.
-Special tokens written in the text are tokenized as text.
+Special tokens written in the text are tokenized as text, but in the text of a chat template
+(`Tokenizer.split_special_tokens`). The checkpoint's chat template (chat_template.jinja, else
+tokenizer_config.json's `chat_template`, as `transformers` picks it) comes with its tokenizer
+(`Tokenizer.chat_template`) and goes back with it.
 """
 
 import json
@@ -22,6 +25,7 @@ import os
 import sentencepiece
 import tokenizers
 
+from tfllm.data.chat import ChatTemplate
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
 from tfllm.tokenizers.bert_tokenizer import BertTokenizer
@@ -29,6 +33,7 @@ from tfllm.tokenizers.byte_pair_tokenizer import MERGES_FILENAME, VOCABULARY_FIL
 from tfllm.tokenizers.byte_pair_tokenizer import read_vocabulary_and_merges
 from tfllm.tokenizers.gpt2_tokenizer import PATTERNS, Gpt2Tokenizer, Llama3Tokenizer, Qwen2Tokenizer
 from tfllm.tokenizers.llama_sentence_piece_tokenizer import MODEL_FILENAME, LlamaSentencePieceTokenizer
+from tfllm.tokenizers.tokenizer import CHAT_TEMPLATE_FILENAME
 
 SUPPORTED = ("byte-level BPE (GPT-2's vocab.json and merges.txt, or a tokenizer.json with the pre-tokenizer of "
              "GPT-2, Llama 3 or Qwen2), SentencePiece BPE with byte fallback (tokenizer.model of Llama 2 or "
@@ -233,8 +238,43 @@ def _sentencepiece(directory, path, description):
 
 
 def load_checkpoint_tokenizer(directory):
-    """The tokenizer of the checkpoint in `directory`; `UserError` naming the files when it has
-    none tfllm can run in-graph exactly as `transformers` does."""
+    """The tokenizer of the checkpoint in `directory`, with its chat template when it has one;
+    `UserError` naming the files when it has none tfllm can run in-graph exactly as
+    `transformers` does."""
+    tokenizer = _checkpoint_tokenizer(directory)
+    tokenizer.chat_template = _chat_template(directory)
+    return tokenizer
+
+
+def _chat_template(directory):
+    """The checkpoint's chat template as `transformers` picks it: chat_template.jinja, else
+    tokenizer_config.json's `chat_template` (a string, or the one named "default" of a list of
+    named templates); None without one. `UserError` when it is not a Jinja template."""
+    path = os.path.join(directory, CHAT_TEMPLATE_FILENAME)
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as file:
+                template = file.read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"{path} is unreadable ({error}); download the checkpoint again") from None
+    else:
+        path = os.path.join(directory, SETTINGS_FILENAME)
+        template = _settings(directory).get("chat_template")
+        if isinstance(template, list):
+            named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+            if "default" not in named:
+                raise UserError(f"{path}: chat_template lists templates named {sorted(map(str, named))} but none "
+                                "named \"default\"; write the one to use as chat_template.jinja beside it")
+            template = named["default"]
+        if template is not None and not isinstance(template, str):
+            raise UserError(f"{path}: chat_template is not a string; write the template as chat_template.jinja "
+                            "beside it")
+    if template is not None:
+        ChatTemplate(template, source=path)  # refuses one that does not compile, naming the file
+    return template
+
+
+def _checkpoint_tokenizer(directory):
     def path(name):
         return os.path.join(directory, name)
 
@@ -266,13 +306,17 @@ def writes_tokenizer(tokenizer):
 
 def save_checkpoint_tokenizer(tokenizer, directory):
     """Write `tokenizer` (a `Gpt2Tokenizer` or subclass, `LlamaSentencePieceTokenizer` or
-    `BertTokenizer`) as `transformers.AutoTokenizer` reads it, with the same ids."""
+    `BertTokenizer`) as `transformers.AutoTokenizer` reads it, with the same ids and its chat
+    template."""
     if not writes_tokenizer(tokenizer):
         raise UserError(f"a {tokenizer.kind} tokenizer cannot be written as a checkpoint's tokenizer yet; "
                         f"supported: {SUPPORTED}")
 
     def write(name, content):
         write_atomically(os.path.join(directory, name), content)
+
+    if tokenizer.chat_template is not None:
+        write(CHAT_TEMPLATE_FILENAME, tokenizer.chat_template)
 
     if isinstance(tokenizer, BertTokenizer):
         write("vocab.txt", "".join(t + "\n" for t in tokenizer.vocabulary))

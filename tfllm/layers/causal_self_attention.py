@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfllm.layers.lora import AdaptableDense
 from tfllm.layers.rotary_embedding import RotaryEmbedding
 from tfllm.layers.initializers import clone_initializer
 from tfllm.layers.validation import check_heads_and_dropout
@@ -201,16 +202,20 @@ class CausalSelfAttention(keras.layers.Layer):
                 f"Received: num_heads={num_heads}, hidden_dim={hidden_dim}"
             )
 
-        self.query_key_value_dense = keras.layers.Dense(
-            (num_heads + 2 * num_key_value_heads) * self.head_dim,
+        query_width, key_width = num_heads * self.head_dim, num_key_value_heads * self.head_dim
+        self.query_key_value_dense = AdaptableDense(
+            query_width + 2 * key_width,
+            adapter_parts={"query": (0, query_width), "key": (query_width, query_width + key_width),
+                           "value": (query_width + key_width, query_width + 2 * key_width)},
             use_bias=self.qkv_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="query_key_value_dense",
         )
-        self.output_dense = keras.layers.Dense(
+        self.output_dense = AdaptableDense(
             hidden_dim,
+            adapter_parts={"attention_output": None},
             use_bias=use_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),

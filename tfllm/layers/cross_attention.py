@@ -5,6 +5,7 @@ from keras import ops
 
 from tfllm.layers.causal_self_attention import attention_bias, attend
 from tfllm.layers.initializers import clone_initializer
+from tfllm.layers.lora import AdaptableDense
 from tfllm.layers.validation import check_heads_and_dropout
 
 
@@ -69,16 +70,18 @@ class CrossAttention(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.head_dim = hidden_dim // num_heads
-        self.query_dense = self._dense(hidden_dim, "query_dense")
-        self.key_value_dense = self._dense(2 * hidden_dim, "key_value_dense")
-        self.output_dense = self._dense(hidden_dim, "output_dense")
+        self.query_dense = self._dense(hidden_dim, "query_dense", {"query": None})
+        self.key_value_dense = self._dense(2 * hidden_dim, "key_value_dense",
+                                           {"key": (0, hidden_dim), "value": (hidden_dim, 2 * hidden_dim)})
+        self.output_dense = self._dense(hidden_dim, "output_dense", {"attention_output": None})
         self.probabilities_dropout = keras.layers.Dropout(
             dropout, dtype=self.dtype_policy, name="probabilities_dropout"
         )
 
-    def _dense(self, units, name):
-        return keras.layers.Dense(
+    def _dense(self, units, name, adapter_parts):
+        return AdaptableDense(
             units,
+            adapter_parts=adapter_parts,
             use_bias=self.use_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),

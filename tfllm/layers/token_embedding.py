@@ -4,8 +4,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfllm.layers.validation import check_positive_size
+from tfllm.layers import int8
 from tfllm.layers.initializers import clone_initializer
+from tfllm.layers.lora import LowRankAdapter, adapter_scale, unlocked
+from tfllm.layers.validation import check_positive_size
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -18,6 +20,12 @@ class TokenEmbedding(keras.layers.Layer):
     (Llama's untied `lm_head`). `logits` multiplies in the compute
     dtype (bfloat16 under `mixed_bfloat16`) and casts the result to float32,
     so that softmax and loss see float32 while the large matmul stays fast.
+
+    `add_adapters(("embedding",), rank, alpha)` freezes the matrices and adds a low-rank
+    adapter to the embedding matrix, `E + A @ B * alpha / rank` (A `(vocabulary, rank)`, zeros
+    at first, as PEFT's embedding adapters), applied to the lookup and, when tied, to the head,
+    so that merging it changes nothing. `quantize_int8` holds the frozen matrices as int8 rows
+    with one scale each.
 
     Args:
         vocabulary_size: int. The number of token ids.
@@ -57,6 +65,8 @@ class TokenEmbedding(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.tie_weights = tie_weights
+        self.adapter = None
+        self.int8 = False
 
     def build(self, inputs_shape=None):
         self.embeddings = self.add_weight(
@@ -73,27 +83,102 @@ class TokenEmbedding(keras.layers.Layer):
         self.built = True
 
     def call(self, token_ids):
-        # tf.gather directly: ops.take adds index-wrapping ops on every step.
-        return tf.gather(self.embeddings, token_ids)
+        if self.int8:
+            rows = ops.cast(tf.gather(self.embeddings_int8, token_ids), self.compute_dtype)
+            x = rows * ops.cast(tf.gather(self.embeddings_scale, token_ids), self.compute_dtype)[..., None]
+        else:
+            # tf.gather directly: ops.take adds index-wrapping ops on every step.
+            x = tf.gather(self.embeddings, token_ids)
+        if self.adapter is not None:
+            a = ops.cast(tf.gather(self.adapter.a, token_ids), x.dtype)
+            x = x + ops.matmul(a, ops.cast(self.adapter.b, x.dtype)) * self.adapter.scale
+        return x
 
     def logits(self, hidden):
         """Float32 logits `hidden @ head^T` over the last axis of `hidden`, the head being the
         embeddings, or `output_embeddings` when untied."""
         # Called outside `__call__`, so no autocast scope: cast explicitly.
-        head = self.embeddings if self.tie_weights else self.output_embeddings
-        embeddings = ops.cast(head, self.compute_dtype)
         hidden = ops.cast(hidden, self.compute_dtype)
         # A 2-D MatMul rather than a broadcast batch matmul: the gradient of
         # the latter materializes one (vocabulary, hidden) matrix per example.
         # (tokens, hidden_dim)
         flat_hidden = tf.reshape(hidden, (-1, self.hidden_dim))
         # (tokens, vocabulary_size)
-        logits = tf.matmul(flat_hidden, embeddings, transpose_b=True)
+        if self.int8:
+            q, scale = ((self.embeddings_int8, self.embeddings_scale) if self.tie_weights
+                        else (self.output_embeddings_int8, self.output_embeddings_scale))
+            logits = int8.int8_matmul(flat_hidden, q, scale, transpose_b=True)
+        else:
+            head = self.embeddings if self.tie_weights else self.output_embeddings
+            logits = tf.matmul(flat_hidden, ops.cast(head, self.compute_dtype), transpose_b=True)
+        if self.adapter is not None and self.tie_weights:
+            # h @ (A @ B)^T, as (h @ B^T) @ A^T: no (vocabulary, hidden) matrix is formed.
+            low_rank = tf.matmul(flat_hidden, ops.cast(self.adapter.b, flat_hidden.dtype), transpose_b=True)
+            logits += tf.matmul(low_rank, ops.cast(self.adapter.a, flat_hidden.dtype), transpose_b=True) * (
+                self.adapter.scale)
         # (..., vocabulary_size)
         logits = tf.reshape(
             logits, tf.concat([tf.shape(hidden)[:-1], [self.vocabulary_size]], 0)
         )
         return ops.cast(logits, "float32")
+
+    def add_adapters(self, targets, rank, alpha, dropout=0.0, seed=None):
+        """Freeze the matrices and, when `targets` names "embedding", add the embedding adapter;
+        returns how many adapters it added (`dropout` is unused: a lookup has no input to drop)."""
+        if "embedding" not in targets:
+            return 0
+        for weight in self.weights:
+            weight.trainable = False
+        with unlocked(self):
+            a = self.add_weight(name="lora_embedding_a", shape=(self.vocabulary_size, rank), dtype="float32",
+                                initializer="zeros")
+            b = self.add_weight(name="lora_embedding_b", shape=(rank, self.hidden_dim), dtype="float32",
+                                initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed))
+        self.adapter = LowRankAdapter(a, b, 0, self.hidden_dim, adapter_scale(rank, alpha), 0.0, None)
+        return 1
+
+    def merge_adapters(self):
+        """Fold the adapter into the embedding matrix (float) and drop it."""
+        if self.adapter is None:
+            return
+        if self.int8:
+            self._dequantize()
+        self.embeddings.assign(self.embeddings + ops.cast(self.adapter.update(), self.embeddings.dtype))
+        for weight in self.adapter.weights:
+            self._untrack_variable(weight)
+        self.adapter = None
+
+    def quantize_int8(self):
+        """Hold the (frozen) matrices as int8 rows, one scale per row."""
+        if self.int8:
+            return
+        names = ("embeddings",) if self.tie_weights else ("embeddings", "output_embeddings")
+        for name in names:
+            matrix = getattr(self, name)
+            q, scale = int8.quantize(matrix, axis=1)
+            self._untrack_variable(matrix)
+            with unlocked(self):
+                setattr(self, f"{name}_int8", self.add_weight(name=f"{name}_int8", shape=q.shape, dtype="int8",
+                                                              initializer="zeros", trainable=False))
+                setattr(self, f"{name}_scale", self.add_weight(name=f"{name}_scale", shape=scale.shape,
+                                                               initializer="ones", trainable=False))
+            getattr(self, f"{name}_int8").assign(q)
+            getattr(self, f"{name}_scale").assign(scale)
+            setattr(self, name, None)
+        self.int8 = True
+
+    def _dequantize(self):
+        names = ("embeddings",) if self.tie_weights else ("embeddings", "output_embeddings")
+        for name in names:
+            q, scale = getattr(self, f"{name}_int8"), getattr(self, f"{name}_scale")
+            matrix = int8.dequantize(q, scale, axis=1)
+            self._untrack_variable(q)
+            self._untrack_variable(scale)
+            with unlocked(self):
+                setattr(self, name, self.add_weight(name=name, shape=matrix.shape, initializer="zeros",
+                                                    trainable=False))
+            getattr(self, name).assign(matrix)
+        self.int8 = False
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape) + (self.hidden_dim,)

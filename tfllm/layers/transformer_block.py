@@ -6,6 +6,7 @@ from keras import ops
 
 from tfllm.layers.causal_self_attention import CausalSelfAttention
 from tfllm.layers.initializers import clone_initializer
+from tfllm.layers.lora import AdaptableDense
 from tfllm.layers.validation import check_positive_size
 
 NORMS = ("layer", "rms")
@@ -158,8 +159,9 @@ class TransformerBlock(keras.layers.Layer):
 
     def _mlp_dense(self, units, name):
         """One projection of the MLP, with its own draw of the kernel initializer."""
-        return keras.layers.Dense(units, use_bias=self.mlp_use_bias, dtype=self.dtype_policy, name=name,
-                                  kernel_initializer=clone_initializer(self.kernel_initializer))
+        return AdaptableDense(units, adapter_parts={"mlp": None}, use_bias=self.mlp_use_bias,
+                              dtype=self.dtype_policy, name=name,
+                              kernel_initializer=clone_initializer(self.kernel_initializer))
 
     def build(self, inputs_shape):
         self.self_attention_layer_norm.build(inputs_shape)

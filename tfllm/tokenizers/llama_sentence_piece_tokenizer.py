@@ -1,6 +1,7 @@
 """The SentencePiece BPE with byte fallback of Llama 2 and Mistral, as a checkpoint ships it
 (`tokenizer.model`), with the ids `transformers`' `LlamaTokenizer` gives."""
 
+import functools
 import os
 
 import sentencepiece
@@ -27,7 +28,9 @@ class LlamaSentencePieceTokenizer(ImportedTokenizer, SentencePieceIds, Tokenizer
     and dummy prefix off, and the "▁" is put in front here. `detokenize` decodes as
     `transformers` does (one leading space taken off, a run of byte pieces that is not UTF-8
     becomes one U+FFFD per byte); special tokens carry no text. Special tokens written in the
-    text (`<s>`) are tokenized as text.
+    text (`<s>`) are tokenized as text by `tokenize`; its `special_tokens` for a chat template
+    are the control and unknown pieces (`<s>`, `</s>`, `<unk>`, Mistral's `[INST]`), which
+    `transformers` splits off a text.
 
     Args:
         model_proto: bytes. The checkpoint's `tokenizer.model`: a BPE model with byte pieces.
@@ -69,6 +72,17 @@ class LlamaSentencePieceTokenizer(ImportedTokenizer, SentencePieceIds, Tokenizer
                     | (tf.strings.substr(strings, 0, len(_META_SYMBOL)) == _META_SYMBOL))
             strings = tf.where(bare, strings, tf.strings.join([" ", strings]))
         return self._sentencepiece.tokenize(strings)  # (batch, None)
+
+    def tokenize_continuations(self, strings):
+        # `transformers`' Metaspace puts "▁" in front of the first piece of a text only.
+        strings = tf.convert_to_tensor(strings, dtype=tf.string)  # (batch,)
+        return tf.cast(self._sentencepiece.tokenize(strings), tf.int32)  # (batch, None)
+
+    @functools.cached_property
+    def special_tokens(self):
+        processor = self._processor
+        return {processor.id_to_piece(id): id for id in range(processor.get_piece_size())
+                if processor.is_control(id) or processor.is_unknown(id)}
 
     def _detokenize_batch(self, ids):
         # `transformers`' decoder: "▁" becomes a space, each run of byte pieces becomes its bytes

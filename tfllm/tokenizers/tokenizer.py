@@ -9,8 +9,10 @@ a `tf.function`, and saved inside a SavedModel that a server loads with only `te
 """
 
 import abc
+import functools
 import json
 import os
+import re
 from typing import Iterable, Iterator
 
 import tensorflow as tf
@@ -26,6 +28,8 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<mask>")
 NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
 
 CONFIG_FILENAME = "tokenizer.json"
+# The chat template of the tokenizer's run, a Jinja string (`tfllm.data.chat`); Hugging Face's name.
+CHAT_TEMPLATE_FILENAME = "chat_template.jinja"
 
 
 def take_chars(texts: Iterable[str], max_chars: int) -> Iterator[str]:
@@ -108,11 +112,19 @@ class Tokenizer(tf.Module, abc.ABC):
             `(batch,)`; `(None,)` -> scalar. Ids without text (`textless_ids`:
             0-3, padding, end of text, unknown, mask, for tfllm's kinds) are dropped.
 
+    Special tokens written in a text (`"<eos>"`, Qwen2's `"<|im_start|>"`) are tokenized as text
+    by `tokenize`; a chat template writes them to mean the token itself, so the rendered chat is
+    cut at them first (`split_special_tokens`), as `transformers`' tokenizers read text, and the
+    text after one is tokenized as a continuation (`tokenize_continuations`). `chat_template`
+    is the run's chat template (None: `tfllm.data.chat.DEFAULT_CHAT_TEMPLATE`), saved beside the
+    tokenizer's files as `chat_template.jinja`.
+
     Example:
     ```python
     tokenizer = tfllm.tokenizers.train_tokenizer("bpe", texts, vocab_size=4096)
     ids = tokenizer.tokenize(["hello world"])    # int32 ragged (1, None)
     tokenizer.detokenize(ids)                     # [b"hello world"]
+    tokenizer.split_special_tokens("<eos>hi")    # [1, "hi"]
     tokenizer.save("run/tokenizer")
     ```
     """
@@ -125,6 +137,7 @@ class Tokenizer(tf.Module, abc.ABC):
     mask_id: int | None = MASK_ID
     start_id: int | None = EOS_ID  # put in front of every prompt; None: nothing is
     textless_ids: tuple = tuple(range(NUM_SPECIAL_TOKENS))  # ids `detokenize` drops
+    chat_template: str | None = None  # Jinja source; None: the default template
 
     def __init__(self, *, vocabulary_size: int, name: str | None = None):
         super().__init__(name=name or self.kind)
@@ -181,6 +194,36 @@ class Tokenizer(tf.Module, abc.ABC):
             raise ValueError(f"tokenize takes a scalar or a (batch,) string tensor. Received shape: {strings.shape}")
         return self._tokenize_graph(strings)
 
+    def tokenize_continuations(self, strings) -> tf.RaggedTensor:
+        """`tokenize` of `(batch,)` texts that continue another text (what follows a special token
+        in a chat), without what a tokenizer puts at the start of a text: `transformers` reads a
+        rendered chat as one text, cut at its special tokens. The same as `tokenize` but for
+        Llama 2's SentencePiece, which puts "▁" in front of a text only."""
+        return self.tokenize(strings)
+
+    @functools.cached_property
+    def special_tokens(self) -> dict:
+        """Token text -> id of the special tokens, as a chat template writes them: the ids without
+        text (`textless_ids`: tfllm's `<pad>`, `<eos>`, `<unk>`, `<mask>`; a checkpoint's end of
+        text, start and other special tokens, such as Qwen2's `<|im_start|>`)."""
+        return {self.id_to_token(id): id for id in self.textless_ids}
+
+    @functools.cached_property
+    def _special_pattern(self):
+        # Longest first, so that a special token that starts another one never cuts it.
+        tokens = sorted(self.special_tokens, key=lambda token: (-len(token), token))
+        return re.compile("(" + "|".join(map(re.escape, tokens)) + ")") if tokens else None
+
+    def split_special_tokens(self, text: str) -> list:
+        """`text` cut at the special tokens written in it (`special_tokens`), as `transformers`'
+        tokenizers cut the text of a chat template: its pieces of text (str, never empty) and the
+        ids (int) of those tokens, in order."""
+        if self._special_pattern is None:
+            return [text] if text else []
+        # With one capturing group, the odd parts of the split are the tokens.
+        parts = self._special_pattern.split(text)
+        return [self.special_tokens[part] if i % 2 else part for i, part in enumerate(parts) if i % 2 or part]
+
     def detokenize(self, ids) -> tf.Tensor:
         if not isinstance(ids, (tf.Tensor, tf.RaggedTensor)):
             ids = tf.ragged.constant(ids, dtype=tf.int32) if _is_nested(ids) else tf.constant(ids, tf.int32)
@@ -220,6 +263,9 @@ class Tokenizer(tf.Module, abc.ABC):
             config.update(self._write_files(staging))
             with open(os.path.join(staging, CONFIG_FILENAME), "w", encoding="utf-8") as file:
                 json.dump(config, file, indent=2)
+            if self.chat_template is not None:
+                with open(os.path.join(staging, CHAT_TEMPLATE_FILENAME), "w", encoding="utf-8") as file:
+                    file.write(self.chat_template)
 
     def _check_id(self, id: int) -> None:
         if not 0 <= id < self.vocabulary_size:

@@ -11,7 +11,7 @@ from tfllm.tokenizers.char_tokenizer import CharTokenizer
 from tfllm.tokenizers.gpt2_tokenizer import Gpt2Tokenizer, Llama3Tokenizer, Qwen2Tokenizer
 from tfllm.tokenizers.llama_sentence_piece_tokenizer import LlamaSentencePieceTokenizer
 from tfllm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
-from tfllm.tokenizers.tokenizer import CONFIG_FILENAME
+from tfllm.tokenizers.tokenizer import CHAT_TEMPLATE_FILENAME, CONFIG_FILENAME
 from tfllm.tokenizers.tokenizer import ImportedTokenizer, Tokenizer
 from tfllm.tokenizers.word_piece_tokenizer import WordPieceTokenizer
 
@@ -40,7 +40,8 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, max_chars:
 
 
 def load_tokenizer(directory: str) -> Tokenizer:
-    """The tokenizer `Tokenizer.save(directory)` wrote; `UserError` when missing or corrupt."""
+    """The tokenizer `Tokenizer.save(directory)` wrote, with its chat template when it has one;
+    `UserError` when missing or corrupt."""
     directory = os.fspath(directory)
     path = os.path.join(directory, CONFIG_FILENAME)
     if not os.path.isdir(directory):
@@ -66,4 +67,17 @@ def load_tokenizer(directory: str) -> Tokenizer:
             f"Tokenizer directory {directory} is corrupt: {CONFIG_FILENAME} says vocabulary_size={vocabulary_size} "
             f"but its files hold {tokenizer.vocabulary_size} ids. Train the tokenizer again."
         )
+    tokenizer.chat_template = _chat_template(os.path.join(directory, CHAT_TEMPLATE_FILENAME))
     return tokenizer
+
+
+def _chat_template(path):
+    """The chat template saved beside a tokenizer (`Tokenizer.chat_template`), None without one."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is unreadable ({error}); fix or delete it (without it, runs use the default "
+                        "chat template)") from None
