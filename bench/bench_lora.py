@@ -9,9 +9,10 @@ memory (`ru_maxrss`) is its own:
 - full: every weight trains;
 - lora: the backbone frozen, rank-8 adapters (alpha 16) on the query and value projections
   (`train.lora_rank=8`, the default targets);
-- lora_int8: the same adapters over int8 projections and embeddings (`train.quantize=int8`).
+- lora_int8: the same adapters over int8 projections and embeddings (`train.quantize=int8`);
 
-Each runs `--warmup` steps (tracing), then `--steps` timed steps; reported are the trainable
+and each again with gradient checkpointing (`train.gradient_checkpointing=true`: every block's
+activations computed again in the backward pass), suffixed `+recompute`. Each runs `--warmup` steps (tracing), then `--steps` timed steps; reported are the trainable
 parameters, the peak RSS of the process and its rise over the RSS before the model was built,
 and the median step time. Ratios are against full fine-tuning in the same invocation.
 
@@ -34,7 +35,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-VARIANTS = ("full", "lora", "lora_int8")
+VARIANTS = ("full", "lora", "lora_int8", "full+recompute", "lora+recompute", "lora_int8+recompute")
 
 
 def rss_mib():
@@ -57,10 +58,11 @@ def measure(variant, batch_size, seq_len, warmup, steps):
 
     before = rss_mib()
     keras.utils.set_random_seed(0)
+    adapters, _, recompute = variant.partition("+")
     model = CausalLM(GPTBackbone(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
-                                 intermediate_dim=3072, max_sequence_length=1024))
-    if variant != "full":
-        lora.adapt(model.backbone, rank=8, alpha=16, quantize="int8" if variant == "lora_int8" else "none")
+                                 intermediate_dim=3072, max_sequence_length=1024, recompute=bool(recompute)))
+    if adapters != "full":
+        lora.adapt(model.backbone, rank=8, alpha=16, quantize="int8" if adapters == "lora_int8" else "none")
     model.compile(optimizer=adamw(1e-4, 0.1, 0.9, 0.95, 1.0), loss="auto", jit_compile=False)
     trainable, frozen = lora.parameter_counts(model)
     ids = np.random.default_rng(0).integers(1, 50257, (batch_size, seq_len + 1)).astype("int32")
@@ -85,17 +87,18 @@ def measure(variant, batch_size, seq_len, warmup, steps):
 
 
 def table(results, args):
-    full = results["full"]
     lines = [
         f"GPT-2 124M-shaped causal LM, batch {args.batch_size} x {args.seq_len}, float32, no XLA, "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-        f"median of {full['steps']} steps after {args.warmup} warmup steps; each variant in its own process.",
+        f"median of {results['full']['steps']} steps after {args.warmup} warmup steps; each variant in its own "
+        "process. \"vs full\" compares with full fine-tuning at the same gradient checkpointing setting.",
         "",
         "| variant | trainable parameters | peak RSS | rise over start | peak vs full | step time | vs full |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in VARIANTS:
+    for name in [name for name in VARIANTS if name in results]:
         r = results[name]
+        full = results["full+recompute" if name.endswith("+recompute") else "full"]
         lines.append(
             f"| {name} | {r['trainable']:,} ({r['trainable'] / (r['trainable'] + r['frozen']):.2%}) "
             f"| {r['peak_mib']:.0f} MiB | {r['peak_mib'] - r['before_mib']:.0f} MiB "
@@ -110,12 +113,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--variant", choices=VARIANTS, help="measure one variant in this process (internal)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="the variants to measure, comma-separated")
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args.variant, args.batch_size, args.seq_len, args.warmup, args.steps)))
         return
     results = {}
-    for variant in VARIANTS:
+    for variant in args.variants.split(","):
         command = [sys.executable, __file__, "--variant", variant, "--batch-size", str(args.batch_size),
                    "--seq-len", str(args.seq_len), "--warmup", str(args.warmup), "--steps", str(args.steps)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout

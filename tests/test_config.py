@@ -87,6 +87,16 @@ def test_every_field_is_documented():
         (f"model:\n  position: rope\n  rope_scaling: {LLAMA3.replace('8192', '81.5')}\n",
          r"model\.rope_scaling\.original_max_position_embeddings must be int, got 81\.5"),
         ("train:\n  batch_size: 0\n", r"train\.batch_size=0 is invalid"),
+        ("train:\n  lora_rank: 8\n", r"train\.lora_rank=8 is invalid: adapters train on a pretrained backbone; "
+                                     r"set train\.init_from"),
+        ("train:\n  init_from: r\n  lora_rank: 8\n  lora_targets: [query, gate]\n",
+         r"train\.lora_targets='query,gate' is invalid: use names among query, key, value, attention_output, mlp"),
+        ("train:\n  init_from: r\n  lora_rank: 8\n  lora_targets: [1]\n", r"train\.lora_targets must be a list of names"),
+        ("train:\n  init_from: r\n  quantize: int4\n", r"train\.quantize='int4' is invalid: use one of none, int8"),
+        ("train:\n  init_from: r\n  quantize: int8\n", r"train\.quantize='int8' is invalid: an int8 backbone is "
+                                                         r"frozen.*set train\.lora_rank"),
+        ("model:\n  dropout: 0.1\ntrain:\n  gradient_checkpointing: true\n",
+         r"model\.dropout=0\.1 is invalid: train\.gradient_checkpointing recomputes each block"),
         ("- a\n- b\n", r"top level must be a mapping"),
         ("train: [1, 2\n", r"not valid YAML"),
     ],
@@ -117,6 +127,13 @@ def test_missing_file():
 def test_bad_override(override, expected):
     with pytest.raises(UserError, match=expected):
         load_config(None, [override])
+
+
+def test_lora_targets_are_a_list_or_comma_separated_names_and_saved_as_text(tmp_path):
+    listed = load_config(write(tmp_path, "train:\n  init_from: r\n  lora_rank: 8\n  lora_targets: [query, mlp]\n"))
+    assert listed.train.lora_targets == "query,mlp" and type(listed.train.lora_targets) is str
+    assert load_config(None, ["train.lora_targets=query,mlp"]).train == load_config(None, [
+        "train.lora_targets=[query, mlp]"]).train
 
 
 def test_yaml_values_in_overrides_are_typed():

@@ -154,6 +154,9 @@ class TrainConfig:
     lora_targets: NameList = _field("query,value", "LoRA: the projections adapted, among "
                                                    "query, key, value, attention_output, mlp and embedding.")
     lora_dropout: float = _field(0.0, "LoRA: dropout on the adapters' inputs.")
+    gradient_checkpointing: bool = _field(False, "Compute each block's activations again in the backward pass "
+                                                 "instead of keeping them: less memory, about 1/3 more compute; "
+                                                 "needs model.dropout and train.lora_dropout 0.")
     quantize: str = _field("none", "none, or int8: the frozen backbone held in int8, one scale per channel "
                                    "(needs lora_rank).")
     early_stopping_patience: int = _field(0, "Stop after this many evaluations without improvement; 0 is off.")
@@ -475,10 +478,10 @@ def validate(config, source):
     _require(t.early_stopping_patience >= 0, source, "train.early_stopping_patience", t.early_stopping_patience,
              "use 0 (off) or a positive integer")
     _require(s.cpu_replicas >= 1, source, "distribute.cpu_replicas", s.cpu_replicas, "use 1 or more")
-    _validate_lora(t, source)
+    _validate_fine_tuning(m, t, source)
 
 
-def _validate_lora(t, source):
+def _validate_fine_tuning(m, t, source):
     _require(t.lora_rank >= 0, source, "train.lora_rank", t.lora_rank, "use 0 (off) or a positive integer")
     _require(t.lora_alpha > 0, source, "train.lora_alpha", t.lora_alpha, "use a positive value")
     _require(0.0 <= t.lora_dropout < 1.0, source, "train.lora_dropout", t.lora_dropout, "use a value in [0, 1)")
@@ -490,6 +493,10 @@ def _validate_lora(t, source):
              f"use one of {', '.join(QUANTIZATIONS)}")
     _require(t.quantize == "none" or t.lora_rank > 0, source, "train.quantize", t.quantize,
              "an int8 backbone is frozen and trains through adapters; set train.lora_rank (e.g. 8)")
+    for key, rate in (("model.dropout", m.dropout), ("train.lora_dropout", t.lora_dropout)):
+        _require(not t.gradient_checkpointing or rate == 0, source, key, rate,
+                 "train.gradient_checkpointing recomputes each block, and the second pass would draw other dropout "
+                 "masks; set it to 0 or turn train.gradient_checkpointing off")
     _require(t.lora_rank == 0 or t.init_from, source, "train.lora_rank", t.lora_rank,
              "adapters train on a pretrained backbone; set train.init_from to a trained or imported run dir")
 

@@ -74,7 +74,7 @@ class Task:
     next_step: str
     encoder_decoder: bool = False
     backbone: typing.Callable = lambda config, vocabulary_size, causal: build_backbone(
-        config.model, vocabulary_size, config.max_seq_len, causal)
+        config.model, vocabulary_size, config.max_seq_len, causal, config.train.gradient_checkpointing)
     pretrained_part: typing.Callable = lambda model, pretrained_task: model.backbone
     flops_per_token: typing.Callable = lambda config, vocabulary_size: training_flops_per_token(
         config.model.num_layers, config.model.hidden_dim, config.model.intermediate_dim, vocabulary_size,
@@ -171,21 +171,22 @@ def listed(names, conjunction="and"):
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
 
-def _block_options(model_config):
-    """The backbone arguments that both backbones take from the `model` section alike."""
+def _block_options(model_config, recompute=False):
+    """The backbone arguments that both backbones take from the `model` section alike, and
+    `recompute` (`train.gradient_checkpointing`)."""
     m = model_config
-    return dict(num_heads=m.num_heads, hidden_dim=m.hidden_dim, intermediate_dim=m.intermediate_dim,
+    return dict(recompute=recompute, num_heads=m.num_heads, hidden_dim=m.hidden_dim, intermediate_dim=m.intermediate_dim,
                 dropout=m.dropout, position=m.position, norm=m.norm, norm_epsilon=m.norm_epsilon, mlp=m.mlp,
                 num_key_value_heads=m.num_kv_heads or None, rope_theta=m.rope_theta, use_bias=m.use_bias,
                 tie_embeddings=m.tie_embeddings, norm_first=m.norm_position == "pre")
 
 
-def build_backbone(model_config, vocabulary_size, max_seq_len, causal):
+def build_backbone(model_config, vocabulary_size, max_seq_len, causal, recompute=False):
     """The `model` section of a config as a `GPTBackbone` (explicit arguments only)."""
     m = model_config
     return GPTBackbone(vocabulary_size=vocabulary_size, num_layers=m.num_layers, max_sequence_length=max_seq_len,
                        causal=causal, llama3_scaling=config_lib.llama3_scaling(m.rope_scaling), qkv_bias=m.qkv_bias,
-                       pooler=m.pooler, **_block_options(m))
+                       pooler=m.pooler, **_block_options(m, recompute))
 
 
 def build_seq2seq_backbone(config, vocabulary_size):
@@ -198,7 +199,8 @@ def build_seq2seq_backbone(config, vocabulary_size):
             raise UserError(f"model.{key}={value!r} is not supported with model.task=seq2seq; remove it")
     return Seq2SeqBackbone(vocabulary_size=vocabulary_size, num_encoder_layers=config.num_encoder_layers,
                            num_decoder_layers=config.num_decoder_layers, max_source_length=config.source_len,
-                           max_sequence_length=config.max_seq_len, **_block_options(config.model))
+                           max_sequence_length=config.max_seq_len,
+                           **_block_options(config.model, config.train.gradient_checkpointing))
 
 
 def build_model(config, vocabulary_size, causal, num_classes=None):

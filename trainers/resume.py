@@ -23,7 +23,7 @@ RESUMABLE_KEYS = frozenset({
     "train.clip_norm", "train.eval_every", "train.eval_batches", "train.log_every",
     "train.keep_checkpoints", "train.checkpoint_every", "train.samples", "train.sample_tokens",
     "train.peak_flops", "train.early_stopping_patience", "train.jit_compile",
-    "train.steps_per_execution",
+    "train.steps_per_execution", "train.gradient_checkpointing",
 })
 # Keys added after runs began to store fingerprints, with their defaults: left out of a fingerprint
 # while at the default, so that a run saved before the key existed still resumes.

@@ -77,6 +77,26 @@ class DecoderBlock(TransformerBlock):
         cross_key_value=None,
         training=None,
     ):
+        if cache is None and cross_key_value is None:
+            # Recomputed (with `recompute`) as a function of the encoder's outputs too: they need
+            # their gradient.
+            return self.recomputed_in_backward(
+                lambda x, encoder_outputs: self._forward(x, encoder_outputs, encoder_padding_mask, padding_mask,
+                                                         training=training), training, x, encoder_outputs)
+        return self._forward(x, encoder_outputs, encoder_padding_mask, padding_mask, cache, cache_index,
+                             cross_key_value, training)
+
+    def _forward(
+        self,
+        x,
+        encoder_outputs=None,
+        encoder_padding_mask=None,
+        padding_mask=None,
+        cache=None,
+        cache_index=None,
+        cross_key_value=None,
+        training=None,
+    ):
         attention_input = self.self_attention_layer_norm(x) if self.norm_first else x
         attention_output = self.self_attention(
             attention_input, padding_mask=padding_mask, cache=cache, cache_index=cache_index, training=training

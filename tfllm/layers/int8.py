@@ -34,17 +34,21 @@ def int8_matmul(x, q, scale, transpose_b=False):
     q = tf.convert_to_tensor(q)
     scale = tf.convert_to_tensor(scale)
 
-    def matrix(dtype):
+    def matrix(operand):
         # Scaled on the weight's side: a (in, out) matrix is smaller than a (tokens, out) product
         # once there are more tokens than inputs (the logits: 2,048 x 50,257 against 768 x 50,257).
-        return tf.cast(q, dtype) * tf.expand_dims(tf.cast(scale, dtype), axis)
+        # Made once `operand` exists: a graph runs an op as soon as its inputs are ready, and
+        # without this every layer's float copy would be made at the start of the step and held
+        # until its matmul ran.
+        with tf.control_dependencies([operand]):
+            return tf.cast(q, operand.dtype) * tf.expand_dims(tf.cast(scale, operand.dtype), axis)
 
     @tf.custom_gradient
     def product(x):
         def gradient(dy):
             # Dequantized again here rather than saved from the forward pass.
-            return tf.matmul(dy, matrix(dy.dtype), transpose_b=not transpose_b)
+            return tf.matmul(dy, matrix(dy), transpose_b=not transpose_b)
 
-        return tf.matmul(x, matrix(x.dtype), transpose_b=transpose_b), gradient
+        return tf.matmul(x, matrix(x), transpose_b=transpose_b), gradient
 
     return product(x)

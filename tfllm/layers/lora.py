@@ -67,6 +67,13 @@ def unlocked(layer):
     return Unlocked()
 
 
+def release(layer, name):
+    """Drop the attribute `name` of `layer` and TensorFlow's checkpoint dependency on it (which
+    setting it to None would keep), so that the variable it held can be freed."""
+    with unlocked(layer):
+        delattr(layer, name)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class AdaptableDense(keras.layers.Dense):
     """A `Dense` that can take low-rank adapters on named parts of its output and hold its
@@ -194,13 +201,13 @@ class AdaptableDense(keras.layers.Dense):
                                                 initializer="ones", trainable=False)
         self.kernel_int8.assign(q)
         self.kernel_scale.assign(scale)
-        self._kernel = None
+        release(self, "_kernel")
         self.int8 = True
 
     def _drop_int8(self):
-        self._untrack_variable(self.kernel_int8)
-        self._untrack_variable(self.kernel_scale)
-        self.kernel_int8 = self.kernel_scale = None
+        for name in ("kernel_int8", "kernel_scale"):
+            self._untrack_variable(getattr(self, name))
+            release(self, name)
         self.int8 = False
 
     def get_config(self):

@@ -6,7 +6,7 @@ from keras import ops
 
 from tfllm.layers import int8
 from tfllm.layers.initializers import clone_initializer
-from tfllm.layers.lora import LowRankAdapter, adapter_scale, unlocked
+from tfllm.layers.lora import LowRankAdapter, adapter_scale, release, unlocked
 from tfllm.layers.validation import check_positive_size
 
 
@@ -164,7 +164,7 @@ class TokenEmbedding(keras.layers.Layer):
                                                                initializer="ones", trainable=False))
             getattr(self, f"{name}_int8").assign(q)
             getattr(self, f"{name}_scale").assign(scale)
-            setattr(self, name, None)
+            release(self, name)
         self.int8 = True
 
     def _dequantize(self):
@@ -174,6 +174,8 @@ class TokenEmbedding(keras.layers.Layer):
             matrix = int8.dequantize(q, scale, axis=1)
             self._untrack_variable(q)
             self._untrack_variable(scale)
+            release(self, f"{name}_int8")
+            release(self, f"{name}_scale")
             with unlocked(self):
                 setattr(self, name, self.add_weight(name=name, shape=matrix.shape, initializer="zeros",
                                                     trainable=False))

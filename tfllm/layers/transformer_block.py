@@ -2,6 +2,7 @@
 Llama) or after (BERT)."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfllm.layers.causal_self_attention import CausalSelfAttention
@@ -61,6 +62,12 @@ class TransformerBlock(keras.layers.Layer):
             Defaults to `True`.
         kernel_initializer: initializer of every kernel.
             Defaults to `"glorot_uniform"`.
+        recompute: bool. While training, keep only the block's input for the
+            backward pass and compute its activations again there (gradient
+            checkpointing): the activations of a whole stack no longer sit in
+            memory at once, for about one more forward pass of compute. Needs
+            `dropout=0`, since a second forward pass would draw other masks.
+            Defaults to `False`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -100,12 +107,17 @@ class TransformerBlock(keras.layers.Layer):
         mlp_use_bias=True,
         norm_first=True,
         kernel_initializer="glorot_uniform",
+        recompute=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive_size("intermediate_dim", intermediate_dim)
         if mlp not in MLPS:
             raise ValueError(f"mlp must be one of {MLPS}. Received: mlp={mlp!r}")
+        if recompute and dropout > 0:
+            raise ValueError("recompute needs dropout=0: the recomputed forward pass would draw other dropout "
+                             f"masks. Received: dropout={dropout}")
+        self.recompute = recompute
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
@@ -184,6 +196,29 @@ class TransformerBlock(keras.layers.Layer):
         cache_index=None,
         training=None,
     ):
+        options = dict(padding_mask=padding_mask, segment_ids=segment_ids, positions=positions, training=training)
+        if cache is None:
+            return self.recomputed_in_backward(lambda x: self._forward(x, **options), training, x)
+        return self._forward(x, cache=cache, cache_index=cache_index, **options)
+
+    def recomputed_in_backward(self, forward, training, *tensors):
+        """`forward(*tensors)`; with `recompute` while training, through `tf.recompute_grad`, which
+        differentiates it in `tensors` and the variables it reads. (Everything else `forward`
+        uses, masks and positions, needs no gradient.)"""
+        if self.recompute and training:
+            return tf.recompute_grad(forward)(*tensors)
+        return forward(*tensors)
+
+    def _forward(
+        self,
+        x,
+        padding_mask=None,
+        segment_ids=None,
+        positions=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+    ):
         attention_input = self.self_attention_layer_norm(x) if self.norm_first else x
         attention_output = self.self_attention(
             attention_input,
@@ -249,6 +284,7 @@ class TransformerBlock(keras.layers.Layer):
                 "mlp_use_bias": self.mlp_use_bias,
                 "norm_first": self.norm_first,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "recompute": self.recompute,
             }
         )
         return config

@@ -158,6 +158,9 @@ class GPTBackbone(keras.Model):
             backbone's output does not go through it. It starts frozen and the
             `Classifier` makes it trainable: under any other head it has no
             gradient, which could be neither accumulated nor all-reduced.
+        recompute: bool. Gradient checkpointing: each block's activations are
+            computed again in the backward pass instead of kept (see
+            `TransformerBlock`); needs `dropout=0`. Defaults to `False`.
             Defaults to `False`.
         dtype: dtype or dtype policy of every layer; `None` takes the global
             policy.
@@ -215,6 +218,7 @@ class GPTBackbone(keras.Model):
         tie_embeddings=True,
         norm_first=True,
         pooler=False,
+        recompute=False,
         dtype=None,
         **kwargs,
     ):
@@ -269,6 +273,7 @@ class GPTBackbone(keras.Model):
                 mlp_use_bias=use_bias,
                 norm_first=norm_first,
                 kernel_initializer=initializer,
+                recompute=recompute,
                 dtype=dtype,
                 name=f"transformer_layer_{i}",
             )
@@ -359,6 +364,7 @@ class GPTBackbone(keras.Model):
         self.tie_embeddings = tie_embeddings
         self.norm_first = norm_first
         self.pooler = pooler
+        self.recompute = recompute
 
     def __call__(self, inputs, *args, **kwargs):
         # Keras 3.15 lets an optional input be `None` but not a missing key.
@@ -428,4 +434,5 @@ class GPTBackbone(keras.Model):
             "tie_embeddings": self.tie_embeddings,
             "norm_first": self.norm_first,
             "pooler": self.pooler,
+            "recompute": self.recompute,
         }

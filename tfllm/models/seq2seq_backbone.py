@@ -30,7 +30,7 @@ class Seq2SeqBackbone(keras.Model):
     Args:
         vocabulary_size, num_heads, hidden_dim, intermediate_dim, dropout, position, norm,
             norm_epsilon, mlp, num_key_value_heads, rope_theta, use_bias, tie_embeddings,
-            norm_first, dtype: as `GPTBackbone`, for both stacks (`num_key_value_heads` applies
+            norm_first, recompute, dtype: as `GPTBackbone`, for both stacks (`num_key_value_heads` applies
             to self-attention; cross-attention has `num_heads` key-value heads).
         num_encoder_layers: int. Encoder blocks.
         num_decoder_layers: int. Decoder blocks.
@@ -78,6 +78,7 @@ class Seq2SeqBackbone(keras.Model):
         use_bias=True,
         tie_embeddings=True,
         norm_first=True,
+        recompute=False,
         dtype=None,
         **kwargs,
     ):
@@ -88,7 +89,7 @@ class Seq2SeqBackbone(keras.Model):
         # The arguments the encoder and every decoder block share.
         shared = dict(num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, dropout=dropout,
                       norm=norm, mlp=mlp, num_key_value_heads=num_key_value_heads, use_bias=use_bias,
-                      norm_first=norm_first, dtype=dtype)
+                      norm_first=norm_first, recompute=recompute, dtype=dtype)
         self.encoder = GPTBackbone(
             vocabulary_size=vocabulary_size, num_layers=num_encoder_layers, max_sequence_length=max_source_length,
             position=position, causal=False, norm_epsilon=norm_epsilon, rope_theta=rope_theta,
@@ -133,6 +134,7 @@ class Seq2SeqBackbone(keras.Model):
         self.use_bias = use_bias
         self.tie_embeddings = tie_embeddings
         self.norm_first = norm_first
+        self.recompute = recompute
 
     @property
     def token_embedding(self):
@@ -220,4 +222,5 @@ class Seq2SeqBackbone(keras.Model):
             "use_bias": self.use_bias,
             "tie_embeddings": self.tie_embeddings,
             "norm_first": self.norm_first,
+            "recompute": self.recompute,
         }
