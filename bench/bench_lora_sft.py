@@ -19,9 +19,11 @@ Each run's figure is its best validation loss (metrics.jsonl's `val_loss`, lowes
 evaluations at every `--eval-every` steps up to `--steps`); its reduction is start - best, and a
 LoRA run's share is its reduction over full fine-tuning's. Also reported: the wall time of the
 `tfllm train` process (TensorFlow's import, data preparation and the final samples included),
-the median step time (metrics.jsonl's `step_time`, every `train.log_every` steps but the first,
-which holds the tracing), the trained and frozen parameters it prints, and the size on disk (bytes, as `du -b`) of its
-last checkpoint, checkpoints/latest/ckpt-STEP.* (the optimizer's state included).
+the median step time (metrics.jsonl's `step_time`, logged every `train.log_every` steps, less
+the first interval, which holds the tracing), the trained and frozen parameters the run prints,
+and the size (bytes, as `du -b`) of its last checkpoint, checkpoints/latest/ckpt-STEP.* (the
+optimizer's moments included; a LoRA checkpoint holds what trains, not the frozen base).
+The runs are deterministic (same seed, same batches): a rerun gives the same losses.
 
     python bench/bench_lora_sft.py                                  # start, full, LoRA as in configs/lora-tiny.yaml
     python bench/bench_lora_sft.py --lora 3e-3:16:query,value --lora 1e-2:16:query,key,value,attention_output,mlp
@@ -50,7 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/sft-tiny.yaml"
 OUT_PATH = os.path.join(ROOT, "bench", "out", "lora_sft.md")
 # The settings of configs/lora-tiny.yaml: learning rate, alpha, targets.
-DEFAULT_LORA = ["3e-3:16:query,key,value,attention_output,mlp"]
+DEFAULT_LORA = ["1e-3:16:query,key,value,attention_output,mlp"]
 PARAMETERS = re.compile(r"Model: ([\d,]+) parameters, ([\d,]+) trained and ([\d,]+) frozen")
 
 

@@ -131,11 +131,12 @@ CHOICES = {
     "model.task": config_lib.TASKS, "train.class_weights": config_lib.CLASS_WEIGHTS,
     "train.jit_compile": (True, False, "auto"), "model.norm": config_lib.NORMS,
     "model.norm_position": config_lib.NORM_POSITIONS, "model.mlp": config_lib.MLPS,
+    "train.quantize": config_lib.QUANTIZATIONS,
 }
 POSITIVE = st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False)
 FLOATS = {
     "data.val_fraction": UNIT, "model.dropout": UNIT, "train.beta1": UNIT, "train.beta2": UNIT,
-    "train.label_smoothing": UNIT,
+    "train.label_smoothing": UNIT, "train.lora_dropout": UNIT, "train.lora_alpha": POSITIVE,
     "data.mask_rate": st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
     "train.learning_rate": POSITIVE, "model.norm_epsilon": POSITIVE, "model.rope_theta": POSITIVE,
 }
@@ -148,12 +149,15 @@ LLAMA3_SCALING = st.builds(
 INT_MINIMUM = {"data.vocab_size": 8, "data.min_chars": 0, "train.warmup_steps": 0, "train.checkpoint_every": 0,
                "train.early_stopping_patience": 0, "train.seed": None, "train.samples": None,
                "train.sample_tokens": None, "model.num_encoder_layers": 0, "model.num_decoder_layers": 0,
-               "model.source_len": 0}
+               "model.source_len": 0, "train.lora_rank": 0}
+LORA_TARGETS = st.lists(st.sampled_from(config_lib.LORA_TARGETS), min_size=1, unique=True).map(",".join)
 
 
 def valid_value(dotted, annotation):
     if dotted in CHOICES:
         return st.sampled_from(CHOICES[dotted])
+    if annotation is config_lib.NameList:
+        return LORA_TARGETS
     if annotation is bool:
         return st.booleans()
     if annotation is float:
@@ -186,6 +190,13 @@ def valid_trees(draw):
     model["max_seq_len"] = draw(st.just(0) | st.integers(seq_len, 2 * seq_len))
     learning_rate = train.get("learning_rate", config_lib.TrainConfig.learning_rate)
     train["min_learning_rate"] = draw(st.floats(min_value=0.0, max_value=learning_rate))
+    # Adapters need a pretrained run, int8 weights adapters, recomputation no dropout.
+    if train.get("quantize") == "int8" and not train.get("lora_rank"):
+        train["lora_rank"] = draw(st.integers(1, 64))
+    if train.get("lora_rank"):
+        train["init_from"] = "runs/base"
+    if train.get("gradient_checkpointing"):
+        model["dropout"] = train["lora_dropout"] = 0.0
     tree["model"], tree["train"] = model, train
     return tree
 

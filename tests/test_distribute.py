@@ -56,3 +56,14 @@ def test_split_batch():
     assert distribute.split_batch(32, 2, 4) == 4
     with pytest.raises(UserError, match=r"train.batch_size=30 does not divide into 2 replica\(s\) x 4"):
         distribute.split_batch(30, 2, 4)
+
+
+def test_int8_weights_are_refused_across_workers_in_one_line(monkeypatch):
+    from tfllm import compat
+    from tfllm.distribute import check_quantize
+
+    check_quantize(tf.distribute.get_strategy(), "int8")  # one process: allowed
+    monkeypatch.setattr(compat, "is_multi_worker", lambda strategy: True)
+    check_quantize(tf.distribute.get_strategy(), "none")
+    with pytest.raises(UserError, match=r"train\.quantize=int8 fails with several worker processes"):
+        check_quantize(tf.distribute.get_strategy(), "int8")

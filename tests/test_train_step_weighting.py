@@ -173,12 +173,16 @@ def worker_share(dataset, context):
     return dataset.map(lambda *batch: tf.nest.map_structure(lambda t: t[start : start + rows], batch))
 
 
+# int8 weights are refused across workers (`tfllm.distribute.check_quantize`).
+WORKER_TASKS = [task for task in sorted(TASKS) if "int8" not in task]
+
+
 def train_every_task_on_workers(path):
     """In a worker process of a 2-worker cluster: every (task, optimizer) trained on this
     worker's half of each global batch; the weights and losses saved to `path`."""
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     results = {}
-    for task in sorted(TASKS):
+    for task in WORKER_TASKS:
         for optimizer in sorted(OPTIMIZERS):
             dataset = strategy.distribute_datasets_from_function(
                 lambda context: worker_share(TASKS[task][1](), context))
@@ -195,7 +199,7 @@ def test_two_worker_processes_train_every_task_like_one_device(references, tmp_p
         "import sys; from tests import test_train_step_weighting as t; t.train_every_task_on_workers(sys.argv[1])")
     LocalWorkers(tmp_path, [["-c", script, str(path)] for path in paths]).finish(timeout=400)
     chief, other = (np.load(path) for path in paths)
-    for task in sorted(TASKS):
+    for task in WORKER_TASKS:
         for optimizer in sorted(OPTIMIZERS):
             weights, loss = references(task, optimizer)
             got = [chief[f"{task}/{optimizer}/{i}"] for i in range(len(weights))]

@@ -9,6 +9,7 @@ import os
 
 import tensorflow as tf
 
+from tfllm import compat
 from tfllm.config import STRATEGIES
 from tfllm.errors import UserError
 
@@ -162,4 +163,15 @@ def check_steps_per_execution(strategy, steps_per_execution):
         raise UserError(
             f"train.steps_per_execution={steps_per_execution} fails with {replicas} replicas in this Keras "
             "version (keras-team/keras#19246); use train.steps_per_execution=1"
+        )
+
+
+def check_quantize(strategy, quantize):
+    """Refuse int8 weights across worker processes: `MultiWorkerMirroredStrategy` broadcasts every
+    new variable's initial value from the chief with a collective op that takes no int8
+    ("Value for attr 'T' of int8 is not in the list of allowed values", TensorFlow 2.21)."""
+    if quantize == "int8" and compat.is_multi_worker(strategy):
+        raise UserError(
+            "train.quantize=int8 fails with several worker processes: TensorFlow's collective broadcast of "
+            "new variables takes no int8; use train.quantize=none (adapters on float weights) or one worker"
         )

@@ -70,6 +70,7 @@ class Session:
             tf.config.experimental.enable_op_determinism()
         micro_batch = distribute.split_batch(t.batch_size, strategy.num_replicas_in_sync, t.grad_accum_steps)
         distribute.check_steps_per_execution(strategy, t.steps_per_execution)
+        distribute.check_quantize(strategy, t.quantize)
         xla = jit_compile(t.jit_compile, strategy)
         precision = resolve_precision(t.precision)
         keras.mixed_precision.set_global_policy(precision)
