@@ -89,24 +89,29 @@ def one_device_strategy():
 @pytest.fixture(scope="session")
 def causal_lm_run(tmp_path_factory):
     """The run dir of one tiny causal LM trained by `tfllm train` with
-    tests/trainers/run_testing.py's `CAUSAL_LM_RUN`, shared by every test that needs "a trained
-    run" and asserts none of its training settings. Tests must not write into it: copy it first."""
+    tests/trainers/run_testing.py's `CAUSAL_LM_RUN`, once for the whole session and shared by every
+    test that needs "a trained run" and asserts none of its training settings. Tests must not
+    write into it: copy it first."""
     from tests.trainers.run_testing import CAUSAL_LM_RUN
     from tfllm import cli
 
-    run_dir = str(tmp_path_factory.mktemp("causal_lm_run") / "run")
-    assert cli.main(["train", "--run-dir", run_dir, *CAUSAL_LM_RUN]) == 0
-    return run_dir
+    def train(directory):
+        assert cli.main(["train", "--run-dir", str(directory / "run"), *CAUSAL_LM_RUN]) == 0
+
+    return str(once_per_session(tmp_path_factory, "causal_lm_run", train) / "run")
 
 
 @pytest.fixture(scope="session")
 def causal_lm_export(causal_lm_run, tmp_path_factory):
-    """`tfllm export` of `causal_lm_run`: EXPORT_DIR/1/."""
+    """`tfllm export` of `causal_lm_run`, once for the whole session: EXPORT_DIR/1/. Tests must
+    not write into it: copy it first."""
     from tfllm import cli
 
-    # The export dir's name is the served model's name: /v1/models/tiny:predict.
-    out = str(tmp_path_factory.mktemp("causal_lm_export") / "tiny")
-    assert cli.main(["export", "--run-dir", causal_lm_run, "--out", out]) == 0
+    def export(directory):
+        # The export dir's name is the served model's name: /v1/models/tiny:predict.
+        assert cli.main(["export", "--run-dir", causal_lm_run, "--out", str(directory / "tiny")]) == 0
+
+    out = str(once_per_session(tmp_path_factory, "causal_lm_export", export) / "tiny")
     assert os.path.isfile(os.path.join(out, "1", "saved_model.pb"))
     return out
 
