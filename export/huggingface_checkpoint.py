@@ -7,8 +7,8 @@ Writes `config.json`, `model.safetensors` and, for a run whose tokenizer came wi
 """
 
 from tfllm.errors import UserError
+from tfllm.export.saved_model import servable_model
 from tfllm.huggingface import save_pretrained
-from tfllm.lora import merge_adapters
 from tfllm.huggingface.tokenizer import writes_tokenizer
 from tfllm.run import Run
 
@@ -18,8 +18,7 @@ def run(args):
     if args.quantize != "none":
         raise UserError(f"--quantize {args.quantize} is for --format savedmodel; a Hugging Face checkpoint is "
                         "written in float32")
-    model, checkpoint = source.load_model()
-    merge_adapters(model)
+    model, checkpoint = servable_model(source)
     tokenizer = source.tokenizer if writes_tokenizer(source.tokenizer) else None
     family = save_pretrained(model, args.out, tokenizer=tokenizer)
     note = "" if tokenizer else (f"; its {source.tokenizer.kind} tokenizer is not written (only tokenizers "

@@ -16,12 +16,15 @@ trainable, frozen = parameter_counts(model)
 """
 
 import json
+import math
+import os
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from tfllm.config import LORA_TARGETS as TARGETS
 from tfllm.config import QUANTIZATIONS, names
+from tfllm.files import write_atomically
 from tfllm.layers.lora import AdaptableDense
 from tfllm.layers.token_embedding import TokenEmbedding
 
@@ -99,15 +102,12 @@ def checkpointed_weights(model):
 
 def parameter_counts(model):
     """`(trainable, frozen)` numbers of parameters."""
-    trainable = sum(_size(w.shape) for w in model.trainable_weights)
-    return trainable, sum(_size(w.shape) for w in model.weights) - trainable
+    trainable = count_parameters(model.trainable_weights)
+    return trainable, count_parameters(model.weights) - trainable
 
 
-def _size(shape):
-    size = 1
-    for dim in shape:
-        size *= int(dim)
-    return size
+def count_parameters(weights):
+    return sum(math.prod(weight.shape) for weight in weights)
 
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -120,15 +120,14 @@ def save_adapters(model, directory, info):
     `info` (the base it adapts, the LoRA settings) into `directory/adapters.json`."""
     weights = checkpointed_weights(model)
     tensors = {f"{i:05d}/{weight.path}": np.ascontiguousarray(weight.numpy()) for i, weight in enumerate(weights)}
-    save_file(tensors, f"{directory}/{ADAPTERS_FILE}")
-    with open(f"{directory}/{ADAPTERS_INFO}", "w", encoding="utf-8") as file:
-        json.dump(info, file, indent=2)
+    save_file(tensors, os.path.join(directory, ADAPTERS_FILE))
+    write_atomically(os.path.join(directory, ADAPTERS_INFO), json.dumps(info, indent=2))
 
 
 def load_adapters(model, directory):
     """Load `save_adapters`' tensors into `model`, adapted alike over its base; a `ValueError`
     when their number or shapes differ."""
-    tensors = load_file(f"{directory}/{ADAPTERS_FILE}")
+    tensors = load_file(os.path.join(directory, ADAPTERS_FILE))
     weights = checkpointed_weights(model)
     if len(tensors) != len(weights):
         raise ValueError(f"{directory} holds {len(tensors)} adapter tensors; this model trains {len(weights)}")

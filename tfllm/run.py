@@ -179,10 +179,7 @@ class Run:
         base = read_base(checkpoint)
         if base is not None:
             check_base(base, checkpoint)
-            base_run = Run.open(base["run"])
-            part = self.task.pretrained_part(model, base_run.config.model.task)
-            load_pretrained(part, base_run, base["checkpoint"])
-            adapt_as_configured(part, self.config.train)
+            start_from(model, self.task, Run.open(base["run"]), base["checkpoint"], self.config.train)
         restore_weights(model, checkpoint)
         return model, checkpoint
 
@@ -264,6 +261,18 @@ class Run:
             for name in names:
                 if ".tfevents." in name and not name.endswith(".tmp"):
                     _drop_events_after(os.path.join(root, name), step)
+
+
+def start_from(model, task, pretrained, checkpoint=None, train_config=None):
+    """Copy the pretrained `Run`'s `checkpoint` (default: its best, else latest) into the part of
+    `model` (of `task`) that it initializes (`Task.pretrained_part`: the backbone, or a seq2seq
+    encoder); with `train.lora_rank` in `train_config`, freeze that part and add its adapters
+    (inside the strategy scope that trains them). Returns the checkpoint read."""
+    part = task.pretrained_part(model, pretrained.config.model.task)
+    checkpoint = load_pretrained(part, pretrained, checkpoint)
+    if train_config is not None:
+        adapt_as_configured(part, train_config)
+    return checkpoint
 
 
 def load_pretrained(part, pretrained, checkpoint=None):

@@ -6,7 +6,7 @@ import shutil
 import keras
 
 from tfllm.errors import UserError
-from tfllm.lora import has_adapters, parameter_counts
+from tfllm.lora import checkpointed_weights, count_parameters, parameter_counts
 from tfllm.losses import SmoothedSparseCrossentropy
 from tfllm.optimizers import adamw
 from tfllm.schedules import WarmupCosineDecay
@@ -88,9 +88,8 @@ def stopped_early(callbacks):
 def check_free_disk(session, model):
     """Refuse to start when the checkpoints the config keeps cannot fit on the run's disk."""
     t, run_dir = session.config.train, session.run.path
-    # Weights plus AdamW's two moments, float32; latest/ keeps K, best/ one, and one in flight.
-    per_checkpoint = 4 * 3 * sum(parameter_counts(model)) if not has_adapters(model) else (
-        4 * 3 * parameter_counts(model)[0])
+    # What trains (all of it, or a LoRA run's adapters) plus AdamW's two moments, float32; latest/ keeps K, best/ one, and one in flight.
+    per_checkpoint = 4 * 3 * count_parameters(checkpointed_weights(model))
     needed = per_checkpoint * (t.keep_checkpoints + 2)
     free = shutil.disk_usage(run_dir).free
     if free < needed:

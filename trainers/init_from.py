@@ -9,8 +9,7 @@ so is a pretrained task whose backbone attends otherwise (`Task.init_from`).
 from tfllm import config as config_lib
 from tfllm.callbacks.checkpointer import check_base, read_base
 from tfllm.errors import UserError
-from tfllm.lora import adapt_as_configured
-from tfllm.run import Run, load_pretrained
+from tfllm.run import Run, start_from
 from tfllm.tasks import TASKS, listed
 
 # The model keys that fix the backbone's weights.
@@ -88,13 +87,7 @@ def base_checkpoint(pretrained, resume):
 
 
 def load_backbone(model, pretrained, task, checkpoint=None, train_config=None):
-    """Copy the pretrained `Run`'s `checkpoint` (default: its best, else latest) into the part of
-    `model` (of `task`) that it initializes (`Task.pretrained_part`: the backbone, or a seq2seq
-    encoder); with `train.lora_rank` in `train_config`, freeze that part and add its adapters
-    (call it inside the strategy scope). Returns the checkpoint read."""
-    part = task.pretrained_part(model, pretrained.config.model.task)
-    checkpoint = load_pretrained(part, pretrained, checkpoint)
+    """`tfllm.run.start_from`, saying which checkpoint it read."""
+    checkpoint = start_from(model, task, pretrained, checkpoint, train_config)
     print(f"Initialized the backbone from {checkpoint}")
-    if train_config is not None:
-        adapt_as_configured(part, train_config)
     return checkpoint

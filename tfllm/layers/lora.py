@@ -10,6 +10,8 @@ folds the adapters into `W` for good (export), and `quantize_int8` stores `W` as
 scale per output column (a frozen base in a quarter of the memory).
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -54,17 +56,14 @@ class LowRankAdapter:
         return ops.matmul(ops.cast(self.a, "float32"), ops.cast(self.b, "float32")) * self.scale
 
 
+@contextlib.contextmanager
 def unlocked(layer):
     """A context in which a built layer may add (or drop) variables: its tracker is unlocked."""
-
-    class Unlocked:
-        def __enter__(self):
-            layer._tracker.unlock()
-
-        def __exit__(self, *exc):
-            layer._tracker.lock()
-
-    return Unlocked()
+    layer._tracker.unlock()
+    try:
+        yield
+    finally:
+        layer._tracker.lock()
 
 
 def release(layer, name):

@@ -152,8 +152,7 @@ class TokenEmbedding(keras.layers.Layer):
         """Hold the (frozen) matrices as int8 rows, one scale per row."""
         if self.int8:
             return
-        names = ("embeddings",) if self.tie_weights else ("embeddings", "output_embeddings")
-        for name in names:
+        for name in self._matrix_names:
             matrix = getattr(self, name)
             q, scale = int8.quantize(matrix, axis=1)
             self._untrack_variable(matrix)
@@ -167,9 +166,13 @@ class TokenEmbedding(keras.layers.Layer):
             release(self, name)
         self.int8 = True
 
+    @property
+    def _matrix_names(self):
+        """The attribute names of its matrices: the embeddings, and the head's when untied."""
+        return ("embeddings",) if self.tie_weights else ("embeddings", "output_embeddings")
+
     def _dequantize(self):
-        names = ("embeddings",) if self.tie_weights else ("embeddings", "output_embeddings")
-        for name in names:
+        for name in self._matrix_names:
             q, scale = getattr(self, f"{name}_int8"), getattr(self, f"{name}_scale")
             matrix = int8.dequantize(q, scale, axis=1)
             self._untrack_variable(q)
