@@ -178,12 +178,9 @@ def graph_ops(concrete_function):
     return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CausalSelfAttention writes the KV cache with keras.ops.slice_update, which TensorFlow runs as "
-           "XlaDynamicUpdateSlice, an op only XLA executes: a graph-mode export still needs XLA at serving time",
-)
 def test_a_graph_mode_export_of_the_real_model_needs_no_xla(trained):
+    # The KV cache is written with TensorStridedSliceUpdate outside XLA (tfllm.layers.kv_cache);
+    # XlaDynamicUpdateSlice, only XLA runs it, appears in compiled decoding alone.
     config, tokenizer, model = trained
     graph = GenerationModule(model, tokenizer, max_length=config.max_seq_len, jit_compile=False)
     assert sorted(op for op in graph_ops(graph.generate.get_concrete_function()) if op.startswith("Xla")) == []

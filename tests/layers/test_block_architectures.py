@@ -121,7 +121,8 @@ def test_grouped_query_cached_decoding_equals_the_full_pass():
     x = random_floats((BATCH, SEQ, HIDDEN))
     full = block(x).numpy()
     # The cache holds the key-value heads only.
-    cache = np.zeros((BATCH, 2, 8, KV_HEADS, HIDDEN // HEADS), "float32")
+    cache = block.self_attention.empty_cache(BATCH, 8)
+    assert [tuple(entries.shape) for entries in cache] == [(BATCH, KV_HEADS, 8, HIDDEN // HEADS)] * 2
     out, cache = block(x[:, :3], cache=cache, cache_index=0)
     np.testing.assert_allclose(out.numpy(), full[:, :3], atol=1e-5)
     for index in range(3, SEQ):

@@ -70,15 +70,18 @@ def test_cached_decoding_equals_the_full_pass(use_rotary):
     x = random_floats((BATCH, SEQ, HIDDEN))
     full = layer(x).numpy()
     max_len, prompt = 10, 3
-    cache = np.zeros((BATCH, 2, max_len, HEADS, HIDDEN // HEADS), "float32")
+    cache = layer.empty_cache(BATCH, max_len)
     out, cache = layer(x[:, :prompt], cache=cache, cache_index=0)
     np.testing.assert_allclose(out.numpy(), full[:, :prompt], atol=1e-5)
     for index in range(prompt, SEQ):
         out, cache = layer(x[:, index : index + 1], cache=cache, cache_index=index)
         np.testing.assert_allclose(out.numpy()[:, 0], full[:, index], atol=1e-5)
-    # Slots past the last written position are untouched.
-    assert np.all(cache.numpy()[:, :, SEQ:] == 0)
-    assert np.all(np.any(cache.numpy()[:, :, :SEQ] != 0, axis=(-1, -2)))
+    # Keys and values (batch, heads, max_len, head_dim): slots past the last written position
+    # are untouched.
+    for entries in cache:
+        assert entries.shape == (BATCH, HEADS, max_len, HIDDEN // HEADS)
+        assert np.all(entries.numpy()[:, :, SEQ:] == 0)
+        assert np.all(np.any(entries.numpy()[:, :, :SEQ] != 0, axis=-1))
 
 
 def test_cached_decoding_honours_a_padding_mask_over_cache_slots():
@@ -87,7 +90,7 @@ def test_cached_decoding_honours_a_padding_mask_over_cache_slots():
     full = layer(x, padding_mask=PADDING).numpy()
     max_len = 9
     slot_mask = np.concatenate([PADDING, np.ones((BATCH, max_len - SEQ), "int32")], axis=1)
-    cache = np.zeros((BATCH, 2, max_len, HEADS, HIDDEN // HEADS), "float32")
+    cache = layer.empty_cache(BATCH, max_len)
     out, cache = layer(x[:, :4], padding_mask=slot_mask, cache=cache, cache_index=0)
     for index in range(4, SEQ):
         out, cache = layer(x[:, index : index + 1], padding_mask=slot_mask, cache=cache, cache_index=index)
@@ -119,7 +122,7 @@ def test_rejects_num_heads_not_dividing_hidden_dim():
 
 def test_rejects_segment_ids_with_cache():
     layer = make_layer()
-    cache = np.zeros((BATCH, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    cache = layer.empty_cache(BATCH, 8)
     with pytest.raises(ValueError, match="segment_ids"):
         layer(random_floats((BATCH, 1, HIDDEN)), segment_ids=np.ones((BATCH, 1)), cache=cache, cache_index=0)
 
@@ -185,6 +188,6 @@ def test_rotary_positions_restart_each_document():
 def test_causal_is_in_the_config_and_a_cache_needs_it():
     layer = CausalSelfAttention(num_heads=HEADS, hidden_dim=HIDDEN, causal=False)
     assert assert_config_round_trip(layer).causal is False
-    cache = np.zeros((BATCH, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    cache = layer.empty_cache(BATCH, 8)
     with pytest.raises(ValueError, match="causal=False"):
         layer(random_floats((BATCH, 1, HIDDEN)), cache=cache, cache_index=0)

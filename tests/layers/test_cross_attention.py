@@ -52,7 +52,7 @@ def test_precomputed_keys_and_values_give_the_same_output():
     layer = make_layer()
     x, memory = random_floats((BATCH, SEQ, HIDDEN)), random_floats((BATCH, MEMORY, HIDDEN), seed=1)
     key_value = layer.key_value(memory)
-    assert tuple(key_value.shape) == (BATCH, 2, MEMORY, HEADS, HIDDEN // HEADS)
+    assert [tuple(entries.shape) for entries in key_value] == [(BATCH, HEADS, MEMORY, HIDDEN // HEADS)] * 2
     full = layer(x, memory=memory, memory_padding_mask=MEMORY_PADDING).numpy()
     cached = layer(x, memory_padding_mask=MEMORY_PADDING, key_value=key_value).numpy()
     np.testing.assert_allclose(cached, full, atol=1e-6)

@@ -64,7 +64,7 @@ def test_cached_steps_with_precomputed_cross_keys_equal_the_full_pass():
     block = make_block()
     x, memory = random_floats((BATCH, SEQ, HIDDEN)), random_floats((BATCH, MEMORY, HIDDEN), seed=1)
     full = block(x, encoder_outputs=memory, encoder_padding_mask=MEMORY_PADDING).numpy()
-    cache = np.zeros((BATCH, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    cache = block.self_attention.empty_cache(BATCH, 8)
     cross = block.cross_attention.key_value(memory)
     steps = []
     for index in range(SEQ):

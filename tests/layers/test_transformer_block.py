@@ -46,7 +46,7 @@ def test_cached_decoding_equals_the_full_pass():
     block = make_block(use_rotary=True)
     x = random_floats((BATCH, SEQ, HIDDEN))
     full = block(x).numpy()
-    cache = np.zeros((BATCH, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    cache = block.self_attention.empty_cache(BATCH, 8)
     out, cache = block(x[:, :2], cache=cache, cache_index=0)
     np.testing.assert_allclose(out.numpy(), full[:, :2], atol=1e-5)
     for index in range(2, SEQ):

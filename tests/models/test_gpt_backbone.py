@@ -152,6 +152,6 @@ def test_encoder_config_round_trip_and_no_cache():
     encoder = make_backbone(causal=False)
     assert assert_config_round_trip(encoder).causal is False
     assert make_backbone().get_config()["causal"] is True
-    cache = np.zeros((1, LAYERS, 2, SEQ, HEADS, HIDDEN // HEADS), "float32")
+    cache = make_backbone().build_cache(1, SEQ)
     with pytest.raises(ValueError, match="causal=False"):
         encoder.call_with_cache(np.array([[5]], "int32"), cache, 0)

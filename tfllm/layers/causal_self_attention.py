@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfllm.layers import kv_cache
 from tfllm.layers.lora import AdaptableDense
 from tfllm.layers.rotary_embedding import RotaryEmbedding
 from tfllm.layers.initializers import clone_initializer
@@ -56,22 +57,41 @@ def attention_bias(
 
 def attend(query, key, value, bias, dropout=None, training=None):
     """Softmax attention of `(batch, heads, query_len, head_dim)` queries over keys and values
-    `(batch, heads, key_len, head_dim)`, with the float32 additive `bias` of `attention_bias`.
+    `(batch, key_value_heads, key_len, head_dim)`, with the float32 additive `bias` of
+    `attention_bias`.
 
+    With fewer key-value heads than query heads (grouped-query attention), query head `i` reads
+    key-value head `i // (heads / key_value_heads)`: the queries of a group are stacked along the
+    query axis of one matmul, so the keys and values are read as they are, never repeated.
     Scores are computed in the compute dtype and softmaxed in float32; `dropout` (a Dropout
     layer or None) drops attention probabilities. Returns `(batch, heads, query_len, head_dim)`.
     """
     # Scaling the queries is cheaper than scaling the (seq, seq) scores.
     query = query * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+    heads, key_value_heads = query.shape[1], key.shape[1]
+    groups = heads // key_value_heads
+    if groups > 1:
+        shape = ops.shape(query)
+        # (batch, key_value_heads, groups * query_len, head_dim): heads are grouped consecutively.
+        query = ops.reshape(query, (shape[0], key_value_heads, groups * shape[2], shape[3]))
     # tf.matmul's transpose_b folds the key transpose into the MatMul.
-    # (batch, heads, query_len, key_len)
-    scores = tf.matmul(query, key, transpose_b=True)
-    scores = ops.cast(scores, "float32") + bias
+    # (batch, key_value_heads, groups * query_len, key_len)
+    scores = ops.cast(tf.matmul(query, key, transpose_b=True), "float32")
+    if groups > 1:
+        # (batch, key_value_heads, groups, query_len, key_len) + (batch, 1, 1, query_len, key_len)
+        scores = ops.reshape(scores, (shape[0], key_value_heads, groups, shape[2], -1)) + bias[:, :, None]
+        scores = ops.reshape(scores, (shape[0], key_value_heads, groups * shape[2], -1))
+    else:
+        scores = scores + bias
     probabilities = ops.cast(ops.softmax(scores, axis=-1), query.dtype)
     if dropout is not None:
         probabilities = dropout(probabilities, training=training)
+    # (batch, key_value_heads, groups * query_len, head_dim)
+    out = tf.matmul(probabilities, value)
+    if groups > 1:
+        out = ops.reshape(out, shape)
     # (batch, heads, query_len, head_dim)
-    return tf.matmul(probabilities, value)
+    return out
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -133,9 +153,9 @@ class CausalSelfAttention(keras.layers.Layer):
         positions: optional int tensor of shape `(batch, seq)`, the position
             of every token for rotary embeddings, so that each packed
             document starts at 0. Not allowed with a cache.
-        cache: optional float tensor of shape
-            `(batch, 2, max_len, num_key_value_heads, head_dim)`: keys then
-            values.
+        cache: optional `(keys, values)` pair, each of shape
+            `(batch, num_key_value_heads, max_len, head_dim)` (`kv_cache`),
+            written in place at `cache_index`.
         cache_index: int or scalar int tensor, the position of `x[:, 0]`;
             required with `cache`.
         training: bool. Enables attention dropout.
@@ -150,7 +170,7 @@ class CausalSelfAttention(keras.layers.Layer):
     x = np.random.rand(2, 8, 16).astype("float32")
     out = attention(x, padding_mask=np.ones((2, 8), "int32"))  # (2, 8, 16)
 
-    cache = np.zeros((2, 2, 12, 2, 8), "float32")
+    cache = attention.empty_cache(batch_size=2, max_length=12)
     out, cache = attention(x, cache=cache, cache_index=0)  # prompt
     step, cache = attention(x[:, :1], cache=cache, cache_index=8)  # next token
 
@@ -290,19 +310,14 @@ class CausalSelfAttention(keras.layers.Layer):
                 segment_ids=segment_ids,
             )
         else:
-            key, value, cache = self._update_cache(key, value, cache, cache_index)
-            bias = attention_bias(
-                sequence_length,
-                ops.shape(cache)[2],
-                query_start=cache_index,
-                padding_mask=padding_mask,
-            )
+            cache = (kv_cache.write(cache[0], key, cache_index), kv_cache.write(cache[1], value, cache_index))
+            key, value = (ops.cast(entries, query.dtype) for entries in cache)
+            max_length = ops.shape(key)[2]
+            bias = attention_bias(sequence_length, max_length, query_start=cache_index, padding_mask=padding_mask)
             # A (1, 1, q, k) bias sends TensorFlow's oneDNN fused matmul + add down a path
             # 100x slower than a per-batch one when filling the cache with a prompt.
             # (batch, 1, query_length, key_length)
-            bias = ops.broadcast_to(
-                bias, (batch_size, 1, sequence_length, ops.shape(cache)[2])
-            )
+            bias = ops.broadcast_to(bias, (batch_size, 1, sequence_length, max_length))
 
         out = self._attend(query, key, value, bias, training)
         # (batch, seq, heads, head_dim)
@@ -354,29 +369,13 @@ class CausalSelfAttention(keras.layers.Layer):
     def _attend(self, query, key, value, bias, training):
         """Softmax attention on `(batch, heads, seq, head_dim)` tensors (keys and values with
         `num_key_value_heads` heads)."""
-        groups = self.num_heads // self.num_key_value_heads
-        if groups > 1:
-            # Query head i reads key-value head i // groups.
-            key = ops.repeat(key, groups, axis=1)
-            value = ops.repeat(value, groups, axis=1)
         dropout = self.probabilities_dropout if self.dropout > 0 else None
         return attend(query, key, value, bias, dropout, training)
 
-    def _update_cache(self, key, value, cache, cache_index):
-        """Writes the new keys/values at `cache_index`; returns all of them."""
-        # (batch, 2, heads, new, head_dim)
-        new_entries = ops.stack([key, value], axis=1)
-        # (batch, 2, new, heads, head_dim): the cache layout.
-        new_entries = ops.transpose(new_entries, (0, 1, 3, 2, 4))
-        cache = ops.slice_update(
-            cache,
-            (0, 0, cache_index, 0, 0),
-            ops.cast(new_entries, cache.dtype),
-        )
-        # (2, batch, heads, max_len, head_dim)
-        cached = ops.cast(ops.transpose(cache, (1, 0, 3, 2, 4)), key.dtype)
-        key, value = ops.unstack(cached, 2, axis=0)
-        return key, value, cache
+    def empty_cache(self, batch_size, max_length):
+        """A zero cache of `max_length` positions for `batch_size` rows; see `kv_cache`."""
+        return kv_cache.empty_cache(batch_size, self.num_key_value_heads, max_length, self.head_dim,
+                                    self.compute_dtype)
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape

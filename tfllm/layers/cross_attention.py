@@ -17,8 +17,8 @@ class CrossAttention(keras.layers.Layer):
     `key_value_dense` laid out as `(2 * num_heads, head_dim)`: the key heads, then the value
     heads. The memory does not change while a decoder generates, so its keys and values are
     computed once (`key_value`) and passed to every step as `key_value=`; they use the cache
-    layout of `CausalSelfAttention`, `(batch, 2, memory_len, num_heads, head_dim)`. No positions
-    are applied: the memory already carries them.
+    layout of `CausalSelfAttention`, a `(keys, values)` pair of `(batch, num_heads, memory_len,
+    head_dim)` tensors. No positions are applied: the memory already carries them.
 
     Args:
         num_heads: int. The number of attention heads.
@@ -46,7 +46,7 @@ class CrossAttention(keras.layers.Layer):
     attention = CrossAttention(num_heads=2, hidden_dim=16)
     x, memory = np.random.rand(2, 3, 16), np.random.rand(2, 5, 16)
     out = attention(x, memory, memory_padding_mask=np.ones((2, 5)))  # (2, 3, 16)
-    cached = attention.key_value(memory)  # (2, 2, 5, 2, 8)
+    cached = attention.key_value(memory)  # two (2, 2, 5, 8) tensors
     step = attention(x[:, :1], memory_padding_mask=np.ones((2, 5)), key_value=cached)
     ```
     """
@@ -101,13 +101,15 @@ class CrossAttention(keras.layers.Layer):
         self.built = True
 
     def key_value(self, memory):
-        """The keys and values of `memory` `(batch, memory_len, hidden_dim)`:
-        `(batch, 2, memory_len, num_heads, head_dim)`."""
+        """The keys and values of `memory` `(batch, memory_len, hidden_dim)`: a pair of
+        `(batch, num_heads, memory_len, head_dim)` tensors."""
         shape = ops.shape(memory)
         key_value = self.key_value_dense(ops.reshape(memory, (-1, self.hidden_dim)))
-        return ops.transpose(
-            ops.reshape(key_value, (shape[0], shape[1], 2, self.num_heads, self.head_dim)), (0, 2, 1, 3, 4)
+        # (2, batch, heads, memory_len, head_dim)
+        key_value = ops.transpose(
+            ops.reshape(key_value, (shape[0], shape[1], 2, self.num_heads, self.head_dim)), (2, 0, 3, 1, 4)
         )
+        return key_value[0], key_value[1]
 
     def call(self, x, memory=None, memory_padding_mask=None, key_value=None, training=None):
         if key_value is None:
@@ -121,8 +123,7 @@ class CrossAttention(keras.layers.Layer):
         query = ops.transpose(
             ops.reshape(query, (batch_size, sequence_length, self.num_heads, self.head_dim)), (0, 2, 1, 3)
         )
-        # (2, batch, heads, memory_len, head_dim)
-        key, value = ops.unstack(ops.cast(ops.transpose(key_value, (1, 0, 3, 2, 4)), query.dtype), 2, axis=0)
+        key, value = (ops.cast(entries, query.dtype) for entries in key_value)
         bias = attention_bias(sequence_length, ops.shape(key)[2], causal=False, padding_mask=memory_padding_mask)
         dropout = self.probabilities_dropout if self.dropout > 0 else None
         out = attend(query, key, value, bias, dropout, training)

@@ -1,7 +1,6 @@
 """Next-token prediction task model around a `GPTBackbone`."""
 
 import keras
-from keras import ops
 
 from tfllm.models.task_model import TaskModel, backbone_inputs
 
@@ -58,7 +57,7 @@ class CausalLM(TaskModel):
         return self.backbone.token_embedding.logits(hidden)
 
     def build_cache(self, batch_size, max_length):
-        """A zero cache of shape `(batch, num_layers, 2, max_length, num_key_value_heads, head_dim)`."""
+        """A zero decoding cache of `max_length` positions; see `GPTBackbone.build_cache`."""
         backbone = self.backbone
         # Sizes may be tensors inside a tf.function; only Python ints are checked.
         too_long = (
@@ -71,15 +70,7 @@ class CausalLM(TaskModel):
                 f"max_length={max_length}, "
                 f"max_sequence_length={backbone.max_sequence_length}"
             )
-        shape = (
-            batch_size,
-            backbone.num_layers,
-            2,
-            max_length,
-            backbone.num_key_value_heads,
-            backbone.head_dim,
-        )
-        return ops.zeros(shape, dtype=backbone.compute_dtype)
+        return backbone.build_cache(batch_size, max_length)
 
     def call_with_cache(self, token_ids, cache, cache_index):
         """Decodes `token_ids` at positions `cache_index ..`.

@@ -2,7 +2,6 @@
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from tfllm.layers.position_embedding import PositionEmbedding
 from tfllm.layers.token_embedding import TokenEmbedding
@@ -191,7 +190,7 @@ class GPTBackbone(keras.Model):
         "segment_ids": np.array([[1, 1, 1, 2, 2, 0]]),
     })  # (1, 6, 16): [8, 9] as if alone
 
-    cache = np.zeros((1, 2, 2, 32, 2, 8), "float32")
+    cache = backbone.build_cache(batch_size=1, max_length=32)
     hidden, cache = backbone.call_with_cache(np.array([[5]]), cache, 0)
     ```
     """
@@ -376,14 +375,18 @@ class GPTBackbone(keras.Model):
     def head_dim(self):
         return self.hidden_dim // self.num_heads
 
+    def build_cache(self, batch_size, max_length):
+        """A zero decoding cache: one `(keys, values)` pair per block, each
+        `(batch, num_key_value_heads, max_length, head_dim)` (`tfllm.layers.kv_cache`)."""
+        return tuple(block.self_attention.empty_cache(batch_size, max_length) for block in self.transformer_layers)
+
     def call_with_cache(self, token_ids, cache, cache_index):
         """Runs new tokens through the blocks one by one, reading and writing the cache.
 
         Args:
             token_ids: int tensor of shape `(batch, new)`, the tokens at
                 positions `cache_index .. cache_index + new - 1`.
-            cache: float tensor of shape
-                `(batch, num_layers, 2, max_len, num_key_value_heads, head_dim)`.
+            cache: the tuple of `build_cache`, one `(keys, values)` pair per block.
             cache_index: int or scalar int tensor.
 
         Returns:
@@ -401,12 +404,11 @@ class GPTBackbone(keras.Model):
         if not self.norm_first:
             x = self.layer_norm(x)
         layer_caches = []
-        for i, block in enumerate(self.transformer_layers):
-            x, layer_cache = block(x, cache=cache[:, i], cache_index=cache_index)
+        for block, layer_cache in zip(self.transformer_layers, cache):
+            x, layer_cache = block(x, cache=layer_cache, cache_index=cache_index)
             layer_caches.append(layer_cache)
         hidden = self.layer_norm(x) if self.norm_first else x
-        # (batch, num_layers, 2, max_len, num_key_value_heads, head_dim)
-        return hidden, ops.stack(layer_caches, axis=1)
+        return hidden, tuple(layer_caches)
 
     def get_config(self):
         # Not the functional config: the constructor rebuilds the graph.

@@ -170,18 +170,22 @@ class Seq2SeqBackbone(keras.Model):
         return x
 
     def cross_key_values(self, encoder_outputs):
-        """Every decoder block's cross-attention keys and values of `encoder_outputs`:
-        `(batch, num_decoder_layers, 2, source_len, num_heads, head_dim)`."""
-        return ops.stack([block.cross_attention.key_value(encoder_outputs) for block in self.decoder_layers], axis=1)
+        """Every decoder block's cross-attention keys and values of `encoder_outputs`: one
+        `(keys, values)` pair of `(batch, num_heads, source_len, head_dim)` tensors per block."""
+        return tuple(block.cross_attention.key_value(encoder_outputs) for block in self.decoder_layers)
+
+    def build_self_cache(self, batch_size, max_length):
+        """A zero self-attention cache: one `(keys, values)` pair per decoder block, each
+        `(batch, num_key_value_heads, max_length, head_dim)` (`tfllm.layers.kv_cache`)."""
+        return tuple(block.self_attention.empty_cache(batch_size, max_length) for block in self.decoder_layers)
 
     def call_with_cache(self, token_ids, cache, cache_index):
         """Decodes target tokens at positions `cache_index ..` against the cache.
 
         Args:
             token_ids: int tensor `(batch, new)`.
-            cache: dict of `"self"` `(batch, num_decoder_layers, 2, max_len, num_key_value_heads,
-                head_dim)`, `"cross"` (`cross_key_values`) and `"encoder_padding_mask"`
-                `(batch, source_len)`.
+            cache: dict of `"self"` (`build_self_cache`), `"cross"` (`cross_key_values`) and
+                `"encoder_padding_mask"` `(batch, source_len)`.
             cache_index: int or scalar int tensor.
 
         Returns:
@@ -190,14 +194,14 @@ class Seq2SeqBackbone(keras.Model):
         """
         x = self._embed_target(token_ids, cache_index)
         layer_caches = []
-        for i, block in enumerate(self.decoder_layers):
-            x, layer_cache = block(
-                x, encoder_padding_mask=cache["encoder_padding_mask"], cache=cache["self"][:, i],
-                cache_index=cache_index, cross_key_value=cache["cross"][:, i],
+        for block, self_cache, cross_key_value in zip(self.decoder_layers, cache["self"], cache["cross"]):
+            x, self_cache = block(
+                x, encoder_padding_mask=cache["encoder_padding_mask"], cache=self_cache,
+                cache_index=cache_index, cross_key_value=cross_key_value,
             )
-            layer_caches.append(layer_cache)
+            layer_caches.append(self_cache)
         hidden = self.decoder_layer_norm(x) if self.norm_first else x
-        return hidden, {**cache, "self": ops.stack(layer_caches, axis=1)}
+        return hidden, {**cache, "self": tuple(layer_caches)}
 
     def get_config(self):
         return {

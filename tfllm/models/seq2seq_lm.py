@@ -52,17 +52,15 @@ class Seq2SeqLM(TaskModel):
     def build_cache(self, batch_size, max_length, encoder_token_ids, encoder_padding_mask):
         """The decoding cache of a source batch: the encoder runs here, once.
 
-        Returns a dict: `"self"`, a zero self-attention cache `(batch, num_decoder_layers, 2,
-        max_length, num_key_value_heads, head_dim)`; `"cross"`, the cross-attention keys and
-        values of the encoded source; `"encoder_padding_mask"` `(batch, source_len)`.
+        Returns a dict: `"self"`, a zero self-attention cache (`build_self_cache`); `"cross"`,
+        the cross-attention keys and values of the encoded source (`cross_key_values`);
+        `"encoder_padding_mask"` `(batch, source_len)`.
         """
         backbone = self.backbone
         encoder_outputs = backbone.encode(encoder_token_ids, encoder_padding_mask, training=False)
-        shape = (batch_size, backbone.num_decoder_layers, 2, max_length, backbone.num_key_value_heads,
-                 backbone.head_dim)
         return {
-            "self": ops.zeros(shape, dtype=backbone.compute_dtype),
-            "cross": ops.cast(backbone.cross_key_values(encoder_outputs), backbone.compute_dtype),
+            "self": backbone.build_self_cache(batch_size, max_length),
+            "cross": backbone.cross_key_values(encoder_outputs),
             "encoder_padding_mask": ops.cast(encoder_padding_mask, "int32"),
         }
 
