@@ -7,7 +7,6 @@ Writes `config.json`, `model.safetensors` and, for a run whose tokenizer came wi
 """
 
 from tfllm.errors import UserError
-from tfllm.export.saved_model import servable_model
 from tfllm.huggingface import save_pretrained
 from tfllm.huggingface.tokenizer import writes_tokenizer
 from tfllm.run import Run
@@ -15,10 +14,10 @@ from tfllm.run import Run
 
 def run(args):
     source = Run.open(args.run_dir)
-    if args.quantize != "none":
-        raise UserError(f"--quantize {args.quantize} is for --format savedmodel; a Hugging Face checkpoint is "
-                        "written in float32")
-    model, checkpoint = servable_model(source)
+    if args.quantize != "none" or args.precision not in (None, "float32"):
+        flag = f"--quantize {args.quantize}" if args.quantize != "none" else f"--precision {args.precision}"
+        raise UserError(f"{flag} is for --format savedmodel; a Hugging Face checkpoint is written in float32")
+    model, checkpoint = source.load_servable_model()
     tokenizer = source.tokenizer if writes_tokenizer(source.tokenizer) else None
     family = save_pretrained(model, args.out, tokenizer=tokenizer)
     note = "" if tokenizer else (f"; its {source.tokenizer.kind} tokenizer is not written (only tokenizers "

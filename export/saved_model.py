@@ -26,12 +26,12 @@ from tfllm.export.classify_module import ClassifyModule
 from tfllm.export.generation_module import GenerationModule
 from tfllm.export.manifest import read_manifest, write_manifest
 from tfllm.files import staging_directory
-from tfllm.lora import merge_adapters, quantize_int8
 from tfllm.run import Run
 
 
 def run(args):
-    target = export(args.run_dir, args.out, version=args.version, force=args.force, quantize=args.quantize)
+    target = export(args.run_dir, args.out, version=args.version, force=args.force,
+                    precision=export_precision(args.precision, args.quantize))
     manifest = read_manifest(target)
     signatures = manifest["signatures"]
     # The signature the default serves first: "generate = serving_default, score".
@@ -42,13 +42,22 @@ def run(args):
           f"serve it with: tfllm serve --model {args.out}{serving}")
 
 
-def export(run_dir, out, version=None, force=False, jit_compile=True, quantize="none"):
+def export_precision(precision, quantize):
+    """The precision of `--precision` and the older `--quantize int8` (the same as
+    `--precision int8`); a `UserError` when the two disagree."""
+    if quantize == "int8" and precision not in (None, "int8"):
+        raise UserError(f"--quantize int8 and --precision {precision} disagree; pass --precision alone")
+    return "int8" if quantize == "int8" else (precision or "float32")
+
+
+def export(run_dir, out, version=None, force=False, jit_compile=True, precision="float32"):
     """Writes `out/version/` from the run's best (else latest) checkpoint; returns its path.
 
     `jit_compile` compiles the decoding loop of a generation run with XLA (see
     `GenerationModule`); a classifier has no loop to compile. A LoRA run is exported with its
-    adapters merged into the weights, so serving pays nothing for them; `quantize="int8"`
-    stores the projections and embeddings in int8 (one scale per channel).
+    adapters merged into the weights, so serving pays nothing for them; `precision` is that of
+    the weights (`tfllm.precision.for_decoding`): "int8" stores the projections and embeddings
+    in int8 (one scale per channel), "bfloat16" every weight in bfloat16.
     """
     if version is not None and version < 1:
         raise UserError(f"--version={version} is invalid: versions are integers >= 1")
@@ -64,25 +73,17 @@ def export(run_dir, out, version=None, force=False, jit_compile=True, quantize="
     target = os.path.join(out, str(version))
     if os.path.exists(target) and not force:
         raise UserError(f"{target} already exists; pass --force to replace it, or another --version")
-    model, checkpoint = servable_model(run, quantize)
+    model, checkpoint = run.load_servable_model(precision)
     module = make_module(run, model, jit_compile)
     try:
         # A name TF Serving skips: it only loads directories named by an integer.
         with staging_directory(target, prefix=f".tmp-{version}-") as staging:
             module.save(staging)
-            write_manifest(staging, {**describe(run, checkpoint, version, module), "quantize": quantize})
+            write_manifest(staging, {**describe(run, checkpoint, version, module), "precision": precision,
+                                     "quantize": "int8" if precision == "int8" else "none"})
     except OSError as error:
         raise UserError(f"cannot write in export dir {out}: {error.strerror}; pass a writable --out") from None
     return target
-
-
-def servable_model(run, quantize="none"):
-    """`(model, checkpoint)`: the run's model as it is served: adapters merged, int8 if asked."""
-    model, checkpoint = run.load_model()
-    merge_adapters(model)
-    if quantize == "int8":
-        quantize_int8(model)
-    return model, checkpoint
 
 
 def make_module(run, model, jit_compile):

@@ -62,6 +62,14 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(autouse=True)
+def graph_mode_decoding(monkeypatch):
+    """`Generator(jit_compile="auto")` decodes in graph mode in tests: XLA compiles each batch
+    size and buffer bucket for seconds, which the suite's many tiny generations cannot afford.
+    The XLA path has tests of its own (`jit_compile=True`), and the exported model compiles it."""
+    monkeypatch.setattr("tfllm.generator.xla_pays_for_decoding", lambda: False)
+
+
 @pytest.fixture
 def grappler():
     """Graph optimisation as the product runs it, for this test only (see GRAPPLER_OFF)."""

@@ -12,6 +12,10 @@ from tfllm.errors import TrainingInterrupted, UserError
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEFAULT_CONFIG = "gpt-tiny"
+# export/request_batcher.py's DEFAULT_TIMEOUT_MS, without importing TensorFlow for --help.
+DEFAULT_BATCH_TIMEOUT_MS = 5
+# tfllm.precision.DECODING_PRECISIONS, without importing TensorFlow for --help.
+DECODING_PRECISIONS = ("float32", "bfloat16", "int8")
 EXPORT_FORMATS = {"savedmodel": "tfllm.export.saved_model", "huggingface": "tfllm.export.huggingface_checkpoint"}
 
 
@@ -27,6 +31,14 @@ def port(text):
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks a free one)")
+    return value
+
+
+def milliseconds(text):
+    """A wait in whole milliseconds, 0 to a minute."""
+    value = int(text)
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"{value} is not a wait in milliseconds (0-60000; 0 waits for nothing)")
     return value
 
 
@@ -85,6 +97,9 @@ def add_decoding_arguments(p):
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
     p.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="stop a completion at this string (repeat for several); end-of-text always stops")
+    p.add_argument("--precision", choices=DECODING_PRECISIONS, default="float32",
+                   help="the weights' precision while decoding: bfloat16 and int8 read fewer bytes per token, "
+                        "at a small cost in quality (measure it with `tfllm evaluate --precision`)")
 
 
 def add_evaluate(sub):
@@ -114,9 +129,12 @@ def add_export(sub):
     p.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="savedmodel",
                    help="savedmodel (text in, text out, for TF Serving) or huggingface (config.json, "
                         "model.safetensors and tokenizer files into --out, for transformers)")
+    p.add_argument("--precision", choices=DECODING_PRECISIONS, default=None,
+                   help="the weights' precision (default: float32): int8 stores the projections and embeddings "
+                        "in int8, one scale per channel (a smaller SavedModel); bfloat16 every weight in "
+                        "bfloat16 (fast where the device computes bfloat16 natively)")
     p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: store the projections and embeddings in int8, one scale per channel (a smaller "
-                        "SavedModel)")
+                   help="int8: the same as --precision int8")
     p.add_argument("--adapters-only", action="store_true",
                    help="a LoRA run: write its adapters (and new head) alone into --out, to swap over one base")
     p.set_defaults(run=lambda args: lazy("tfllm.export.adapters" if args.adapters_only
@@ -141,8 +159,14 @@ def add_serve(sub):
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--port", type=port, default=8501, help="port to bind (0 picks a free one)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted")
-    p.add_argument("--max-batch-size", type=int, default=32, help="most instances per request")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="most instances per request, and most prompts in one merged generate call")
     p.add_argument("--max-new-tokens", type=int, default=256, help="largest max_new_tokens accepted")
+    p.add_argument("--batch-timeout-ms", type=milliseconds, default=DEFAULT_BATCH_TIMEOUT_MS,
+                   help="how long a generate request waits for concurrent ones to share its call (0: no wait); "
+                        "requests are merged only where every answer stays what it would be alone")
+    p.add_argument("--no-batching", action="store_true",
+                   help="run every generate request in a call of its own, as soon as it arrives")
     p.set_defaults(run=lazy("tfllm.export.server"))
 
 

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tfllm.errors import UserError
+from tfllm.lora import quantize_int8
 
 # Measured on a 2-core AVX512_BF16 CPU (bench/RESULTS.md): mixed_bfloat16 trains faster than
 # float32 there; on GPUs of compute capability >= 8.0 and on TPUs bf16 is native.
@@ -42,3 +43,32 @@ def resolve_precision(name):
             "use mixed_bfloat16 or auto"
         )
     return name
+
+
+# The weights decoding reads. Chosen explicitly (`--precision`), never by the hardware alone:
+# each trades some quality for speed or size, measured in bench/RESULTS.md ("Generation").
+DECODING_PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+def for_decoding(model, precision):
+    """`model` with its weights in `precision`, for generation and export.
+
+    "float32" is `model` itself; "int8" holds its projections and embeddings in int8, one scale
+    per output channel (`tfllm.lora.quantize_int8`, in place); "bfloat16" is a copy of `model`
+    built under the "bfloat16" dtype policy (weights and compute in bfloat16, logits float32)
+    with every weight rounded from `model`'s. Adapters must be merged first.
+    """
+    if precision not in DECODING_PRECISIONS:
+        raise ValueError(f"precision must be one of {DECODING_PRECISIONS}. Received: precision={precision!r}")
+    if precision == "int8":
+        return quantize_int8(model)
+    if precision == "float32":
+        return model
+    config = model.get_config()
+    config["backbone"] = {**config["backbone"], "config": {**config["backbone"]["config"], "dtype": "bfloat16"}}
+    copy = type(model).from_config(config)
+    if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in model.weights]:
+        raise ValueError("the bfloat16 copy has other weights than the model: merge its adapters first")
+    for target, source in zip(copy.weights, model.weights):
+        target.assign(tf.cast(source, target.dtype))
+    return copy

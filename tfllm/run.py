@@ -33,6 +33,7 @@ from tfllm.data.labeled import LabelMap
 from tfllm.errors import UserError
 from tfllm.files import staging_directory, write_atomically
 from tfllm.lora import adapt_as_configured, merge_adapters
+from tfllm.precision import for_decoding
 from tfllm.tasks import TASKS, build_model
 from tfllm.tokenizers import load_tokenizer
 from tfllm.tokenizers.tokenizer import CONFIG_FILENAME as TOKENIZER_FILE
@@ -182,6 +183,14 @@ class Run:
             start_from(model, self.task, Run.open(base["run"]), base["checkpoint"], self.config.train)
         restore_weights(model, checkpoint)
         return model, checkpoint
+
+    def load_servable_model(self, precision="float32"):
+        """`(model, checkpoint)`: `load_model`'s model as generation and export use it, its
+        adapters merged (serving pays nothing for them) and its weights in `precision`
+        (`tfllm.precision.for_decoding`)."""
+        model, checkpoint = self.load_model()
+        merge_adapters(model)
+        return for_decoding(model, precision), checkpoint
 
     @contextlib.contextmanager
     def first_start(self):

@@ -58,11 +58,12 @@ def run(args):
         "strategy": args.strategy, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
         "top_k": args.top_k, "top_p": args.top_p, "num_beams": args.num_beams, "seed": args.seed,
     }
-    main(args.run_dir, args.data, args.metrics, args.batch_size, decoding)
+    main(args.run_dir, args.data, args.metrics, args.batch_size, decoding, precision=args.precision)
 
 
-def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
-    """Evaluate the run in `run_dir` on `data`; returns the report."""
+def main(run_dir, data, metrics=None, batch_size=16, decoding=None, precision="float32"):
+    """Evaluate the run in `run_dir` on `data` with its weights in `precision`
+    (`tfllm.precision.for_decoding`); returns the report."""
     decoding = dict(decoding or {"strategy": "greedy", "max_new_tokens": 64})
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} is invalid: use 1 or more")
@@ -76,7 +77,7 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
             f"{task.next_step.format(run_dir=run_dir)}"
         )
     if task.labeled:
-        return evaluate_classifier(run, data, metrics, batch_size)
+        return evaluate_classifier(run, data, metrics, batch_size, precision)
     kind = "generation" if is_pairs_file(data) or task.encoder_decoder else "text"
     metrics = check_metrics(metrics, kind, data, task.encoder_decoder)
     split = None
@@ -84,9 +85,10 @@ def main(run_dir, data, metrics=None, batch_size=16, decoding=None):
         check_max_new_tokens(decoding["max_new_tokens"])
         sampler = make_sampler(**{k: v for k, v in decoding.items() if k != "max_new_tokens"})
         prompts, references, split = read_references(run, data)
-    model, checkpoint = run.load_model()
+    model, checkpoint = run.load_servable_model(precision)
     config, tokenizer = run.config, run.tokenizer
-    report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind}
+    report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": kind,
+              "precision": precision}
     predictions = None
     if kind == "text":
         report.update(evaluate_text(model, tokenizer, config, data, metrics, batch_size))
@@ -146,19 +148,19 @@ def check_metrics(metrics, kind, data, encoder_decoder=False):
     return tuple(dict.fromkeys(metrics))
 
 
-def evaluate_classifier(run, data, metrics, batch_size):
+def evaluate_classifier(run, data, metrics, batch_size, precision="float32"):
     """Accuracy and macro-F1 of a classify `Run` on the labeled .jsonl `data`; returns the report."""
     metrics = check_classify_metrics(metrics, run.path)
     examples = read_classification(data)
     # Checked before the model loads: a label the classifier has no class for names its line.
     true_ids = run.labels.encode([label for _, label in examples], [example.source for example in examples])
-    model, checkpoint = run.load_model()
+    model, checkpoint = run.load_servable_model(precision)
     texts = [text for text, _ in examples]
     predicted_ids = predict_classes(model, run.tokenizer, texts, run.config.model.seq_len, batch_size)
     # Scored as class ids, so two labels that differ only in surrounding spaces stay two classes.
     scores = label_scores([str(i) for i in predicted_ids], [str(i) for i in true_ids])
     report = {"data": data, "checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "kind": "classify",
-              "metrics": {name: scores[name] for name in metrics}, "examples": len(examples)}
+              "precision": precision, "metrics": {name: scores[name] for name in metrics}, "examples": len(examples)}
     predictions = [{"text": text, "label": label, "predicted": predicted}
                    for (text, label), predicted in zip(examples, run.labels.decode(predicted_ids))]
     write_report(run, report_name(data), report, predictions)

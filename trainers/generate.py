@@ -104,14 +104,15 @@ def run(args):
         args.run_dir, prompts, max_new_tokens=args.max_new_tokens, strategy=args.strategy,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
         seed=args.seed, stream=args.stream, stop_strings=tuple(getattr(args, "stop", None) or ()),
-        chat=getattr(args, "chat", False),
+        chat=getattr(args, "chat", False), precision=getattr(args, "precision", "float32"),
     )
 
 
 def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0, top_k=None, top_p=None,
-         num_beams=4, seed=None, stream=False, stop_strings=(), chat=False):
-    """Print a completion of every prompt with the run's model; with `chat`, the assistant's
-    reply to each prompt as a user message (`chat_replies`)."""
+         num_beams=4, seed=None, stream=False, stop_strings=(), chat=False, precision="float32"):
+    """Print a completion of every prompt with the run's model, its weights in `precision`
+    (`tfllm.precision.for_decoding`); with `chat`, the assistant's reply to each prompt as a user
+    message (`chat_replies`)."""
     check_max_new_tokens(max_new_tokens)
     sampler = make_sampler(strategy, temperature, top_k, top_p, num_beams, seed)
     if stream and strategy == "beam":
@@ -122,7 +123,7 @@ def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0
     if chat and run.task.encoder_decoder:
         raise UserError(f"{run_dir} is a {run.task.name} run, which has no chat template; --chat needs a causal_lm "
                         "or sft run")
-    model, _ = run.load_model()
+    model, _ = run.load_servable_model(precision)
     check_max_new_tokens(max_new_tokens, run.config.max_seq_len)
     generator = Generator(model, run.tokenizer, max_length=run.config.max_seq_len)
     if chat:

@@ -210,8 +210,8 @@ def test_score_equals_a_numpy_reference_at_two_batch_sizes(fresh, trained, batch
 def test_the_fresh_process_needs_no_tfllm_or_keras_hub_and_the_server_no_model_code(fresh):
     assert fresh["modules"] == []
     assert fresh["server_modules"] == ["tfllm", "tfllm.errors", "tfllm.export", "tfllm.export.json_tensors",
-                                       "tfllm.export.manifest", "tfllm.export.rest_api", "tfllm.export.server",
-                                       "tfllm.files"]
+                                       "tfllm.export.manifest", "tfllm.export.request_batcher",
+                                       "tfllm.export.rest_api", "tfllm.export.server", "tfllm.files"]
     assert fresh["served"] == {"outputs": fresh["generate"]["greedy_4"]}
 
 
@@ -346,3 +346,31 @@ def test_a_read_only_export_dir_is_one_line_and_exit_code_2(run_dir, tmp_path, c
 def test_a_version_below_1_is_rejected(run_dir, tmp_path, capsys):
     assert cli.main(["export", "--run-dir", run_dir, "--out", str(tmp_path), "--version", "0"]) == 2
     assert "--version=0 is invalid" in error_line(capsys)
+
+
+def test_a_bfloat16_export_saves_two_bytes_per_weight_and_answers_as_its_model_does(export_dir, run_dir, tmp_path):
+    from tfllm.lora import count_parameters
+    from tfllm.run import Run
+
+    out = str(tmp_path / "bf16")
+    assert cli.main(["export", "--run-dir", run_dir, "--out", out, "--precision", "bfloat16"]) == 0
+    assert read_manifest(os.path.join(out, "1"))["precision"] == "bfloat16"
+    sizes = [sum(os.path.getsize(os.path.join(d, "1", "variables", n)) for n in os.listdir(os.path.join(d, "1", "variables")))
+             for d in (export_dir, out)]
+    run = Run.open(run_dir)
+    model, _ = run.load_servable_model("bfloat16")
+    assert sizes[0] - sizes[1] == pytest.approx(2 * count_parameters(model.weights), rel=0.01), sizes
+    call = settings(8, 0.0)
+    served = tf.saved_model.load(os.path.join(out, "1")).signatures["generate"](
+        prompts=tf.constant(call["prompts"]), max_new_tokens=tf.constant(8), temperature=tf.constant(0.0),
+        top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0))["text"].numpy()
+    expected = Generator(model, run.tokenizer, MAX_LENGTH, jit_compile=True).generate(PROMPTS, 8, GreedySampler())
+    assert [text.decode() for text in served] == expected
+
+
+def test_quantize_and_a_different_precision_are_one_line_and_exit_code_2(run_dir, tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert cli.main(["export", "--run-dir", run_dir, "--out", str(out), "--quantize", "int8",
+                     "--precision", "bfloat16"]) == 2
+    assert "--quantize int8 and --precision bfloat16 disagree" in error_line(capsys)
+    assert not out.exists()

@@ -271,3 +271,19 @@ def test_runs_of_other_tasks_are_one_line_errors_naming_what_is_supported(classi
         assert cli.main(argv) == 2
         captured = capsys.readouterr()
         assert captured.err.startswith(message) and captured.err.count("\n") == 1 and captured.out == ""
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_a_decoding_precision_is_evaluated_on_its_rounded_weights(run_dir, tmp_path, capsys, precision):
+    data = write_jsonl(tmp_path / "held_out.jsonl", [{"text": t} for t in DOCUMENTS])
+    assert evaluate(run_dir, "--data", data, "--batch-size", "2", "--precision", precision) == 0
+    printed = json.loads(capsys.readouterr().out)
+    run = Run.open(run_dir)
+    model, _ = run.load_servable_model(precision)
+    expected = TextScorer(model, run.tokenizer, seq_len=run.config.model.seq_len, batch_size=5)(DOCUMENTS)
+    full = TextScorer(run.load_model()[0], run.tokenizer, seq_len=run.config.model.seq_len, batch_size=5)(DOCUMENTS)
+    assert printed["precision"] == precision
+    assert printed["metrics"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    # Rounded weights: not the float32 loss, but within a percent of it.
+    assert printed["metrics"]["loss"] != full["loss"]
+    assert printed["metrics"]["loss"] == pytest.approx(full["loss"], rel=1e-2)

@@ -132,3 +132,12 @@ def test_prompt_and_prompts_file_are_exclusive(run_dir, capsys):
     assert generate(run_dir, "--prompt", "a", "--prompts-file", "prompts.txt") == 2
     err = capsys.readouterr().err.strip()
     assert "not allowed with argument" in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_a_decoding_precision_prints_the_completion_of_its_rounded_model(run_dir, capsys, precision):
+    assert generate(run_dir, "--prompt", "the", "--strategy", "greedy", "--max-new-tokens", "6",
+                    "--precision", precision) == 0
+    model, _ = Run.open(run_dir).load_servable_model(precision)
+    expected = Generator(model, Run.open(run_dir).tokenizer, CONTEXT).generate(["the"], 6, GreedySampler())
+    assert completions(capsys.readouterr().out) == ["the" + expected[0]]

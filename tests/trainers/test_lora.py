@@ -19,7 +19,6 @@ from tests.trainers.run_testing import REPO
 from tfllm import cli, lora
 from tfllm.callbacks.checkpointer import base_record, read_base, variables_in_order
 from tfllm.export.generation_module import GenerationModule
-from tfllm.export.saved_model import servable_model
 from tfllm.run import Run, load_pretrained
 
 SFT_CONFIG = os.path.join(REPO, "configs", "sft-tiny.yaml")
@@ -83,7 +82,7 @@ def test_only_the_adapters_moved_and_the_frozen_weights_are_the_bases(lora_run, 
 def test_the_merged_export_computes_the_unmerged_models_logits(lora_run, base, tmp_path):
     run = Run.open(lora_run[0])
     unmerged, _ = run.load_model()
-    merged, _ = servable_model(run)
+    merged, _ = run.load_servable_model()
     assert not lora.has_adapters(merged) and len(merged.weights) == len(Run.open(base).load_model()[0].weights)
     want = logits(unmerged, TEXTS, run.tokenizer)
     np.testing.assert_allclose(logits(merged, TEXTS, run.tokenizer), want, atol=1e-5)
