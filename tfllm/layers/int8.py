@@ -34,14 +34,13 @@ def int8_matmul(x, q, scale, transpose_b=False):
     q = tf.convert_to_tensor(q)
     scale = tf.convert_to_tensor(scale)
 
-    def matrix(operand):
-        # Scaled on the weight's side: a (in, out) matrix is smaller than a (tokens, out) product
-        # once there are more tokens than inputs (the logits: 2,048 x 50,257 against 768 x 50,257).
+    def matrix(operand, scaled=True):
         # Made once `operand` exists: a graph runs an op as soon as its inputs are ready, and
         # without this every layer's float copy would be made at the start of the step and held
         # until its matmul ran.
         with tf.control_dependencies([operand]):
-            return tf.cast(q, operand.dtype) * tf.expand_dims(tf.cast(scale, operand.dtype), axis)
+            weights = tf.cast(q, operand.dtype)
+            return weights * tf.expand_dims(tf.cast(scale, operand.dtype), axis) if scaled else weights
 
     @tf.custom_gradient
     def product(x):
@@ -49,6 +48,9 @@ def int8_matmul(x, q, scale, transpose_b=False):
             # Dequantized again here rather than saved from the forward pass.
             return tf.matmul(dy, matrix(dy), transpose_b=not transpose_b)
 
-        return tf.matmul(x, matrix(x), transpose_b=transpose_b), gradient
+        # The scale multiplies the product's columns, not the weights: a decoding step's product
+        # (a few rows) is far smaller than the matrix, and XLA then reads the int8 matrix straight
+        # into the matmul instead of writing a scaled float copy of it first.
+        return tf.matmul(x, matrix(x, scaled=False), transpose_b=transpose_b) * tf.cast(scale, x.dtype), gradient
 
     return product(x)
