@@ -5,6 +5,8 @@ Run from the repository root:
     python bench/bench_serve.py                         # trains a throwaway gpt-tiny run first
     python bench/bench_serve.py --run-dir runs/demo     # any trained run
     python bench/bench_serve.py --quick                 # fewer rounds and requests
+    python bench/bench_serve.py --served-only           # the `tfllm serve` table alone
+    python bench/bench_serve.py --batch-timeout-ms 10   # the batching server's wait
 
 1. Exported vs in-process: tokens/s of the SavedModel's `generate` signature (loaded with
    `tf.saved_model.load`; its decoding loop is compiled with XLA) against
@@ -12,9 +14,14 @@ Run from the repository root:
    `jit_compile=True`, all text in, text out, greedy, on the same prompts (the texts are checked
    equal, so all do the same work). Each cell warms every path up (tracing, XLA compilation),
    then times them in alternating rounds; the median round counts.
-2. Served: `tfllm serve` in a subprocess on 127.0.0.1, driven by 1 and by 8 concurrent clients
-   (threads in this process, on the same machine) sending one-prompt greedy `generate` requests;
-   requests/s over the whole run, p50/p99 latency per request, and generated tokens/s.
+2. Served: `tfllm serve` in a subprocess on 127.0.0.1, with request batching (the default:
+   concurrent requests share a call) and with `--no-batching`, driven by 1 and by 8 concurrent
+   clients (threads in this process, on the same machine) sending one-prompt greedy `generate`
+   requests; requests/s over the whole run, p50/p99 latency per request, generated tokens/s,
+   and requests per signature call (from the server's stats path). Every answer is checked
+   equal to the answer the `--no-batching` server gave the same request sent alone. Before
+   timing, each server answers 2, 4 and 8 concurrent clients for a few rounds, so that XLA has
+   compiled every batch size the timed runs meet.
 
 Writes the tables to bench/out/serve.md.
 """
@@ -105,52 +112,83 @@ def exported_vs_in_process(run_dir, export_dir, batch_sizes, max_new_tokens, rou
     return rows
 
 
-def start_server(export_dir, log_path):
+def start_server(export_dir, log_path, flags=()):
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfllm.cli", "serve", "--model", export_dir, "--port", "0", "--name", "bench"],
+        [sys.executable, "-m", "tfllm.cli", "serve", "--model", export_dir, "--port", "0", "--name", "bench", *flags],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT,
     )
     line = process.stdout.readline()
     if not line.startswith("Serving"):
         process.kill()
         raise RuntimeError(f"tfllm serve did not start; see {log_path}")
-    return process, line.split(" at ")[1].split(" ")[0] + ":predict"
+    return process, line.split(" at ")[1].split(" ")[0]
 
 
 def post(url, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    """(seconds, outputs) of one `:predict` request."""
+    request = urllib.request.Request(url + ":predict", data=json.dumps(body).encode(), method="POST")
     start = time.perf_counter()
     with urllib.request.urlopen(request, timeout=300) as response:
         answer = json.loads(response.read())
-    return time.perf_counter() - start, sum(answer["outputs"]["num_tokens"])
+    return time.perf_counter() - start, answer["outputs"]
 
 
-def served(export_dir, concurrencies, requests, max_new_tokens):
-    process, url = start_server(export_dir, os.path.join(OUT_DIR, "serve.log"))
-    bodies = [{"signature_name": "generate", "inputs": {"prompts": [prompt], "max_new_tokens": max_new_tokens,
-                                                        **GREEDY}} for prompt in PROMPTS]
+def stats(url):
+    with urllib.request.urlopen(url + "/stats", timeout=60) as response:
+        return json.loads(response.read())
+
+
+def load(url, bodies, clients, requests):
+    """(wall seconds, [(body index, seconds, outputs)]) of `requests` requests from `clients` threads."""
+    def one(i):
+        return (i % len(bodies), *post(url, bodies[i % len(bodies)]))
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        results = list(pool.map(one, range(requests)))
+    return time.perf_counter() - start, results
+
+
+def served(export_dir, concurrencies, requests, all_max_new_tokens, flags, expected):
+    """Rows of the served table for one server started with `flags`; fills `expected`
+    (max_new_tokens, body index) with the answers to requests sent one at a time where it is
+    empty, and checks every answer against it."""
+    batching = "--no-batching" not in flags
+    name = "batching" if batching else "no_batching"
+    process, url = start_server(export_dir, os.path.join(OUT_DIR, f"serve_{name}.log"), flags)
     rows = []
     try:
-        for body in bodies:  # warm-up
-            post(url, body)
-        for clients in concurrencies:
-            start = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
-                results = list(pool.map(lambda i: post(url, bodies[i % len(bodies)]), range(requests)))
-            wall = time.perf_counter() - start
-            latencies = np.array([seconds for seconds, _ in results]) * 1000
-            rows.append({"clients": clients, "requests": requests, "requests_per_s": requests / wall,
-                         "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-                         "tokens_per_s": sum(tokens for _, tokens in results) / wall})
-            print(f"{clients} clients: {rows[-1]}", flush=True)
+        for max_new_tokens in all_max_new_tokens:
+            bodies = [{"signature_name": "generate", "inputs": {"prompts": [prompt], "max_new_tokens": max_new_tokens,
+                                                                **GREEDY}} for prompt in PROMPTS]
+            for index, body in enumerate(bodies):  # one at a time: each request alone
+                alone = post(url, body)[1]
+                assert expected.setdefault((max_new_tokens, index), alone) == alone, "the two servers differ"
+            for clients in (2, 4, 8):  # warm-up: every batch size the runs below can meet
+                load(url, bodies, clients, 3 * clients)
+            for clients in concurrencies:
+                before = stats(url)
+                wall, results = load(url, bodies, clients, requests)
+                after = stats(url)
+                wrong = sum(outputs != expected[(max_new_tokens, index)] for index, _, outputs in results)
+                assert wrong == 0, f"{wrong} of {requests} answers differ from the same requests sent alone"
+                latencies = np.array([seconds for _, seconds, _ in results]) * 1000
+                calls = after["batches"] - before["batches"]
+                rows.append({"max_new_tokens": max_new_tokens, "batching": batching, "clients": clients,
+                             "requests": requests, "requests_per_s": requests / wall,
+                             "p50_ms": float(np.percentile(latencies, 50)),
+                             "p99_ms": float(np.percentile(latencies, 99)),
+                             "tokens_per_s": sum(sum(outputs["num_tokens"]) for _, _, outputs in results) / wall,
+                             "requests_per_call": (after["requests"] - before["requests"]) / calls})
+                print(f"{name}, {max_new_tokens} new tokens, {clients} clients: {rows[-1]}", flush=True)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     return rows
 
 
-def format_tables(comparison, serving, max_new_tokens):
+def format_comparison(comparison, max_new_tokens):
     lines = [
         f"Exported `generate` vs in-process `Generator.generate` (greedy, {max_new_tokens} new tokens, "
         "text in and out):",
@@ -162,16 +200,25 @@ def format_tables(comparison, serving, max_new_tokens):
     for row in comparison:
         lines.append(f"| {row['batch']} | {row['tokens']} | {row['exported']:.0f} | {row['in_process']:.0f} | "
                      f"{row['in_process_xla']:.0f} | {row['exported'] / row['in_process_xla']:.2f}x |")
-    lines += [
+    return "\n".join(lines) + "\n"
+
+
+def format_serving(serving, batch_timeout_ms):
+    lines = [
+        f"`tfllm serve`, one-prompt greedy `generate` requests (batching on: `--batch-timeout-ms {batch_timeout_ms}`, "
+        "`--max-batch-size 32`; off: `--no-batching`):",
         "",
-        f"`tfllm serve`, one-prompt greedy `generate` requests of {max_new_tokens} new tokens:",
-        "",
-        "| clients | requests | requests/s | p50 ms | p99 ms | generated tok/s |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| new tokens | batching | clients | requests | requests/s | p50 ms | p99 ms | generated tok/s | "
+        "requests per call | requests/s vs 1 client |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    one_client = {(row["max_new_tokens"], row["batching"]): row["requests_per_s"] for row in serving
+                  if row["clients"] == 1}
     for row in serving:
-        lines.append(f"| {row['clients']} | {row['requests']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.0f} | "
-                     f"{row['p99_ms']:.0f} | {row['tokens_per_s']:.0f} |")
+        ratio = row["requests_per_s"] / one_client.get((row["max_new_tokens"], row["batching"]), float("nan"))
+        lines.append(f"| {row['max_new_tokens']} | {'on' if row['batching'] else 'off'} | {row['clients']} | "
+                     f"{row['requests']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | "
+                     f"{row['tokens_per_s']:.0f} | {row['requests_per_call']:.2f} | {ratio:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +226,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default=None, help="a trained run (default: train a throwaway one)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[32, 96],
+                        help="new tokens per request; the in-process comparison uses the first")
+    parser.add_argument("--served-only", action="store_true", help="only the `tfllm serve` table")
+    parser.add_argument("--batch-timeout-ms", type=int, default=cli.DEFAULT_BATCH_TIMEOUT_MS,
+                        help="`tfllm serve --batch-timeout-ms` of the batching server")
     parser.add_argument("--out", default=os.path.join(OUT_DIR, "serve.md"), help="markdown output path")
     return parser.parse_args()
 
@@ -188,9 +239,16 @@ def main():
     args = parse_args()
     run_dir, export_dir = prepare(args.run_dir)
     rounds, requests = (3, 24) if args.quick else (7, 80)
-    comparison = exported_vs_in_process(run_dir, export_dir, (1, 8), args.max_new_tokens, rounds)
-    serving = served(export_dir, (1, 8), requests, args.max_new_tokens)
-    tables = format_tables(comparison, serving, args.max_new_tokens)
+    tables = ""
+    if not args.served_only:
+        comparison = exported_vs_in_process(run_dir, export_dir, (1, 8), args.max_new_tokens[0], rounds)
+        tables = format_comparison(comparison, args.max_new_tokens[0]) + "\n"
+    expected = {}
+    servers = (["--no-batching"], ["--batch-timeout-ms", str(args.batch_timeout_ms)])
+    serving = [row for flags in servers
+               for row in served(export_dir, (1, 8), requests, args.max_new_tokens, flags, expected)]
+    serving.sort(key=lambda row: (row["max_new_tokens"], not row["batching"]))
+    tables += format_serving(serving, args.batch_timeout_ms)
     print(tables)
     write_atomically(args.out, tables)
 

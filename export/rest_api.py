@@ -5,6 +5,7 @@ Requests, answers and error statuses follow TF Serving's REST API, so a client w
 
     GET  /v1/models/NAME[/versions/N]             version status
     GET  /v1/models/NAME[/versions/N]/metadata    signature definitions
+    GET  /v1/models/NAME[/versions/N]/stats       `generate` batching statistics (tfllm only)
     POST /v1/models/NAME[/versions/N]:predict     {"signature_name": ..., "instances": [...]}
                                                   or {"signature_name": ..., "inputs": {...}}
 
@@ -15,9 +16,12 @@ as `generate`'s `max_new_tokens`, can only be sent in the columnar format: the r
 every input along a batch axis, in TF Serving as here. Nothing here depends on a signature's
 name: `generate`, `score` and a classifier's `classify` (texts in, labels and probabilities out,
 every output batch-major so that rows can be answered) are served alike, and the limits apply to
-whichever inputs a signature has. This module needs only TensorFlow and Werkzeug.
+whichever inputs a signature has. A signature that takes `generate`'s inputs runs through a
+`RequestBatcher`, which merges concurrent requests into shared calls where that leaves every
+answer unchanged (export/request_batcher.py). This module needs only TensorFlow and Werkzeug.
 """
 
+import functools
 import json
 import logging
 import re
@@ -27,6 +31,7 @@ import tensorflow as tf
 from werkzeug.wrappers import Request, Response
 
 from tfllm.export.json_tensors import JsonTensorError, arrays_from_inputs, arrays_from_instances, columns_of, rows_of
+from tfllm.export.request_batcher import DEFAULT_TIMEOUT_MS, RequestBatcher, is_generate
 
 DEFAULT_SIGNATURE = "serving_default"
 # An oversized body is read and dropped up to this size before the 413 answer, so that the
@@ -36,7 +41,7 @@ DRAIN_LIMIT_BYTES = 16 << 20
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<suffix>/metadata|:predict|:classify|:regress)?$"
+    r"(?P<suffix>/metadata|/stats|:predict|:classify|:regress)?$"
 )
 
 logger = logging.getLogger(__name__)
@@ -58,7 +63,7 @@ class RestApi:
     batch size (the leading dimension of every input of unknown batch size) and a
     `max_new_tokens` input, for the signatures that take one, before the signature runs.
     Requests may run concurrently; the application counts those in flight so that a server
-    can wait for them before it stops.
+    can wait for them before it stops, and `close()` ends the batcher's worker thread.
 
     Args:
         servable: what the server loaded: `name` (str), `version` (int), `signatures` (dict of
@@ -67,6 +72,9 @@ class RestApi:
         max_body_bytes: int. The largest request body accepted.
         max_batch_size: int. The most rows a request may hold.
         max_new_tokens: int. The largest `max_new_tokens` input accepted.
+        batch_timeout_ms: int >= 0. How long the batcher, once free, waits for more
+            `generate` requests to share a call. Defaults to `DEFAULT_TIMEOUT_MS`.
+        batching: bool. False runs every request in a call of its own. Defaults to True.
 
     Example:
     ```python
@@ -75,7 +83,8 @@ class RestApi:
     ```
     """
 
-    def __init__(self, servable, max_body_bytes, max_batch_size, max_new_tokens):
+    def __init__(self, servable, max_body_bytes, max_batch_size, max_new_tokens, batch_timeout_ms=DEFAULT_TIMEOUT_MS,
+                 batching=True):
         for arg_name, value in (("max_body_bytes", max_body_bytes), ("max_batch_size", max_batch_size),
                                 ("max_new_tokens", max_new_tokens)):
             if not isinstance(value, int) or value < 1:
@@ -84,6 +93,7 @@ class RestApi:
         self.max_body_bytes = max_body_bytes
         self.max_batch_size = max_batch_size
         self.max_new_tokens = max_new_tokens
+        self.batcher = RequestBatcher(max_batch_size, batch_timeout_ms, batching=batching)
         self._active = 0
         self._idle = threading.Condition()
 
@@ -103,6 +113,11 @@ class RestApi:
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
+    def close(self, timeout=None):
+        """Answers the queued `generate` requests and ends the batcher's thread; False if it still
+        runs after `timeout` seconds."""
+        return self.batcher.stop(timeout)
+
     def respond(self, request):
         try:
             return json_response(200, self.dispatch(request))
@@ -119,7 +134,7 @@ class RestApi:
     def dispatch(self, request):
         match = _PATH.match(request.path)
         suffix = (match["suffix"] or "") if match else None
-        method = "GET" if suffix in ("", "/metadata") else "POST"
+        method = "GET" if suffix in ("", "/metadata", "/stats") else "POST"
         if match is None or request.method != method:
             raise ApiError(404, f"Malformed request: {request.method} {request.path}")
         self.check_servable(match["name"], match["version"], match["label"])
@@ -127,6 +142,8 @@ class RestApi:
             return self.status()
         if suffix == "/metadata":
             return self.metadata()
+        if suffix == "/stats":
+            return self.batcher.stats()
         if suffix != ":predict":
             # TF Serving's :classify takes tf.Example protos; a `classify` signature that takes
             # texts is a predict signature, called through :predict like any other.
@@ -205,13 +222,16 @@ class RestApi:
             raise ApiError(400, f"'{key}' cannot be converted to the signature's tensors: "
                                 f"{type(error).__name__}: {error}") from None
         self.check_limits(arrays, specs)
+        call = functools.partial(call_signature, function, specs)
         try:
-            outputs = function(**{name: tf.constant(array, specs[name].dtype) for name, array in arrays.items()})
+            if is_generate(specs):
+                outputs = self.batcher.run(signature_name, call, arrays)
+            else:
+                outputs = call(arrays)
         except tf.errors.InvalidArgumentError as error:
             raise ApiError(400, graph_error_message(error)) from None
         except tf.errors.OpError as error:
             raise ApiError(500, graph_error_message(error)) from None
-        outputs = {name: tensor.numpy() for name, tensor in outputs.items()}
         try:
             if "instances" in document:
                 return {"predictions": rows_of(outputs)}
@@ -229,6 +249,12 @@ class RestApi:
         if requested is not None and requested.size == 1 and int(requested.item()) > self.max_new_tokens:
             raise ApiError(400, f"max_new_tokens={int(requested.item())} exceeds this server's limit of "
                                 f"{self.max_new_tokens} (--max-new-tokens)")
+
+
+def call_signature(function, specs, arrays):
+    """The outputs of a signature run on NumPy `arrays`, as NumPy arrays."""
+    outputs = function(**{name: tf.constant(array, specs[name].dtype) for name, array in arrays.items()})
+    return {name: tensor.numpy() for name, tensor in outputs.items()}
 
 
 def json_response(status, body):

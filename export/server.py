@@ -7,13 +7,28 @@
          http://127.0.0.1:8501/v1/models/demo:predict
     curl -d '{"signature_name": "classify", "instances": ["import os", "SELECT 1"]}' \\
          http://127.0.0.1:8501/v1/models/classifier:predict     # the export of a classify run
+    curl http://127.0.0.1:8501/v1/models/demo/stats            # how generate requests were batched
+
+Concurrent `generate` requests share signature calls (export/request_batcher.py): a worker thread
+waits up to `--batch-timeout-ms` (default 5; 0 waits for nothing) for requests to merge, and
+merges only those that one call answers exactly as it would answer each alone: greedy requests
+with the same `max_new_tokens`, and sampled ones with a fresh seed (`seed` < 0) and the same
+settings; a seeded sampled request runs alone. A merged call holds at most `--max-batch-size`
+prompts and is padded to a power of two, so that XLA compiles few batch sizes. `--no-batching`
+runs every request in a call of its own, as soon as it arrives. Other signatures are always
+called directly. `GET .../stats` (also under `/versions/N`) answers a JSON object: `requests`
+and `rows` (prompts) answered through the batcher, `batches` (signature calls),
+`merged_batches` (calls of several requests), `mean_batch_requests`, `max_batch_requests`,
+`mean_batch_rows`, `max_batch_rows`, `padding_rows`, `fallbacks` (merged calls that failed and
+were rerun request by request), `queue_length`, `batch_requests_histogram` (requests per call:
+calls), `recent_batches` (the last 50 calls) and the settings. Each call is logged at DEBUG.
 
 The SavedModel is loaded with `tf.saved_model.load` alone, as TF Serving loads it: this module
 imports TensorFlow, tensorflow-text (whose ops the tokenizer uses), Werkzeug's HTTP server and
 `tfllm.errors`, never tfllm's model, tokenizer or sampler code. Before serving, the version's
 files are checked against its manifest (a version without one is served with a warning).
-SIGTERM or Ctrl-C stops accepting connections, lets the requests in flight finish (up to
-`SHUTDOWN_GRACE_SECONDS`) and exits with status 0.
+SIGTERM or Ctrl-C stops accepting connections, lets the requests in flight finish, queued ones
+included (up to `SHUTDOWN_GRACE_SECONDS`), ends the batcher's thread and exits with status 0.
 """
 
 import dataclasses
@@ -57,7 +72,8 @@ class Servable:
 def run(args):
     servable = load_servable(args.model, args.name)
     server = ModelServer(servable, args.host, args.port, max_body_bytes=args.max_body_bytes,
-                         max_batch_size=args.max_batch_size, max_new_tokens=args.max_new_tokens)
+                         max_batch_size=args.max_batch_size, max_new_tokens=args.max_new_tokens,
+                         batch_timeout_ms=args.batch_timeout_ms, batching=not args.no_batching)
     with server:
         print(f"Serving {servable.name} version {servable.version} from {servable.path} at "
               f"{server.url}/v1/models/{servable.name} (SIGTERM or Ctrl-C stops)", flush=True)
@@ -129,7 +145,8 @@ class ModelServer:
         servable: a `Servable`.
         host: str. The address to bind; 127.0.0.1 accepts local clients only.
         port: int. The port to bind; 0 picks a free one (see `port`).
-        **limits: `max_body_bytes`, `max_batch_size`, `max_new_tokens`; see `RestApi`.
+        **limits: `max_body_bytes`, `max_batch_size`, `max_new_tokens`, `batch_timeout_ms`,
+            `batching`; see `RestApi`.
 
     Example:
     ```python
@@ -164,10 +181,13 @@ class ModelServer:
         return self
 
     def stop(self, grace_seconds=SHUTDOWN_GRACE_SECONDS):
-        """Stops accepting connections, waits for the requests in flight, closes the socket."""
+        """Stops accepting connections, waits for the requests in flight (queued ones included),
+        ends the batcher's thread and closes the socket."""
         self._server.shutdown()
-        if not self.app.wait_idle(grace_seconds):
+        idle = self.app.wait_idle(grace_seconds)
+        if not idle:
             logger.warning("requests still running after %.0f s are abandoned", grace_seconds)
+        self.app.close(timeout=None if idle else 0)
         self._server.server_close()
         self._thread.join()
 

@@ -1,4 +1,9 @@
-"""What the tests of export/ send the session's tiny causal LM run (`causal_lm_run`)."""
+"""What the tests of export/ send the session's tiny causal LM run (`causal_lm_run`), and how
+they send it over HTTP."""
+
+import json
+import urllib.error
+import urllib.request
 
 import tensorflow as tf
 
@@ -26,3 +31,13 @@ class BigramLM:
     def call_with_cache(self, token_ids, cache, cache_index):
         logits = tf.gather(self.table, token_ids)
         return logits, logits, cache
+
+
+def request(url, body=None, method=None):
+    """(status, JSON answer) of one HTTP request; `body` is a dict, bytes or None (GET)."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -1,7 +1,6 @@
 """`tfllm serve` over loopback: answers equal direct SavedModel calls, errors, concurrency, shutdown."""
 
 import concurrent.futures
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfllm.export.server import ModelServer, Servable, load_servable
-from tests.export.export_testing import PROMPTS
+from tests.export.export_testing import PROMPTS, request
 from tfllm import cli
 
 LIMITS = {"max_body_bytes": 4096, "max_batch_size": 4, "max_new_tokens": 8}
@@ -47,16 +46,6 @@ def direct(server):
                 for name, tensor in out.items()}
 
     return call
-
-
-def request(url, body=None, method=None):
-    """(status, JSON answer) of one HTTP request; `body` is a dict, bytes or None (GET)."""
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def model_url(server, suffix=""):
