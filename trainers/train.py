@@ -63,7 +63,9 @@ SAMPLE_PROMPTS = ("The ", "def ", "This module")
 def print_samples(config, model, tokenizer, prompts=SAMPLE_PROMPTS):
     """Print a few top-k samples from the trained model."""
     t, max_length = config.train, model.backbone.max_sequence_length
-    generator = Generator(model, tokenizer, max_length=max_length)
+    # One call: compiling it with XLA would cost more than it saves, and the model may still be
+    # distributed over the training strategy's devices.
+    generator = Generator(model, tokenizer, max_length=max_length, jit_compile=False)
     sampler = get_sampler("sample", temperature=0.8, top_k=40, seed=t.seed)
     prompts = [prompts[i % len(prompts)] for i in range(t.samples)]
     max_new_tokens = min(t.sample_tokens, max_length - 8)
