@@ -27,13 +27,33 @@ def test_new_entries_are_written_at_the_index_and_nowhere_else(mode):
     np.testing.assert_array_equal(written, expected)
 
 
-def test_graph_mode_writes_with_an_op_that_runs_without_xla_and_xla_with_dynamic_update_slice():
+def test_graph_mode_writes_with_an_op_that_runs_without_xla_and_xla_with_a_fused_rewrite():
     args = (tf.zeros((BATCH, HEADS, LENGTH, HEAD_DIM)), tf.ones((BATCH, HEADS, 1, HEAD_DIM)), tf.constant(2))
     graph_ops = ops_of(tf.function(kv_cache.write), *args)
     assert "TensorStridedSliceUpdate" in graph_ops and not any(op.startswith("Xla") for op in graph_ops)
-    # A function called from inside a compiled one is compiled too.
+    # A function called from inside a compiled one is compiled too, and takes the XLA path.
     outer = tf.function(lambda *a: tf.function(kv_cache.write)(*a), jit_compile=True)
-    assert "XlaDynamicUpdateSlice" in ops_of(outer, *args)
+    compiled_ops = ops_of(outer, *args)
+    assert "Einsum" in compiled_ops and "TensorStridedSliceUpdate" not in compiled_ops
+
+
+@pytest.mark.parametrize("new", [1, 3])
+def test_a_compiled_write_at_a_changing_index_inside_a_loop_lands_there(new):
+    """The decoding loop's index is a loop variable, not a constant XLA could specialize on."""
+
+    @tf.function(jit_compile=True)
+    def fill(cache):
+        def body(index, cache):
+            entries = tf.fill((BATCH, HEADS, new, HEAD_DIM), tf.cast(index + 1, tf.float32))
+            return index + new, kv_cache.write(cache, entries, index)
+
+        return tf.while_loop(lambda index, cache: index + new <= LENGTH - 1, body, (0, cache))[1]
+
+    written = fill(tf.fill((BATCH, HEADS, LENGTH, HEAD_DIM), -7.0)).numpy()
+    steps = (LENGTH - 1) // new
+    expected = [float(new * (i // new) + 1) for i in range(steps * new)] + [-7.0] * (LENGTH - steps * new)
+    np.testing.assert_array_equal(written[0, 0, :, 0], expected)
+    assert (written == written[:1, :1, :, :1]).all()
 
 
 def test_a_model_cache_is_its_theoretical_size():
