@@ -155,7 +155,7 @@ class CausalSelfAttention(keras.layers.Layer):
             document starts at 0. Not allowed with a cache.
         cache: optional `(keys, values)` pair, each of shape
             `(batch, num_key_value_heads, max_len, head_dim)` (`kv_cache`),
-            written in place at `cache_index`.
+            written at `cache_index` (`kv_cache.write`).
         cache_index: int or scalar int tensor, the position of `x[:, 0]`;
             required with `cache`.
         training: bool. Enables attention dropout.

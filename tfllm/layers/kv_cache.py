@@ -1,4 +1,4 @@
-"""Key/value caches for incremental decoding, written in place at the decoding step.
+"""Key/value caches for incremental decoding, written at the decoding step without a copy.
 
 A layer's cache is a pair `(keys, values)` of tensors shaped
 `(batch, num_key_value_heads, max_length, head_dim)`: the layout the attention matmuls read,
