@@ -255,12 +255,12 @@ def xla_pays_for_decoding():
     """Whether `jit_compile="auto"` compiles decoding with XLA on this machine.
 
     Measured (bench/RESULTS.md, "Generation"), XLA decoding beats graph mode on CPUs at every
-    size tried, once compiled: 1.4-1.8x at 6 layers and hidden 384, 1.1-1.3x at GPT-2 124M
+    size tried, once compiled: 1.4-1.8x at 6 layers and hidden 384, 1.3x at GPT-2 124M
     shapes, 2.3-9x for gpt-tiny, because a step's few hundred small ops run as a few fused
-    kernels instead of paying TensorFlow's per-op dispatch. On GPUs the same holds more
-    strongly. The cost is a compilation per batch size and buffer bucket (seconds, reused by
-    later calls of the same bucket), so every device answers yes; a device where graph mode
-    is measured faster belongs here.
+    kernels instead of paying TensorFlow's per-op dispatch. GPUs compiled decoding with XLA
+    before (not re-measured here: no GPU was at hand). The cost is a compilation per batch size
+    and buffer bucket (seconds, reused by later calls of the same bucket), so every device
+    answers yes; a device where graph mode is measured faster belongs here.
     """
     return True
 
