@@ -7,6 +7,7 @@ Writes `config.json`, `model.safetensors` and, for a run whose tokenizer came wi
 """
 
 from tfllm.errors import UserError
+from tfllm.export.saved_model import export_precision
 from tfllm.huggingface import save_pretrained
 from tfllm.huggingface.tokenizer import writes_tokenizer
 from tfllm.run import Run
@@ -14,8 +15,9 @@ from tfllm.run import Run
 
 def run(args):
     source = Run.open(args.run_dir)
-    if args.quantize != "none" or args.precision not in (None, "float32"):
-        flag = f"--quantize {args.quantize}" if args.quantize != "none" else f"--precision {args.precision}"
+    precision = export_precision(args.precision, args.quantize)
+    if precision != "float32":
+        flag = "--quantize int8" if args.quantize != "none" else f"--precision {precision}"
         raise UserError(f"{flag} is for --format savedmodel; a Hugging Face checkpoint is written in float32")
     model, checkpoint = source.load_servable_model()
     tokenizer = source.tokenizer if writes_tokenizer(source.tokenizer) else None

@@ -30,27 +30,26 @@ def dequantize(q, scale, axis):
 def int8_matmul(x, q, scale, transpose_b=False):
     """`x @ (q * scale)` for a 2-D `x`, with `scale` over the product's columns: `q` is
     `(in, out)`, or `(out, in)` with `transpose_b`. Differentiable in `x` only."""
-    axis = 1 if transpose_b else 0
     q = tf.convert_to_tensor(q)
     scale = tf.convert_to_tensor(scale)
 
-    def matrix(operand, scaled=True):
+    def weights(operand):
         # Made once `operand` exists: a graph runs an op as soon as its inputs are ready, and
         # without this every layer's float copy would be made at the start of the step and held
         # until its matmul ran.
         with tf.control_dependencies([operand]):
-            weights = tf.cast(q, operand.dtype)
-            return weights * tf.expand_dims(tf.cast(scale, operand.dtype), axis) if scaled else weights
+            return tf.cast(q, operand.dtype)
 
+    # The scale multiplies the product's columns (and the gradient's, before the transposed
+    # product), never the weights: a decoding step's product (a few rows) is far smaller than the
+    # matrix, and XLA then reads the int8 matrix straight into the matmul instead of writing a
+    # scaled float copy of it first.
     @tf.custom_gradient
     def product(x):
         def gradient(dy):
             # Dequantized again here rather than saved from the forward pass.
-            return tf.matmul(dy, matrix(dy), transpose_b=not transpose_b)
+            return tf.matmul(dy * tf.cast(scale, dy.dtype), weights(dy), transpose_b=not transpose_b)
 
-        # The scale multiplies the product's columns, not the weights: a decoding step's product
-        # (a few rows) is far smaller than the matrix, and XLA then reads the int8 matrix straight
-        # into the matmul instead of writing a scaled float copy of it first.
-        return tf.matmul(x, matrix(x, scaled=False), transpose_b=transpose_b) * tf.cast(scale, x.dtype), gradient
+        return tf.matmul(x, weights(x), transpose_b=transpose_b) * tf.cast(scale, x.dtype), gradient
 
     return product(x)
