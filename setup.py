@@ -25,6 +25,8 @@ setup(
         "safetensors>=0.4",
         "huggingface-hub>=0.20",  # tfllm import hf://ORG/NAME
         "jinja2>=3.1.6",  # chat templates (the version transformers needs for its sandbox)
+        "datasketch>=1.6",  # MinHash and locality-sensitive hashing: near-duplicate removal
+        "cryptography>=42",  # AES-GCM weights at rest, Ed25519 manifest signatures
     ],
     # transformers and torch are the reference the imported checkpoints are tested against (CPU
     # builds; 2.13.0 is the CPU wheel this project's machines carry).

@@ -34,6 +34,9 @@ from tfllm.export.json_tensors import JsonTensorError, arrays_from_inputs, array
 from tfllm.export.request_batcher import DEFAULT_TIMEOUT_MS, RequestBatcher, is_generate
 
 DEFAULT_SIGNATURE = "serving_default"
+# The WSGI environ key under which a parsed predict request is left for the access log
+# (export/access.py), which shows its texts with `--log-prompts`.
+REQUEST_DOCUMENT = "tfllm.request_document"
 # An oversized body is read and dropped up to this size before the 413 answer, so that the
 # client, still sending, is not reset before it reads the answer; beyond it the connection closes.
 DRAIN_LIMIT_BYTES = 16 << 20
@@ -150,7 +153,9 @@ class RestApi:
             hint = ' with "signature_name": "classify"' if "classify" in self.servable.signatures else ""
             raise ApiError(400, f"{suffix[1:]} needs a classification or regression signature; "
                                 f"this model has predict signatures only: use :predict{hint}")
-        return self.predict(self.read_json(request))
+        document = self.read_json(request)
+        request.environ[REQUEST_DOCUMENT] = document
+        return self.predict(document)
 
     def check_servable(self, name, version, label):
         if name != self.servable.name:

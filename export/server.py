@@ -23,10 +23,17 @@ and `rows` (prompts) answered through the batcher, `batches` (signature calls),
 were rerun request by request), `queue_length`, `batch_requests_histogram` (requests per call:
 calls), `recent_batches` (the last 50 calls) and the settings. Each call is logged at DEBUG.
 
+`--api-key-file` makes every route require `Authorization: Bearer KEY`; binding an address other
+than loopback needs one, or `--insecure`. `--tls-cert`/`--tls-key` serve HTTPS. Every request
+gets one access-log line on stderr or in `--access-log FILE`, its texts only with
+`--log-prompts` (export/access.py).
+
 The SavedModel is loaded with `tf.saved_model.load` alone, as TF Serving loads it: this module
 imports TensorFlow, tensorflow-text (whose ops the tokenizer uses), Werkzeug's HTTP server and
 `tfllm.errors`, never tfllm's model, tokenizer or sampler code. Before serving, the version's
-files are checked against its manifest (a version without one is served with a warning).
+files are checked against its manifest (a version without one is served with a warning). An
+encrypted export is opened in memory with `--encrypt-key-file` (export/encrypted_export.py,
+which adds `cryptography` and nothing of tfllm's model code).
 SIGTERM or Ctrl-C stops accepting connections, lets the requests in flight finish, queued ones
 included (up to `SHUTDOWN_GRACE_SECONDS`), ends the batcher's thread and exits with status 0.
 """
@@ -44,6 +51,8 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 from werkzeug.serving import make_server
 
+from tfllm.export.access import Access, AccessControl, RequestHandler, serve_tls
+from tfllm.export.encrypted_export import load_saved_model
 from tfllm.export.manifest import MANIFEST_FILENAME, read_manifest, verify_manifest
 from tfllm.export.rest_api import RestApi
 from tfllm.errors import UserError
@@ -70,11 +79,12 @@ class Servable:
 
 
 def run(args):
-    servable = load_servable(args.model, args.name)
+    access = Access.from_args(args)  # flags that cannot be honored answer before the model loads
+    servable = load_servable(args.model, args.name, getattr(args, "encrypt_key_file", None))
     server = ModelServer(servable, args.host, args.port, max_body_bytes=args.max_body_bytes,
                          max_batch_size=args.max_batch_size, max_new_tokens=args.max_new_tokens,
-                         batch_timeout_ms=args.batch_timeout_ms, batching=not args.no_batching)
-    with server:
+                         batch_timeout_ms=args.batch_timeout_ms, batching=not args.no_batching, access=access)
+    with access, server:
         print(f"Serving {servable.name} version {servable.version} from {servable.path} at "
               f"{server.url}/v1/models/{servable.name} (SIGTERM or Ctrl-C stops)", flush=True)
         wait_for_stop_signal()
@@ -97,7 +107,7 @@ def latest_version(base):
                     f"write one with `tfllm export --run-dir RUN --out {base}`")
 
 
-def load_servable(base, name=None):
+def load_servable(base, name=None, key_file=None):
     """Loads the newest version under `base` after checking its files against the manifest."""
     base = os.path.abspath(base)
     version = latest_version(base)
@@ -110,7 +120,7 @@ def load_servable(base, name=None):
             raise UserError(f"{path} does not match its {MANIFEST_FILENAME} ({'; '.join(problems[:3])}); "
                             "export it again with `tfllm export --force`")
     try:
-        loaded = tf.saved_model.load(path)
+        loaded = load_saved_model(path, key_file)  # an encrypted export is opened in memory
     except (OSError, ValueError, tf.errors.OpError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load the SavedModel {path}: {first_line}") from None
@@ -145,6 +155,8 @@ class ModelServer:
         servable: a `Servable`.
         host: str. The address to bind; 127.0.0.1 accepts local clients only.
         port: int. The port to bind; 0 picks a free one (see `port`).
+        access: an `Access` (export/access.py): API keys, TLS, the access log. Defaults to
+            anyone over HTTP, logged on stderr.
         **limits: `max_body_bytes`, `max_batch_size`, `max_new_tokens`, `batch_timeout_ms`,
             `batching`; see `RestApi`.
 
@@ -156,16 +168,20 @@ class ModelServer:
     ```
     """
 
-    def __init__(self, servable, host, port, **limits):
+    def __init__(self, servable, host, port, access=None, **limits):
         try:
             self.app = RestApi(servable, **limits)
         except ValueError as error:
             raise UserError(f"{error}; pass positive limits to `tfllm serve`") from None
+        self.access = access or Access()
         listener = listen(host, port)
         try:
-            self._server = make_server(host, port, self.app, threaded=True, fd=listener.fileno())
+            self._server = make_server(host, port, AccessControl(self.app, self.access), threaded=True,
+                                       request_handler=RequestHandler, fd=listener.fileno())
         finally:
             listener.close()  # the server holds its own duplicate
+        if self.access.ssl_context is not None:
+            serve_tls(self._server, self.access.ssl_context)
         self.host = host
         self.port = self._server.port
         self._thread = None
@@ -173,7 +189,8 @@ class ModelServer:
     @property
     def url(self):
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self.access.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     def start(self):
         self._thread = threading.Thread(target=self._server.serve_forever, name="model-server", daemon=True)

@@ -131,7 +131,7 @@ CHOICES = {
     "model.task": config_lib.TASKS, "train.class_weights": config_lib.CLASS_WEIGHTS,
     "train.jit_compile": (True, False, "auto"), "model.norm": config_lib.NORMS,
     "model.norm_position": config_lib.NORM_POSITIONS, "model.mlp": config_lib.MLPS,
-    "train.quantize": config_lib.QUANTIZATIONS,
+    "train.quantize": config_lib.QUANTIZATIONS, "data.blocklist_action": config_lib.BLOCKLIST_ACTIONS,
 }
 POSITIVE = st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False)
 FLOATS = {
@@ -139,6 +139,9 @@ FLOATS = {
     "train.label_smoothing": UNIT, "train.lora_dropout": UNIT, "train.lora_alpha": POSITIVE,
     "data.mask_rate": st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
     "train.learning_rate": POSITIVE, "model.norm_epsilon": POSITIVE, "model.rope_theta": POSITIVE,
+    "data.near_duplicate_threshold": st.floats(min_value=0.0, max_value=1.0, exclude_min=True),
+    **{f"data.quality_{key}": UNIT for key in ("min_punctuated_lines", "max_duplicate_lines", "max_top_2gram",
+                                               "max_top_3gram", "max_top_4gram")},
 }
 BOUNDED = st.floats(min_value=1e-3, max_value=1e3)
 LLAMA3_SCALING = st.builds(
@@ -149,7 +152,8 @@ LLAMA3_SCALING = st.builds(
 INT_MINIMUM = {"data.vocab_size": 8, "data.min_chars": 0, "train.warmup_steps": 0, "train.checkpoint_every": 0,
                "train.early_stopping_patience": 0, "train.seed": None, "train.samples": None,
                "train.sample_tokens": None, "model.num_encoder_layers": 0, "model.num_decoder_layers": 0,
-               "model.source_len": 0, "train.lora_rank": 0}
+               "model.source_len": 0, "train.lora_rank": 0,
+               "data.quality_min_words": 0, "data.removed_samples": 0, "data.near_duplicate_num_perm": 2}
 LORA_TARGETS = st.lists(st.sampled_from(config_lib.LORA_TARGETS), min_size=1, unique=True).map(",".join)
 
 
@@ -180,7 +184,12 @@ def valid_trees(draw):
         for f in dataclasses.fields(cls):
             if draw(st.booleans()):
                 tree.setdefault(section, {})[f.name] = draw(valid_value(f"{section}.{f.name}", hints[f.name]))
-    model, train = tree.get("model", {}), tree.get("train", {})
+    model, train, data = tree.get("model", {}), tree.get("train", {}), tree.get("data", {})
+    if "quality_max_mean_word_length" in data or "quality_min_mean_word_length" in data:
+        data["quality_max_mean_word_length"] = (
+            data.get("quality_min_mean_word_length", config_lib.DataConfig.quality_min_mean_word_length)
+            + draw(NON_NEGATIVE.filter(lambda gap: gap < 1e300))
+        )
     if model.get("rope_scaling") is not None:
         model["position"] = "rope"
     num_heads = model.get("num_heads", config_lib.ModelConfig.num_heads)

@@ -62,15 +62,28 @@ def config_keys_help():
 
 
 def add_train(sub):
-    p = sub.add_parser(
+    add_config_arguments(sub.add_parser(
         "train", help="train a model from a YAML config",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=config_keys_help(),
-    )
+    ), "tfllm.trainers.train")
+
+
+def add_prepare(sub):
+    add_config_arguments(sub.add_parser(
+        "prepare", help="read, clean and split a config's data and train its tokenizer into the run dir that "
+                        "`tfllm train` with the same arguments then trains in",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=config_keys_help(),
+    ), "tfllm.trainers.prepare")
+
+
+def add_config_arguments(p, module_name):
+    """train's arguments (a config, a run dir, overrides) for the program `module_name`: `tfllm
+    prepare` takes the same, so that the run dir it prepares is the one train then finds."""
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"YAML file or a name in configs/ (default: {DEFAULT_CONFIG})")
     p.add_argument("--run-dir", default=None, help="where the run is written (default: runs/<config name>)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
-    p.set_defaults(run=run_train)
+    p.set_defaults(run=configured(module_name))
 
 
 def add_generate(sub):
@@ -84,6 +97,8 @@ def add_generate(sub):
     p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
     p.add_argument("--chat", action="store_true",
                    help="send each prompt as a user message through the run's chat template and print the reply")
+    add_key_file_argument(p, "the key file of a run whose checkpoints are encrypted (default: the run's "
+                             "train.encrypt_key_file)")
     p.set_defaults(run=lazy("tfllm.trainers.generate"))
 
 
@@ -102,6 +117,12 @@ def add_decoding_arguments(p):
                         "at a small cost in quality (measure it with `tfllm evaluate --precision`)")
 
 
+def add_key_file_argument(p, help):
+    """--encrypt-key-file, the one name on every verb of the key file that encrypts weights at rest."""
+    p.add_argument("--encrypt-key-file", default=None, metavar="KEY",
+                   help=f"{help}; a key file holds 64 hex digits: `openssl rand -hex 32 > KEY`")
+
+
 def add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a run on text, prompt/reference or labeled data",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -115,6 +136,8 @@ def add_evaluate(sub):
                         "bits_per_byte bleu rouge accuracy macro_f1")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per evaluation batch")
     add_decoding_arguments(p)
+    add_key_file_argument(p, "the key file of a run whose checkpoints are encrypted (default: the run's "
+                             "train.encrypt_key_file)")
     p.set_defaults(run=lazy("tfllm.trainers.evaluate"), strategy="greedy")
 
 
@@ -137,6 +160,12 @@ def add_export(sub):
                    help="int8: the same as --precision int8")
     p.add_argument("--adapters-only", action="store_true",
                    help="a LoRA run: write its adapters (and new head) alone into --out, to swap over one base")
+    p.add_argument("--sign-key-file", default=None, metavar="KEY",
+                   help="Ed25519 private key (PEM; `tfllm keygen` makes one): sign the export's manifest.json "
+                        "into manifest.json.sig")
+    add_key_file_argument(p, "encrypt the SavedModel's weights with this key file, and read an encrypted run's "
+                             "checkpoints with it (default: the run's train.encrypt_key_file, whose export is "
+                             "encrypted too)")
     p.set_defaults(run=lambda args: lazy("tfllm.export.adapters" if args.adapters_only
                                          else EXPORT_FORMATS[args.format])(args))
 
@@ -156,8 +185,19 @@ def add_serve(sub):
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="export base directory written by `tfllm export`")
     p.add_argument("--name", default=None, help="model name in URLs (default: the directory name)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; one other than loopback needs --api-key-file, or --insecure")
     p.add_argument("--port", type=port, default=8501, help="port to bind (0 picks a free one)")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="require 'Authorization: Bearer KEY' on every route, KEY one of this file's lines")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a --host other than loopback without --api-key-file: anyone who reaches it may call")
+    p.add_argument("--tls-cert", default=None, metavar="FILE", help="PEM certificate (chain) to serve HTTPS with")
+    p.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key of --tls-cert, unencrypted")
+    p.add_argument("--access-log", default=None, metavar="FILE",
+                   help="append one line per request to this file (default: stderr)")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="show each request's texts, truncated, in the access log (default: never)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="most instances per request, and most prompts in one merged generate call")
@@ -167,7 +207,35 @@ def add_serve(sub):
                         "requests are merged only where every answer stays what it would be alone")
     p.add_argument("--no-batching", action="store_true",
                    help="run every generate request in a call of its own, as soon as it arrives")
+    add_key_file_argument(p, "the key file an encrypted export was written with; its weights are opened in "
+                             "memory only")
     p.set_defaults(run=lazy("tfllm.export.server"))
+
+
+def add_verify(sub):
+    p = sub.add_parser("verify", help="check a run dir or an export against its manifest.json (and signature)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", help="a run dir, an export version, or an export base dir (every version)")
+    p.add_argument("--public-key", default=None, metavar="PUB",
+                   help="Ed25519 public key (PEM): also require manifest.json.sig to be its signature")
+    p.set_defaults(run=lazy("tfllm.trainers.verify"))
+
+
+def add_sign(sub):
+    # A verb, not a train key: a run is signed once it is what its owner vouches for, and a key
+    # path kept out of config.yaml stays out of the run's fingerprint and lineage.
+    p = sub.add_parser("sign", help="sign the manifest.json of a run dir or an export (Ed25519)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", help="a run dir, an export version, or an export base dir (every version)")
+    p.add_argument("--key-file", required=True, metavar="KEY", help="Ed25519 private key (PEM)")
+    p.set_defaults(run=lazy("tfllm.trainers.sign"))
+
+
+def add_keygen(sub):
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for tfllm sign / export --sign-key-file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="directory for signing_key.pem and signing_key.pub.pem")
+    p.set_defaults(run=lazy("tfllm.trainers.keygen"))
 
 
 def lazy(module_name):
@@ -181,16 +249,23 @@ def lazy(module_name):
     return run
 
 
-def run_train(args):
-    from tfllm.config import load_config, written_keys
+def configured(module_name):
+    """`run(args)` of a program that reads a config: `main(config, run_dir, written_keys)` of
+    `module_name`, imported only once the config is valid, so that a config error answers before
+    TensorFlow starts."""
 
-    path = resolve_config_path(args.config)
-    config = load_config(path, args.overrides)
-    # Imported once the config is valid: a config error answers before TensorFlow starts.
-    from tfllm.trainers import train
+    def run(args):
+        import importlib
 
-    name = os.path.splitext(os.path.basename(path))[0]
-    train.main(config, args.run_dir or os.path.join("runs", name), written_keys(path, args.overrides))
+        from tfllm.config import load_config, written_keys
+
+        path = resolve_config_path(args.config)
+        config = load_config(path, args.overrides)
+        name = os.path.splitext(os.path.basename(path))[0]
+        run_dir = args.run_dir or os.path.join("runs", name)
+        importlib.import_module(module_name).main(config, run_dir, written_keys(path, args.overrides))
+
+    return run
 
 
 def build_parser():
@@ -198,7 +273,8 @@ def build_parser():
         prog="tfllm", description="Train, evaluate, export and serve language models with TensorFlow and Keras."
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for add in (add_train, add_import, add_generate, add_evaluate, add_export, add_serve):
+    for add in (add_train, add_prepare, add_import, add_generate, add_evaluate, add_export, add_serve,
+                add_verify, add_sign, add_keygen):
         add(sub)
     return parser
 

@@ -26,6 +26,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 TASKS = ("causal_lm", "masked_lm", "classify", "sft", "seq2seq")
 CLASS_WEIGHTS = ("none", "balanced")
+BLOCKLIST_ACTIONS = ("drop", "mask")
 # `tfllm.lora.TARGETS` and `QUANTIZATIONS`, repeated here: a config is read without TensorFlow.
 LORA_TARGETS = ("query", "key", "value", "attention_output", "mlp", "embedding")
 QUANTIZATIONS = ("none", "int8")
@@ -80,6 +81,34 @@ class DataConfig:
     normalize_whitespace: bool = _field(True, "Cleaning: LF line ends, no trailing spaces, at most 2 blank lines.")
     deduplicate: bool = _field(True, "Cleaning: drop exact duplicate documents.")
     min_chars: int = _field(32, "Cleaning: drop documents shorter than this many characters.")
+    redact_personal_data: bool = _field(True, "Cleaning: replace e-mail addresses, phone numbers, IP addresses, "
+                                              "payment cards and secrets by <EMAIL>-style placeholders.")
+    blocklist: typing.Optional[str] = _field(None, "Cleaning: file of words or phrases, one per line (# comments), "
+                                                   "matched whole-word and case-insensitively; null for none.")
+    blocklist_action: str = _field("drop", "Cleaning: drop a document with a blocklist match, or mask each match "
+                                           "as <BLOCKED>.")
+    quality_filter: bool = _field(False, "Cleaning: apply the Gopher/C4 quality_* rules below; off because they "
+                                         "are tuned for web prose and drop code, which the built-in corpora hold.")
+    quality_min_words: int = _field(50, "Quality: drop documents with fewer words.")
+    quality_min_mean_word_length: float = _field(3.0, "Quality: drop documents whose mean word length is shorter.")
+    quality_max_mean_word_length: float = _field(10.0, "Quality: drop documents whose mean word length is longer.")
+    quality_max_symbol_ratio: float = _field(0.1, "Quality: drop documents with more '#' and ellipses per word.")
+    quality_min_punctuated_lines: float = _field(0.12, "Quality: drop documents with a smaller share of lines "
+                                                       "ending in . ! ? or a quote.")
+    quality_max_duplicate_lines: float = _field(0.3, "Quality: drop documents with a larger share of repeated lines.")
+    quality_max_top_2gram: float = _field(0.20, "Quality: drop documents whose most common word 2-gram covers a "
+                                                "larger share of the characters.")
+    quality_max_top_3gram: float = _field(0.18, "Quality: the same for the most common 3-gram.")
+    quality_max_top_4gram: float = _field(0.16, "Quality: the same for the most common 4-gram.")
+    near_duplicates: bool = _field(False, "Cleaning: drop documents whose word n-grams mostly repeat a kept one "
+                                          "(MinHash + LSH); off as it doubles the time to prepare "
+                                          "builtin:python-docs, which has no near-duplicates.")
+    near_duplicate_threshold: float = _field(0.8, "Near-duplicates: estimated Jaccard similarity that drops a "
+                                                  "document.")
+    near_duplicate_ngram: int = _field(5, "Near-duplicates: words per shingle.")
+    near_duplicate_num_perm: int = _field(128, "Near-duplicates: MinHash permutations (more is more exact, slower).")
+    removed_samples: int = _field(20, "Cleaning: documents per reason (and quality rule) written to "
+                                      "corpus/removed/<reason>.jsonl for review.")
     tokenizer: str = _field("bpe", "Tokenizer kind: char, wordpiece, bpe (byte-level) or sentencepiece; gpt2_bpe, "
                                    "llama3_bpe, qwen2_bpe, llama_sentencepiece and bert_wordpiece come with an "
                                    "imported checkpoint (tfllm import).")
@@ -163,6 +192,8 @@ class TrainConfig:
     monitor: str = _field("auto", "Validation metric for best checkpoint and early stopping; auto picks per task.")
     samples: int = _field(3, "Samples printed at the end of training.")
     sample_tokens: int = _field(64, "Tokens generated per sample at the end of training.")
+    encrypt_key_file: typing.Optional[str] = _field(None, "Key file (64 hex digits) that encrypts the checkpoints "
+                                                          "at rest with AES-256-GCM; reading them needs it too.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,6 +438,25 @@ def _require(condition, source, key, value, what):
         raise UserError(f"{_where(source, key)}: {key}={value!r} is invalid: {what}")
 
 
+def _validate_cleaning(d, source):
+    """The cleaning keys of `data`; the blocklist file itself is read when a corpus is prepared."""
+    _require(d.blocklist_action in BLOCKLIST_ACTIONS, source, "data.blocklist_action", d.blocklist_action,
+             "use " + " or ".join(BLOCKLIST_ACTIONS))
+    for key in ("quality_min_words", "quality_min_mean_word_length", "quality_max_symbol_ratio", "removed_samples"):
+        _require(getattr(d, key) >= 0, source, f"data.{key}", getattr(d, key), "use 0 or more")
+    _require(d.quality_max_mean_word_length >= d.quality_min_mean_word_length, source,
+             "data.quality_max_mean_word_length", d.quality_max_mean_word_length,
+             f"use at least data.quality_min_mean_word_length={d.quality_min_mean_word_length}")
+    for key in ("quality_min_punctuated_lines", "quality_max_duplicate_lines", "quality_max_top_2gram",
+                "quality_max_top_3gram", "quality_max_top_4gram"):
+        _require(0.0 <= getattr(d, key) <= 1.0, source, f"data.{key}", getattr(d, key), "use a fraction in [0, 1]")
+    _require(0.0 < d.near_duplicate_threshold <= 1.0, source, "data.near_duplicate_threshold",
+             d.near_duplicate_threshold, "use a Jaccard similarity in (0, 1]")
+    _require(d.near_duplicate_ngram >= 1, source, "data.near_duplicate_ngram", d.near_duplicate_ngram, "use 1 or more")
+    _require(d.near_duplicate_num_perm >= 2, source, "data.near_duplicate_num_perm", d.near_duplicate_num_perm,
+             "use 2 or more (128 is usual)")
+
+
 def validate(config, source):
     """`UserError` for the first impossible value of `config`, naming its `source` (see `from_dict`)."""
     d, m, t = config.data, config.model, config.train
@@ -415,6 +465,7 @@ def validate(config, source):
     _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", d.val_fraction, "use a value in [0, 1)")
     _require(d.min_chars >= 0, source, "data.min_chars", d.min_chars, "use 0 or more")
     _require(d.shuffle_buffer >= 1, source, "data.shuffle_buffer", d.shuffle_buffer, "use 1 or more")
+    _validate_cleaning(d, source)
     for key in ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "seq_len"):
         value = getattr(m, key)
         _require(value >= 1, source, f"model.{key}", value, "use a positive integer")

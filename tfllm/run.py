@@ -9,12 +9,15 @@
     RUN_DIR/logs/              TensorBoard events
     RUN_DIR/metrics.jsonl      one JSON object per logged step
     RUN_DIR/eval/              reports of `tfllm evaluate`
+    RUN_DIR/lineage.json       what the run was made from (`tfllm.lineage`)
+    RUN_DIR/manifest.json      a SHA-256 of every file but logs/ and eval/ (`write_manifest`)
 
 `Run` is the one place that knows these names. Every file written into a run directory goes
 through it (or through the callbacks it hands its paths to) and through `tfllm.files`.
 """
 
 import contextlib
+import datetime
 import functools
 import json
 import os
@@ -24,12 +27,14 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from tfllm import config as config_lib
+from tfllm import manifest as manifest_lib
 import numpy as np
 
 from tfllm.callbacks.checkpointer import (
     BEST_DIR, LATEST_DIR, check_base, checkpoint_step, checkpoints_in, read_base, restore_weights,
 )
 from tfllm.data.labeled import LabelMap
+from tfllm.encryption import is_encrypted
 from tfllm.errors import UserError
 from tfllm.files import staging_directory, write_atomically
 from tfllm.lora import adapt_as_configured, merge_adapters
@@ -82,6 +87,8 @@ class Run:
 
     `Run(path)` names a directory that may not exist yet (a run about to train);
     `Run.open(path)` checks that it holds a run. What is read is read once, when first asked.
+    Encrypted checkpoints (`train.encrypt_key_file`) are read with the key file of the run's
+    config, or with `encrypt_key_file` where one is given.
 
     Example:
     ```python
@@ -91,8 +98,9 @@ class Run:
     ```
     """
 
-    def __init__(self, path):
+    def __init__(self, path, encrypt_key_file=None):
         self.path = path
+        self._encrypt_key_file = encrypt_key_file
         self.config_path = self._join("config.yaml")
         self.corpus_dir = self._join("corpus")
         self.tokenizer_dir = self._join("tokenizer")
@@ -102,19 +110,20 @@ class Run:
         self.logs_dir = self._join("logs")
         self.metrics_path = self._join("metrics.jsonl")
         self.eval_dir = self._join("eval")
+        self.manifest_path = self._join(manifest_lib.MANIFEST_FILENAME)
         self.checkpoints = Checkpoints(self.checkpoints_dir)
 
     def _join(self, name):
         return os.path.join(self.path, name)
 
     @classmethod
-    def open(cls, path):
+    def open(cls, path, encrypt_key_file=None):
         """The run in `path`; `UserError` saying what is missing when it holds none."""
         if os.path.isfile(path):
             raise UserError(f"run dir {path} is a file, not a run dir; pass the --run-dir of a finished `tfllm train`")
         if not os.path.isdir(path):
             raise UserError(f"run dir {path} does not exist; pass the --run-dir of a finished `tfllm train`")
-        run = cls(path)
+        run = cls(path, encrypt_key_file)
         if not os.path.exists(run.config_path):
             raise UserError(f"{run.config_path} is missing; {path} is not a tfllm run dir")
         return run
@@ -126,6 +135,26 @@ class Run:
     @property
     def task(self):
         return TASKS[self.config.model.task]
+
+    @property
+    def encrypt_key_file(self):
+        """The key file of the run's encrypted checkpoints: the one given, else the config's, or None."""
+        if self._encrypt_key_file or not self.has_config:
+            return self._encrypt_key_file
+        return self.config.train.encrypt_key_file
+
+    @property
+    def encrypted(self):
+        """Whether the run's checkpoints are encrypted at rest (its config names a key, or its
+        preferred checkpoint is sealed): what is made of them must not be written in plaintext."""
+        checkpoint = self.checkpoints.preferred()
+        return bool(self.encrypt_key_file) or (checkpoint is not None and is_encrypted(checkpoint + ".index"))
+
+    def refuse_plaintext(self, what):
+        """`UserError` when the run is `encrypted`: `what` would write its weights in plaintext."""
+        if self.encrypted:
+            raise UserError(f"{self.path} is encrypted at rest, and {what} would write its weights in plaintext; "
+                            "export a SavedModel, which is encrypted with the run's key, instead")
 
     @property
     def has_config(self):
@@ -177,11 +206,11 @@ class Run:
                 f"`tfllm train --run-dir {self.path}`"
             )
         model = self.build_model()
-        base = read_base(checkpoint)
+        base = read_base(checkpoint, self.encrypt_key_file)
         if base is not None:
             check_base(base, checkpoint)
             start_from(model, self.task, Run.open(base["run"]), base["checkpoint"], self.config.train)
-        restore_weights(model, checkpoint)
+        restore_weights(model, checkpoint, self.encrypt_key_file)
         return model, checkpoint
 
     def load_servable_model(self, precision="float32"):
@@ -256,6 +285,18 @@ class Run:
             write_atomically(os.path.join(self.eval_dir, f"{name}.predictions.jsonl"), lines)
         text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
         write_atomically(os.path.join(self.eval_dir, f"{name}.json"), text)
+
+    def write_manifest(self):
+        """RUN_DIR/manifest.json: a SHA-256 of every file but logs/ (TensorBoard appends to its
+        event files, and a resumed run rewrites them) and eval/ (`tfllm evaluate` adds reports
+        to a finished run), written at the end of `tfllm train` and `tfllm import`. A file
+        unchanged since the previous manifest (size and time) is not read again, so a resumed
+        run rehashes only its new checkpoints. Returns the manifest."""
+        latest = self.checkpoints.latest
+        description = {"kind": "run", "training_step": checkpoint_step(latest) if latest else None,
+                       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        excluded = [os.path.relpath(path, self.path) for path in (self.logs_dir, self.eval_dir)]
+        return manifest_lib.write_manifest(self.path, description, excluded=excluded, reuse=True)
 
     def drop_logs_after(self, step):
         """Rewrite metrics.jsonl and the TensorBoard event files without what was logged after

@@ -45,7 +45,7 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
         # Every worker stops at the same evaluation: they all see the same validation numbers.
         callbacks.append(ResumableEarlyStopping(
             state["early_stopping"], t.steps, lambda: session.resume.best,
-            monitor=monitor, mode=mode, patience=t.early_stopping_patience,
+            monitor=monitor, mode=mode, patience=t.early_stopping_patience, key_file=t.encrypt_key_file,
         ))
     # Several workers must stop after the same step when any one of them gets a signal.
     multi_worker = isinstance(session.strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -54,7 +54,7 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
         checkpointer = Checkpointer(
             run.checkpoints_dir, keep=t.keep_checkpoints, monitor=monitor, mode=mode, every=t.checkpoint_every,
             extra=state, fingerprint=run_fingerprint(config, run), handle_signals=not multi_worker,
-            base=session.base if t.lora_rank else None,
+            base=session.base if t.lora_rank else None, key_file=t.encrypt_key_file,
         )
     if multi_worker:
         callbacks.append(StopTogetherOnSignal(session.strategy, checkpointer))

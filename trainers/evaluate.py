@@ -58,16 +58,18 @@ def run(args):
         "strategy": args.strategy, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
         "top_k": args.top_k, "top_p": args.top_p, "num_beams": args.num_beams, "seed": args.seed,
     }
-    main(args.run_dir, args.data, args.metrics, args.batch_size, decoding, precision=args.precision)
+    main(args.run_dir, args.data, args.metrics, args.batch_size, decoding, precision=args.precision,
+         encrypt_key_file=getattr(args, "encrypt_key_file", None))
 
 
-def main(run_dir, data, metrics=None, batch_size=16, decoding=None, precision="float32"):
+def main(run_dir, data, metrics=None, batch_size=16, decoding=None, precision="float32", encrypt_key_file=None):
     """Evaluate the run in `run_dir` on `data` with its weights in `precision`
-    (`tfllm.precision.for_decoding`); returns the report."""
+    (`tfllm.precision.for_decoding`; encrypted checkpoints read with `encrypt_key_file`, else
+    the run's `train.encrypt_key_file`); returns the report."""
     decoding = dict(decoding or {"strategy": "greedy", "max_new_tokens": 64})
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} is invalid: use 1 or more")
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, encrypt_key_file)
     task = run.task
     if not task.evaluates:
         raise UserError(

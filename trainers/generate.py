@@ -56,9 +56,10 @@ def check_max_new_tokens(max_new_tokens, max_length=None):
         )
 
 
-def generation_run(run_dir):
-    """The `Run` in `run_dir`; `UserError` unless its task generates text."""
-    run = Run.open(run_dir)
+def generation_run(run_dir, encrypt_key_file=None):
+    """The `Run` in `run_dir` (its encrypted checkpoints read with `encrypt_key_file`, else its
+    config's); `UserError` unless its task generates text."""
+    run = Run.open(run_dir, encrypt_key_file)
     task = run.task
     if not task.generates:
         generating = tasks.listed(tasks.names_of(lambda t: t.generates), "or")
@@ -105,21 +106,24 @@ def run(args):
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
         seed=args.seed, stream=args.stream, stop_strings=tuple(getattr(args, "stop", None) or ()),
         chat=getattr(args, "chat", False), precision=getattr(args, "precision", "float32"),
+        encrypt_key_file=getattr(args, "encrypt_key_file", None),
     )
 
 
 def main(run_dir, prompts, max_new_tokens=64, strategy="sample", temperature=1.0, top_k=None, top_p=None,
-         num_beams=4, seed=None, stream=False, stop_strings=(), chat=False, precision="float32"):
+         num_beams=4, seed=None, stream=False, stop_strings=(), chat=False, precision="float32",
+         encrypt_key_file=None):
     """Print a completion of every prompt with the run's model, its weights in `precision`
     (`tfllm.precision.for_decoding`); with `chat`, the assistant's reply to each prompt as a user
-    message (`chat_replies`)."""
+    message (`chat_replies`). Encrypted checkpoints are read with `encrypt_key_file`, else the
+    run's `train.encrypt_key_file`."""
     check_max_new_tokens(max_new_tokens)
     sampler = make_sampler(strategy, temperature, top_k, top_p, num_beams, seed)
     if stream and strategy == "beam":
         raise UserError("--stream works with --strategy greedy or sample: beam search ranks its beams at the end")
     if stream and chat:
         raise UserError("--stream does not work with --chat yet; drop --stream to print each reply whole")
-    run = generation_run(run_dir)
+    run = generation_run(run_dir, encrypt_key_file)
     if chat and run.task.encoder_decoder:
         raise UserError(f"{run_dir} is a {run.task.name} run, which has no chat template; --chat needs a causal_lm "
                         "or sft run")

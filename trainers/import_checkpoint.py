@@ -7,12 +7,14 @@
 The run holds config.yaml (the checkpoint's architecture as `model` keys), tokenizer/ (the
 checkpoint's own tokenizer, with its chat template as chat_template.jinja when it has one) and
 checkpoints/latest/ckpt-0 (its weights), so `tfllm generate`, `evaluate`, `export` and
-`train.init_from` take it like a run tfllm trained. It appears whole or not at all.
+`train.init_from` take it like a run tfllm trained; lineage.json records the digests of the
+checkpoint's files, and manifest.json those of the run's. It appears whole or not at all.
 """
 
 import os
 
 from tfllm import config as config_lib
+from tfllm import lineage
 from tfllm.callbacks.checkpointer import LATEST_DIR, save_weights
 from tfllm.errors import UserError
 from tfllm.files import staging_directory
@@ -22,6 +24,8 @@ from tfllm.run import Run
 from tfllm.tasks import TASKS
 
 HUB_PREFIX = "hf://"
+# The files an import reads (and downloads): weights, configs, tokenizer files, chat templates.
+CHECKPOINT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")
 
 
 def download(source):
@@ -37,7 +41,7 @@ def download(source):
 
     try:
         return huggingface_hub.snapshot_download(
-            source[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+            source[len(HUB_PREFIX):], allow_patterns=list(CHECKPOINT_FILES))
     except Exception as error:  # noqa: BLE001 - network, missing repository, gated model: one line each
         raise UserError(f"cannot download {source} ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
                         "download it on a machine with network (hf download ORG/NAME --local-dir DIR) "
@@ -103,6 +107,9 @@ def import_checkpoint(source, run_dir):
         run.save_config(config)
         tokenizer.save(run.tokenizer_dir)
         save_weights(model, os.path.join(run.checkpoints_dir, LATEST_DIR), step=0)
+        origin = lineage.source_record(source, directory, CHECKPOINT_FILES)
+        lineage.record(staging, lineage.of_run(run, source=origin))
+        run.write_manifest()
     return Run(run_dir)
 
 

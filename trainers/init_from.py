@@ -68,14 +68,14 @@ def _same_context(key, config, value):
     return key == "model.max_seq_len" and config.max_seq_len == value
 
 
-def base_checkpoint(pretrained, resume):
+def base_checkpoint(pretrained, resume, key_file=None):
     """The checkpoint of the pretrained `Run` that the backbone starts from: the one a resumed
-    LoRA run recorded (refused when it changed), else the pretrained run's best (else latest);
-    None without `train.init_from`."""
+    LoRA run recorded (refused when it changed; the resumed checkpoint read with the key in
+    `key_file`), else the pretrained run's best (else latest); None without `train.init_from`."""
     if pretrained is None:
         return None
     if resume.checkpoint:
-        base = read_base(resume.checkpoint)
+        base = read_base(resume.checkpoint, key_file)
         if base is not None:
             check_base(base, resume.checkpoint)
             return base["checkpoint"]

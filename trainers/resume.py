@@ -23,8 +23,11 @@ RESUMABLE_KEYS = frozenset({
     "train.clip_norm", "train.eval_every", "train.eval_batches", "train.log_every",
     "train.keep_checkpoints", "train.checkpoint_every", "train.samples", "train.sample_tokens",
     "train.peak_flops", "train.early_stopping_patience", "train.jit_compile",
-    "train.steps_per_execution", "train.gradient_checkpointing",
+    "train.steps_per_execution", "train.gradient_checkpointing", "train.encrypt_key_file",
 })
+# Resumable keys that a resume takes from the saved run unless written again: a run whose
+# checkpoints are encrypted stays encrypted, and reads them with the key it names.
+FOLLOWS_SAVED_KEYS = frozenset({"train.encrypt_key_file"})
 # Keys added after runs began to store fingerprints, with their defaults: left out of a fingerprint
 # while at the default, so that a run saved before the key existed still resumes.
 KEYS_ADDED_LATER = {"model.qkv_bias": None, "model.rope_scaling": None, "model.pooler": False,
@@ -57,13 +60,15 @@ class Resume:
     @staticmethod
     def follow_saved(config, run, written_keys=None):
         """`config` with every key the user did not write (`written_keys`) that a resume may not
-        change taken from the run already in `run`: a default that changed since the run
-        started does not make its checkpoints another run's. None: every key counts as written."""
+        change (or that follows the saved run, `FOLLOWS_SAVED_KEYS`) taken from the run already
+        in `run`: a default that changed since the run started does not make its checkpoints
+        another run's. None: every key counts as written."""
         if written_keys is None or not run.has_config:
             return config
         saved = _saved_config(run).flat()
         return config.replace({key: value for key, value in saved.items()
-                               if key not in written_keys and key not in RESUMABLE_KEYS and key in config.flat()})
+                               if key not in written_keys and key in config.flat()
+                               and (key not in RESUMABLE_KEYS or key in FOLLOWS_SAVED_KEYS)})
 
     @classmethod
     def find(cls, config, run):
@@ -92,7 +97,8 @@ class Resume:
     def restore(self, model, state, run, config, chief):
         """Continue the run: restore the training state into `model` and the callbacks' `state`;
         the chief checks the fingerprint and drops the metrics logged after the checkpoint."""
-        fingerprint = restore_training_state(model, self.checkpoint, extra=state)
+        fingerprint = restore_training_state(model, self.checkpoint, extra=state,
+                                             key_file=config.train.encrypt_key_file)
         if not chief:
             return
         if fingerprint != run_fingerprint(config, run):

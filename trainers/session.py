@@ -85,7 +85,7 @@ class Session:
         # Before any input pipeline exists: its threads would slow a measured CPU peak down,
         # and a low peak makes MFU read high.
         peak, peak_source = peak_flops(strategy, precision, t.peak_flops)
-        base = init_from.base_checkpoint(pretrained, resume)
+        base = init_from.base_checkpoint(pretrained, resume, config.train.encrypt_key_file)
         base = base_record(pretrained.path, base) if base else None
         return cls(config, run, strategy, chief, precision, xla, micro_batch, resume, peak, peak_source, base)
 

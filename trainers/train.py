@@ -9,13 +9,14 @@ or from Python: `model, tokenizer = train(load_config("configs/gpt-tiny.yaml"), 
 Everything that differs between tasks is in the task's record (`tfllm.tasks.TASKS`).
 """
 
+from tfllm.errors import TrainingInterrupted
 from tfllm.generator import Generator
 from tfllm.samplers import get_sampler
 from tfllm.run import Run
 from tfllm.tasks import TASKS, build_model
 from tfllm.trainers import init_from
 from tfllm.trainers.fit import compile_model, fit
-from tfllm.trainers.prepare_data import prepare_data
+from tfllm.trainers.prepare_data import prepare_data, record_lineage
 from tfllm.trainers.resume import Resume
 from tfllm.trainers.session import Session
 
@@ -32,7 +33,7 @@ def train(config, run_dir, written_keys=None):
     # marks a run that trains (and resumes).
     with Run(run_dir).first_start():
         session = Session.start(config, run_dir, pretrained)
-        source, tokenizer = prepare_data(session, task, pretrained)
+        source, tokenizer = prepare_data(config, session.run, task, pretrained, session.chief)
         causal = task.attends_causally(pretrained.backbone_causal if pretrained else None)
         data = task.datasets(config, source, tokenizer, session.strategy, causal)
         with session.strategy.scope():
@@ -44,7 +45,17 @@ def train(config, run_dir, written_keys=None):
         if session.chief and pretrained:
             session.run.save_backbone_info(pretrained.path, causal)
         session.save_config()
-    fit(session, model, data, tokenizer.vocabulary_size)
+        if session.chief:
+            record_lineage(config, session.run, pretrained, session.base["checkpoint"] if pretrained else None)
+    try:
+        fit(session, model, data, tokenizer.vocabulary_size)
+    except TrainingInterrupted:
+        # Stopped at a checkpoint it saved: a state the run resumes from, worth a manifest too.
+        if session.chief:
+            session.run.write_manifest()
+        raise
+    if session.chief:
+        session.run.write_manifest()
     return model, tokenizer
 
 

@@ -3,8 +3,11 @@ import os
 
 import pytest
 
+from tfllm.data.blocklist import Blocklist
 from tfllm.data.cleaning import Cleaner
 from tfllm.data.corpus import iter_texts, prepare_corpus
+from tfllm.data.near_duplicates import NearDuplicateFilter
+from tfllm.data.quality import QualityFilter
 from tfllm.errors import UserError
 
 
@@ -121,3 +124,42 @@ def test_val_fraction_out_of_range(tmp_path, val_fraction):
     expected = f"data.val_fraction must be between 0 and 1 \\(exclusive\\). Received: {val_fraction}"
     with pytest.raises(UserError, match=expected):
         prepare(tmp_path, tmp_path / "out", val_fraction=val_fraction)
+
+
+def test_cleaning_counts_and_removed_samples_land_in_the_corpus(tmp_path):
+    (tmp_path / "blocklist.txt").write_text("forbidden\n")
+    texts = [document(i) + " and more words to read." for i in range(20)] + [
+        "reach me at ada@example.org for document number 3 and more words to read.",
+        "a forbidden document number 99 and more words to read.",
+        "short one.",
+        "document number 7: word word and more words to read!",
+    ]
+    path = write_jsonl(tmp_path / "a.jsonl", texts)
+    cleaner = Cleaner(
+        min_chars=0,
+        blocklist=Blocklist(str(tmp_path / "blocklist.txt")),
+        quality=QualityFilter(min_words=3, max_top_2gram=1.0, max_top_3gram=1.0, max_top_4gram=1.0),
+        near_duplicates=NearDuplicateFilter(threshold=0.8, ngram=3),
+    )
+    stats = prepare(path, tmp_path / "out", val_fraction=0.3, cleaner=cleaner)
+    saved = json.loads((tmp_path / "out" / "stats.json").read_text())["cleaning"]
+    assert saved["personal_data"]["email"] == 1
+    assert saved["blocklist"] == {"dropped": 1, "masked": 0}
+    assert saved["quality"]["min_words"] == 1
+    assert saved["near_duplicate"] == 1
+    assert stats.cleaning == saved
+    removed = tmp_path / "out" / "removed"
+    reasons = ("blocklist", "near_duplicate", "personal_data", "quality")
+    assert sorted(os.listdir(removed)) == [f"{reason}.jsonl" for reason in reasons]
+    samples = {
+        reason: [json.loads(line) for line in (removed / f"{reason}.jsonl").read_text().splitlines()]
+        for reason in reasons
+    }
+    assert samples["near_duplicate"][0]["document"] == 23 and samples["near_duplicate"][0]["similar_to"] == 7
+    assert samples["personal_data"][0]["text"].startswith("reach me at <EMAIL>")
+    assert samples["blocklist"][0]["phrase"] == "forbidden"
+    assert samples["quality"] == [{"document": 22, "rule": "min_words", "chars": 10, "text": "short one."}]
+    assert stats.summary().endswith(
+        "(dropped 0 empty, 0 too short, 0 duplicates, 1 near duplicates, 1 low quality (1 min_words), "
+        "1 blocklisted); redacted 1 personal data (1 email)"
+    )

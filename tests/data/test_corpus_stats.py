@@ -54,3 +54,28 @@ def test_summary_and_split_files(tmp_path):
 def test_missing_stats_names_the_directory(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path}.* is not a prepared corpus"):
         CorpusStats.load(str(tmp_path))
+
+
+def test_stats_written_before_the_new_cleaning_counts_still_load(tmp_path):
+    # A corpus prepared before personal data, blocklist, quality and near-duplicate counts existed.
+    make_stats(tmp_path).save(str(tmp_path))
+    content = json.loads((tmp_path / "stats.json").read_text())
+    assert "near_duplicate" not in content["cleaning"] and "redact_personal_data" not in content["cleaner"]
+    loaded = CorpusStats.load(str(tmp_path))
+    assert loaded.summary().endswith("(dropped 0 empty, 1 too short, 1 duplicates)")
+
+
+def test_summary_names_the_new_drops_and_redactions(tmp_path):
+    stats = make_stats(tmp_path)
+    cleaning = {
+        **stats.cleaning,
+        "near_duplicate": 2,
+        "quality": {"min_words": 3, "symbol_ratio": 0},
+        "blocklist": {"dropped": 1, "masked": 4},
+        "personal_data": {"email": 2, "phone": 0, "secret": 1},
+    }
+    summary = CorpusStats(**{**stats.__dict__, "cleaning": cleaning}).summary()
+    assert summary.endswith(
+        "(dropped 0 empty, 1 too short, 1 duplicates, 2 near duplicates, 3 low quality (3 min_words), "
+        "1 blocklisted); redacted 3 personal data (2 email, 1 secret); masked 4 blocklisted spans"
+    )

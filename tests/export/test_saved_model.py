@@ -209,9 +209,11 @@ def test_score_equals_a_numpy_reference_at_two_batch_sizes(fresh, trained, batch
 @pytest.mark.slow
 def test_the_fresh_process_needs_no_tfllm_or_keras_hub_and_the_server_no_model_code(fresh):
     assert fresh["modules"] == []
-    assert fresh["server_modules"] == ["tfllm", "tfllm.errors", "tfllm.export", "tfllm.export.json_tensors",
-                                       "tfllm.export.manifest", "tfllm.export.request_batcher",
-                                       "tfllm.export.rest_api", "tfllm.export.server", "tfllm.files"]
+    assert fresh["server_modules"] == ["tfllm", "tfllm.digests", "tfllm.encryption", "tfllm.errors", "tfllm.export",
+                                       "tfllm.export.access", "tfllm.export.encrypted_export",
+                                       "tfllm.export.json_tensors", "tfllm.export.manifest", "tfllm.export.request_batcher",
+                                       "tfllm.export.rest_api", "tfllm.export.server", "tfllm.files",
+                                       "tfllm.manifest"]
     assert fresh["served"] == {"outputs": fresh["generate"]["greedy_4"]}
 
 

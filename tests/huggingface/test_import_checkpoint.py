@@ -1,6 +1,8 @@
 """`tfllm import`: a checkpoint with its own tokenizer becomes a run that generates, exports and
 goes back to `transformers` with the same tokens, text and logits."""
 
+import fnmatch
+import hashlib
 import json
 import os
 import subprocess
@@ -11,11 +13,12 @@ import pytest
 from pydoc_data.topics import topics
 
 from tests.huggingface.conftest import torch, transformers
-from tfllm import cli
+from tfllm import cli, lineage
 from tfllm.generator import Generator
 from tfllm.huggingface.tokenizer import load_checkpoint_tokenizer
 from tfllm.run import Run
 from tfllm.samplers import GreedySampler
+from tfllm.trainers.import_checkpoint import CHECKPOINT_FILES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What GPT-2's pre-tokenizer pattern and byte-level BPE must agree on: whitespace runs before
@@ -105,6 +108,27 @@ def test_exported_back_as_a_checkpoint_transformers_loads_the_same_model_and_tok
     assert cli.main(["export", "--run-dir", imported, "--out", out, "--format", "huggingface"]) == 0
     assert_transformers_reloads(out, transformers.AutoModelForCausalLM, model, tokenizer,
                                 "The with statement is a block")
+
+
+def test_an_imported_run_records_its_source_and_a_signed_export_carries_that_lineage(imported, gpt2_checkpoint,
+                                                                                     tmp_path):
+    directory = gpt2_checkpoint[0]
+    recorded = lineage.read(imported)
+    read = {name: hashlib.sha256(open(os.path.join(directory, name), "rb").read()).hexdigest()
+            for name in os.listdir(directory) if any(fnmatch.fnmatch(name, p) for p in CHECKPOINT_FILES)}
+    assert "model.safetensors" in read and "tokenizer.json" in read
+    assert recorded["source"] == {"path": directory, "directory": os.path.abspath(directory), "files": read}
+    assert recorded["inputs"] is None and recorded["corpus"] is None and recorded["tokenizer"]["files"]
+    assert cli.main(["verify", imported]) == 0
+    assert cli.main(["keygen", "--out", str(tmp_path / "keys")]) == 0
+    out = str(tmp_path / "hf")
+    assert cli.main(["export", "--run-dir", imported, "--out", out, "--format", "huggingface",
+                     "--sign-key-file", str(tmp_path / "keys" / "signing_key.pem")]) == 0
+    with open(os.path.join(out, "manifest.json")) as file:
+        manifest = json.load(file)
+    assert manifest["format"] == "huggingface" and manifest["lineage"] == recorded
+    assert {"config.json", "model.safetensors", "vocab.json"} <= set(manifest["files"])
+    assert cli.main(["verify", out, "--public-key", str(tmp_path / "keys" / "signing_key.pub.pem")]) == 0
 
 
 def assert_transformers_reloads(out, model_class, model, tokenizer, text):

@@ -114,7 +114,7 @@ def test_an_int8_export_is_smaller_and_scores_close_to_float(lora_run, tmp_path)
 def test_adapters_only_writes_what_trains_and_it_loads_back_over_the_base(lora_run, base, tmp_path):
     out = str(tmp_path / "adapters")
     assert cli.main(["export", "--run-dir", lora_run[0], "--out", out, "--adapters-only"]) == 0
-    assert sorted(os.listdir(out)) == [lora.ADAPTERS_INFO, lora.ADAPTERS_FILE]
+    assert sorted(os.listdir(out)) == [lora.ADAPTERS_INFO, lora.ADAPTERS_FILE, "manifest.json"]
     run = Run.open(lora_run[0])
     want = logits(run.load_model()[0], TEXTS, run.tokenizer)
     model = run.build_model()

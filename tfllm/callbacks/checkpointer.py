@@ -5,8 +5,13 @@ weights, optimizer state (its step counter included), the random-generator state
 whatever `extra` state the trainer adds (the metrics logger's partial interval), and a
 fingerprint of the config and tokenizer it belongs to. The input pipeline's position follows from
 the step: the pipelines are deterministic, and a resumed run skips the batches already consumed.
+
+With a key file (`train.encrypt_key_file`) checkpoints are encrypted at rest (`tfllm.encryption`):
+written into TensorFlow's in-memory file system and sealed from there into the run dir, and
+opened into memory again to be read (`opened_checkpoint`), so their plaintext never reaches a disk.
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -17,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.callbacks.signal_flag import SignalFlag
+from tfllm.encryption import decrypt_into, encrypt_from, in_memory_directory, is_encrypted, read_key
 from tfllm.errors import TrainingInterrupted, UserError
 from tfllm.files import write_atomically
 from tfllm.lora import checkpointed_weights
@@ -48,10 +54,12 @@ class Checkpointer(keras.callbacks.Callback):
         handle_signals: bool. Install the SIGTERM/SIGINT handlers while training runs.
         base: the `base_record` of the checkpoint whose frozen weights the adapters train on, or
             None: a LoRA run's checkpoints hold only what trains, and name its base.
+        key_file: str or None. Encrypt every checkpoint with the key in this file
+            (`EncryptedCheckpointManager`).
     """
 
     def __init__(self, directory, keep=3, monitor="val_loss", mode="min", every=0, extra=None,
-                 fingerprint="", handle_signals=False, base=None):
+                 fingerprint="", handle_signals=False, base=None, key_file=None):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
@@ -64,6 +72,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.fingerprint = fingerprint
         self.handle_signals = handle_signals
         self.base = base
+        self.key_file = key_file
         self.best_value = read_best(directory, monitor, mode)
         self.interrupted_at = None
         self._signals = SignalFlag()
@@ -78,12 +87,13 @@ class Checkpointer(keras.callbacks.Callback):
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self._checkpoint = training_checkpoint(self.model, self.extra, self.fingerprint, self.base)
-        self._latest = tf.train.CheckpointManager(
-            self._checkpoint, os.path.join(self.directory, LATEST_DIR), max_to_keep=self.keep
-        )
-        self._best = tf.train.CheckpointManager(
-            self._checkpoint, os.path.join(self.directory, BEST_DIR), max_to_keep=1
-        )
+        if self.key_file:
+            key = read_key(self.key_file)
+            manager = lambda directory, keep: EncryptedCheckpointManager(self._checkpoint, directory, keep, key)
+        else:
+            manager = lambda directory, keep: tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=keep)
+        self._latest = manager(os.path.join(self.directory, LATEST_DIR), self.keep)
+        self._best = manager(os.path.join(self.directory, BEST_DIR), 1)
         self._signals.number = None
         if self.handle_signals:
             self._signals.install()
@@ -136,6 +146,75 @@ class Checkpointer(keras.callbacks.Callback):
             self._best.save(checkpoint_number=step)
             info_path = os.path.join(self.directory, BEST_DIR, "best.json")
             write_atomically(info_path, json.dumps({"step": step, self.monitor: self.best_value}))
+
+
+class EncryptedCheckpointManager:
+    """`tf.train.CheckpointManager`'s `save` and `latest_checkpoint` for checkpoints encrypted
+    at rest, in the same layout: `directory/ckpt-STEP.index`, `.data-*` and the `checkpoint`
+    state file, which names them (and stays readable, so `tf.train.latest_checkpoint` and
+    `checkpoints_in` find them).
+
+    A checkpoint is written into memory (`ram://`), each of its files sealed under `key` with
+    its own name as associated data and renamed into place, the index last: a crash leaves no
+    index, so readers skip it. Then the state file is rewritten and checkpoints beyond `keep`
+    deleted, as `CheckpointManager` does.
+    """
+
+    def __init__(self, checkpoint, directory, keep, key):
+        self._checkpoint = checkpoint
+        # Created on first use: `CheckpointManager`'s checkpoints hold it, and a restore expects it.
+        checkpoint.save_counter  # noqa: B018
+        self.directory = directory
+        self.keep = keep
+        self.key = key
+        os.makedirs(directory, exist_ok=True)
+        self._kept = checkpoints_in(directory)
+
+    @property
+    def latest_checkpoint(self):
+        return self._kept[-1] if self._kept else None
+
+    def save(self, checkpoint_number):
+        path = os.path.join(self.directory, f"ckpt-{checkpoint_number}")
+        name = os.path.basename(path)
+        with in_memory_directory("tfllm-checkpoint") as scratch:
+            written = self._checkpoint.write(f"{scratch}/{name}")
+            data = sorted(tf.io.gfile.glob(f"{written}.data-*"))
+            for source in data + [f"{written}.index"]:
+                target = os.path.join(self.directory, os.path.basename(source))
+                encrypt_from(source, target, self.key, os.path.basename(source))
+        self._kept = [p for p in self._kept if p != path] + [path]
+        stale, self._kept = self._kept[:-self.keep], self._kept[-self.keep:]
+        # The text form of the `CheckpointState` proto, names relative to the directory, as
+        # `CheckpointManager` writes it.
+        state = "".join(f"all_model_checkpoint_paths: {json.dumps(os.path.basename(p))}\n" for p in self._kept)
+        write_atomically(os.path.join(self.directory, "checkpoint"),
+                         f"model_checkpoint_path: {json.dumps(name)}\n{state}")
+        for old in stale:
+            for file in tf.io.gfile.glob(f"{old}.index") + tf.io.gfile.glob(f"{old}.data-*"):
+                tf.io.gfile.remove(file)
+        return path
+
+
+@contextlib.contextmanager
+def opened_checkpoint(path, key_file=None):
+    """Yields a path TensorFlow reads the checkpoint `path` from: `path` itself, or, for an
+    encrypted checkpoint, its files opened with the key in `key_file` into memory (`ram://`)
+    for the time of the `with`. `UserError` of one line when the key is missing or wrong, or a
+    file changed."""
+    index = f"{path}.index"
+    if not (os.path.isfile(index) and is_encrypted(index)):
+        yield path
+        return
+    if not key_file:
+        raise UserError(f"checkpoint {path} is encrypted; pass --encrypt-key-file with its key, or set "
+                        "train.encrypt_key_file in the run's config.yaml")
+    key = read_key(key_file)
+    name = os.path.basename(path)
+    with in_memory_directory("tfllm-checkpoint") as scratch:
+        for source in sorted(tf.io.gfile.glob(f"{path}.data-*")) + [index]:
+            decrypt_into(source, key, os.path.basename(source), f"{scratch}/{os.path.basename(source)}")
+        yield f"{scratch}/{name}"
 
 
 def _finite(logs):
@@ -203,22 +282,26 @@ def _damaged(path, error):
     )
 
 
-def restore_training_state(model, path, extra=None):
-    """Restore everything `training_checkpoint` saved; returns the stored fingerprint."""
+def restore_training_state(model, path, extra=None, key_file=None):
+    """Restore everything `training_checkpoint` saved (encrypted: with the key in `key_file`);
+    returns the stored fingerprint."""
     checkpoint = training_checkpoint(model, extra)
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        with opened_checkpoint(path, key_file) as readable:
+            checkpoint.restore(readable).assert_existing_objects_matched()
     except _CHECKPOINT_MISMATCH as e:
         raise _damaged(path, e) from None
     return checkpoint.run.fingerprint.numpy().decode("utf-8")
 
 
-def restore_weights(model, path):
+def restore_weights(model, path, key_file=None):
     """Load the model weights of a training checkpoint (`checkpointed_weights`: a LoRA run's
-    checkpoint holds what trains); every one of them must be found."""
+    checkpoint holds what trains; encrypted: with the key in `key_file`); every one of them
+    must be found."""
     try:
-        status = tf.train.Checkpoint(model=variables_in_order(checkpointed_weights(model))).restore(path)
-        status.expect_partial().assert_existing_objects_matched()
+        with opened_checkpoint(path, key_file) as readable:
+            status = tf.train.Checkpoint(model=variables_in_order(checkpointed_weights(model))).restore(readable)
+            status.expect_partial().assert_existing_objects_matched()
     except _CHECKPOINT_MISMATCH as e:
         raise _damaged(path, e) from None
     return model
@@ -251,16 +334,19 @@ def checkpoint_fingerprint(path):
         return ""
 
 
-def read_base(path):
-    """The `base_record` stored in the checkpoint `path`, or None (a run that trains every weight)."""
+def read_base(path, key_file=None):
+    """The `base_record` stored in the checkpoint `path` (encrypted: opened with the key in
+    `key_file`), or None (a run that trains every weight)."""
+    names = {key: f"run/base_{key}/.ATTRIBUTES/VARIABLE_VALUE" for key in BASE_KEYS}
     try:
-        reader = tf.train.load_checkpoint(path)
+        with opened_checkpoint(path, key_file) as readable:
+            # Not `tf.train.load_checkpoint`: it takes a `ram://` prefix for a directory.
+            reader = tf.compat.v1.train.NewCheckpointReader(readable)
+            if not all(reader.has_tensor(name) for name in names.values()):
+                return None
+            return {key: reader.get_tensor(name).decode("utf-8") for key, name in names.items()}
     except (tf.errors.OpError, ValueError) as e:
         raise _damaged(path, e) from None
-    names = {key: f"run/base_{key}/.ATTRIBUTES/VARIABLE_VALUE" for key in BASE_KEYS}
-    if not all(reader.has_tensor(name) for name in names.values()):
-        return None
-    return {key: reader.get_tensor(name).decode("utf-8") for key, name in names.items()}
 
 
 def check_base(base, path):

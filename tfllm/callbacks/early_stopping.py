@@ -38,14 +38,16 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         state: from `early_stopping_state()`, tracked by the training checkpoint.
         total_steps: int. The optimizer step at which training ends.
         best_checkpoint: callable returning the path of the run's best checkpoint, or None.
+        key_file: str or None. The key file of the run's encrypted checkpoints.
         **kwargs: `monitor`, `mode`, `patience`, ... of `keras.callbacks.EarlyStopping`.
     """
 
-    def __init__(self, state, total_steps, best_checkpoint=lambda: None, **kwargs):
+    def __init__(self, state, total_steps, best_checkpoint=lambda: None, key_file=None, **kwargs):
         super().__init__(restore_best_weights=True, **kwargs)
         self.state = state
         self.total_steps = total_steps
         self.best_checkpoint = best_checkpoint
+        self.key_file = key_file
         self._continuing = False
 
     def on_train_begin(self, logs=None):
@@ -65,7 +67,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if not path:
             return None
         current = self.model.get_weights()
-        best = restore_weights(self.model, path).get_weights()
+        best = restore_weights(self.model, path, self.key_file).get_weights()
         self.model.set_weights(current)
         return best
 

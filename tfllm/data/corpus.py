@@ -9,7 +9,7 @@ the text with no parsing step.
 
 import hashlib
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import tensorflow as tf
 
@@ -30,6 +30,7 @@ def prepare_corpus(
     cleaner: Cleaner,
     blank_line_documents: bool = False,
     docs_per_shard: int = 4096,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> CorpusStats:
     """Writes `out_dir/{train,val}-NNNNN.tfrecord` and `out_dir/stats.json`.
 
@@ -41,8 +42,12 @@ def prepare_corpus(
     validation document identical to a training one is dropped as a duplicate.
 
     Everything is written to a temporary sibling of `out_dir` that replaces it
-    at the end; an existing `out_dir` must be empty or a prepared corpus.
-    `cleaner` is stateful: pass a fresh one.
+    at the end; an existing `out_dir` must be empty or a prepared corpus. Samples
+    of what cleaning removed or redacted go to `out_dir/removed/<reason>.jsonl`
+    (`Cleaner.save_removed`), only for reasons that have some.
+    `cleaner` is stateful: pass a fresh one. `progress`, when given, is called
+    after each document is read with the documents and UTF-8 bytes of text read
+    so far (both corpora together, before cleaning).
     """
     if val_path is None and not 0.0 < val_fraction < 1.0:
         raise UserError(
@@ -56,13 +61,14 @@ def prepare_corpus(
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     with staging_directory(out_dir) as work_dir:
         writers = {split: _ShardWriter(work_dir, split, docs_per_shard) for split in SPLITS}
-        documents = iter_documents(path, blank_line_documents)
+        read = [0, 0]  # documents, bytes: carried from `path` over to `val_path`
+        documents = _reported(iter_documents(path, blank_line_documents), progress, read)
         if val_path is None:
             _write(documents, cleaner, writers["train"], writers["val"], val_fraction=val_fraction, seed=seed)
         else:
             _write(documents, cleaner, writers["train"])
             _check_not_empty(writers, cleaner, path, val_path, val_fraction, training_only=True)
-            _write(iter_documents(val_path, blank_line_documents), cleaner, writers["val"])
+            _write(_reported(iter_documents(val_path, blank_line_documents), progress, read), cleaner, writers["val"])
         for writer in writers.values():
             writer.close()
         _check_not_empty(writers, cleaner, path, val_path, val_fraction, training_only=False)
@@ -80,6 +86,8 @@ def prepare_corpus(
             cleaner=cleaner.get_config(),
         )
         stats.save(work_dir)
+        # Inside the staging directory: the samples appear with the corpus or not at all.
+        cleaner.save_removed(work_dir)
     return CorpusStats.load(out_dir)
 
 
@@ -104,6 +112,21 @@ def _write(documents, cleaner, writer, val_writer=None, *, val_fraction=0.0, see
             val_writer.write(data, len(text))
         else:
             writer.write(data, len(text))
+
+
+def _reported(documents, progress, read):
+    """`documents`, counted into `read` and told to `progress` as they are read."""
+    if progress is None:
+        yield from documents
+        return
+    for document in documents:
+        text = document.text
+        read[0] += 1
+        # The readers hand over text, not file offsets; an ASCII str's length is its UTF-8 size,
+        # which saves encoding most documents a second time.
+        read[1] += len(text) if text.isascii() else len(text.encode("utf-8"))
+        progress(read[0], read[1])
+        yield document
 
 
 def _hash_fraction(data: bytes, key: bytes) -> float:

@@ -27,7 +27,8 @@ class CorpusStats:
         chars: characters per split.
         bytes: UTF-8 bytes per split.
         files: absolute shard paths per split, in order.
-        cleaning: the `Cleaner` counts (see `tfllm.data.cleaning.COUNT_KEYS`).
+        cleaning: the `Cleaner` counts (see `tfllm.data.cleaning.COUNT_KEYS`);
+            corpora prepared before a count existed lack it.
         cleaner: the `Cleaner` settings used.
 
     Example:
@@ -65,10 +66,30 @@ class CorpusStats:
             for split in SPLITS
         )
         c = self.cleaning
+        # Corpora prepared before a step existed have no count for it: `get`, not `[]`.
+        dropped = [
+            f"{c['dropped_empty']:,} empty",
+            f"{c['dropped_too_short']:,} too short",
+            f"{c['dropped_duplicate']:,} duplicates",
+        ]
+        quality = c.get("quality", {})
+        for count, what in (
+            (c.get("near_duplicate", 0), "near duplicates"),
+            (sum(quality.values()), "low quality" + _by_kind(quality)),
+            (c.get("blocklist", {}).get("dropped", 0), "blocklisted"),
+        ):
+            if count:
+                dropped.append(f"{count:,} {what}")
+        changed = ""
+        redacted = c.get("personal_data", {})
+        if sum(redacted.values()):
+            changed += f"; redacted {sum(redacted.values()):,} personal data{_by_kind(redacted)}"
+        masked = c.get("blocklist", {}).get("masked", 0)
+        if masked:
+            changed += f"; masked {masked:,} blocklisted spans"
         return (
             f"Corpus {self.source}: {splits}; cleaning kept {c['kept']:,} of {c['documents_in']:,} documents "
-            f"(dropped {c['dropped_empty']:,} empty, {c['dropped_too_short']:,} too short, "
-            f"{c['dropped_duplicate']:,} duplicates)"
+            f"(dropped {', '.join(dropped)}){changed}"
         )
 
     def to_json(self) -> dict:
@@ -100,3 +121,9 @@ class CorpusStats:
             split: [os.path.join(out_dir, name) for name in names] for split, names in content["files"].items()
         }
         return cls(out_dir=out_dir, **content)
+
+
+def _by_kind(counts: dict) -> str:
+    """The non-zero counts of a per-kind mapping, as ` (2 email, 1 phone)`."""
+    parts = [f"{count:,} {kind}" for kind, count in counts.items() if count]
+    return f" ({', '.join(parts)})" if parts else ""

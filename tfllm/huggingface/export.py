@@ -31,10 +31,11 @@ def family_of(backbone):
     raise UserError(f"this model's architecture is no Hugging Face family tfllm writes ({wanted})")
 
 
-def save_pretrained(model, directory, tokenizer=None):
+def save_pretrained(model, directory, tokenizer=None, finish=None):
     """Write `config.json` and `model.safetensors` (float32) of `model`, a `CausalLM` (or a BERT-
     shaped `MaskedLM`, or a BART-shaped `Seq2SeqLM`), and the files of `tokenizer` when given,
-    into `directory`, which must not exist; it appears whole or not at all."""
+    into `directory`, which must not exist; it appears whole or not at all. `finish(staging)`
+    is called once the files are in, before the directory appears (a manifest of them)."""
     backbone = model.backbone
     family = family_of(backbone)
     tensors = {}
@@ -52,6 +53,8 @@ def save_pretrained(model, directory, tokenizer=None):
                       indent=2)
         if tokenizer is not None:
             save_checkpoint_tokenizer(tokenizer, staging)
+        if finish is not None:
+            finish(staging)
     return family
 
 

@@ -1,0 +1,66 @@
+"""The library's manifest: excluded paths, digests reused only while a file is unchanged, a
+stale signature removed, and the directories a path stands for."""
+
+import json
+import os
+
+from tfllm.digests import file_digests, file_stat
+from tfllm.manifest import (
+    MANIFEST_FILENAME, SIGNATURE_FILENAME, known_digests, manifest_directories, verify_manifest, write_manifest,
+)
+
+
+def make_run(directory):
+    (directory / "logs").mkdir(parents=True)
+    (directory / "weights.bin").write_bytes(b"weights")
+    (directory / "logs" / "events").write_bytes(b"event 1")
+    return directory
+
+
+def test_excluded_paths_are_left_out_and_recorded_so_a_check_leaves_them_out_too(tmp_path):
+    run = make_run(tmp_path / "run")
+    manifest = write_manifest(str(run), {"kind": "run"}, excluded=["logs"])
+    assert list(manifest["files"]) == ["weights.bin"] and manifest["excluded"] == ["logs"]
+    (run / "logs" / "events").write_bytes(b"event 1, event 2")
+    assert verify_manifest(str(run)) == []
+    (run / "weights.bin").write_bytes(b"weightz")
+    assert verify_manifest(str(run))[0].startswith("weights.bin has changed")
+
+
+def test_a_digest_is_reused_while_size_and_time_are_unchanged_and_a_check_rereads_every_byte(tmp_path):
+    run = make_run(tmp_path / "run")
+    write_manifest(str(run), {}, excluded=["logs"], reuse=True)
+    stat = file_stat(str(run / "weights.bin"))
+    # A digest recorded for the same size and time is taken as it is: the file is not read.
+    manifest = json.loads((run / MANIFEST_FILENAME).read_text())
+    manifest["files"]["weights.bin"] = "f" * 64
+    (run / MANIFEST_FILENAME).write_text(json.dumps(manifest))
+    assert known_digests(str(run)) == {"weights.bin": (*stat, "f" * 64)}
+    assert write_manifest(str(run), {}, excluded=["logs"], reuse=True)["files"]["weights.bin"] == "f" * 64
+    assert verify_manifest(str(run))[0].startswith("weights.bin has changed")
+    # Another modification time: read again.
+    os.utime(run / "weights.bin", ns=(stat[1] + 10**9, stat[1] + 10**9))
+    written = write_manifest(str(run), {}, excluded=["logs"], reuse=True)
+    assert written["files"] == file_digests(str(run), ["logs", MANIFEST_FILENAME])
+    assert verify_manifest(str(run)) == []
+
+
+def test_a_new_manifest_removes_the_signature_of_the_old_one(tmp_path):
+    run = make_run(tmp_path / "run")
+    write_manifest(str(run), {})
+    (run / SIGNATURE_FILENAME).write_text("{}")
+    assert verify_manifest(str(run)) == []  # the signature is never listed
+    write_manifest(str(run), {})
+    assert not (run / SIGNATURE_FILENAME).exists()
+
+
+def test_a_path_stands_for_itself_or_for_its_numbered_versions(tmp_path):
+    run = make_run(tmp_path / "run")
+    assert manifest_directories(str(run)) == []
+    write_manifest(str(run), {})
+    assert manifest_directories(str(run)) == [str(run)]
+    for version in ("10", "2", "tmp"):
+        (tmp_path / "export" / version).mkdir(parents=True)
+    assert manifest_directories(str(tmp_path / "export")) == [str(tmp_path / "export" / "2"),
+                                                              str(tmp_path / "export" / "10")]
+    assert manifest_directories(str(tmp_path / "missing")) == []
