@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfllm.encryption import decrypt_into, encrypt_from, in_memory_directory, is_encrypted, read_key
 from tfllm.errors import UserError
-from tfllm.export.manifest import MANIFEST_FILENAME, read_manifest
+from tfllm.manifest import MANIFEST_FILENAME, read_manifest
 
 ALGORITHM = "AES-256-GCM"
 ENCRYPTED_DIRECTORIES = ("variables", "assets")

@@ -32,7 +32,7 @@ from tfllm.errors import UserError
 from tfllm.export.classify_module import ClassifyModule
 from tfllm.export.encrypted_export import save_encrypted
 from tfllm.export.generation_module import GenerationModule
-from tfllm.export.manifest import read_manifest, write_manifest
+from tfllm.manifest import read_manifest, write_manifest
 from tfllm.files import staging_directory
 from tfllm.run import Run
 from tfllm.signing import load_private_key, sign_manifest

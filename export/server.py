@@ -53,7 +53,7 @@ from werkzeug.serving import make_server
 
 from tfllm.export.access import Access, AccessControl, RequestHandler, serve_tls
 from tfllm.export.encrypted_export import load_saved_model
-from tfllm.export.manifest import MANIFEST_FILENAME, read_manifest, verify_manifest
+from tfllm.manifest import MANIFEST_FILENAME, read_manifest, verify_manifest
 from tfllm.export.rest_api import RestApi
 from tfllm.errors import UserError
 

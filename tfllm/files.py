@@ -1,10 +1,12 @@
 """Durable writes: a crash never leaves a file or directory half-written.
 
 Every file a run, an evaluation or an export writes goes through `write_atomically` (one file)
-or `staging_directory` (a directory built whole beside its target, then renamed into place).
+or `staging_directory` (a directory built whole beside its target, then renamed into place);
+`read_json_if_present` reads back what they wrote.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +30,15 @@ def write_atomically(path, content, mode=None):
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def read_json_if_present(path):
+    """The JSON content of `path`, or None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except FileNotFoundError:
+        return None
 
 
 def _default_file_mode():

@@ -31,7 +31,7 @@ from tfllm.data.builtin import is_builtin
 from tfllm.data.readers import resolve_files
 from tfllm.digests import file_digests, sha256_of_digests, sha256_of_file
 from tfllm.errors import UserError
-from tfllm.files import write_atomically
+from tfllm.files import read_json_if_present, write_atomically
 from tfllm.manifest import MANIFEST_FILENAME, known_digests
 
 LINEAGE_FILENAME = "lineage.json"
@@ -151,11 +151,7 @@ def record(run_path, lineage):
 
 def read(run_path):
     """The run's lineage as a dict, or None when it has none."""
-    path = os.path.join(run_path, LINEAGE_FILENAME)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    return read_json_if_present(os.path.join(run_path, LINEAGE_FILENAME))
 
 
 def _write(run_path, lineage):

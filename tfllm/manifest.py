@@ -12,7 +12,7 @@ import json
 import os
 
 from tfllm.digests import file_digests, file_stat
-from tfllm.files import write_atomically
+from tfllm.files import read_json_if_present, write_atomically
 
 MANIFEST_FILENAME = "manifest.json"
 SIGNATURE_FILENAME = "manifest.json.sig"
@@ -48,11 +48,7 @@ def write_manifest(directory, description, excluded=(), reuse=False):
 
 def read_manifest(directory):
     """The manifest of `directory` as a dict, or None when it has none."""
-    path = os.path.join(directory, MANIFEST_FILENAME)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    return read_json_if_present(os.path.join(directory, MANIFEST_FILENAME))
 
 
 def known_digests(directory):

@@ -125,3 +125,18 @@ def test_bad_settings_are_refused(kwargs, message):
 def test_get_config_round_trips():
     near = NearDuplicateFilter(threshold=0.7, ngram=3, num_perm=32, seed=5)
     assert NearDuplicateFilter(**near.get_config()).get_config() == near.get_config()
+
+
+def test_lsh_candidates_below_the_threshold_are_kept():
+    # LSH bands tuned for 0.8 also return many pairs a little below it as candidates; each must
+    # be checked against the threshold. 40 pairs at an exact Jaccard of 84 / 116 = 0.72 (ngram 1:
+    # word sets 0..99 and 16..115, each pair on words of its own); without the check 7 are dropped.
+    near = NearDuplicateFilter(threshold=0.8, ngram=1)
+    dropped = 0
+    for pair in range(40):
+        base = pair * 1000
+        a, b = numbered_words(base, base + 100), numbered_words(base + 16, base + 116)
+        assert abs(exact_jaccard(a, b, 1) - 84 / 116) < 1e-9
+        assert near.check(a, key=("a", pair)) is None
+        dropped += near.check(b, key=("b", pair)) is not None
+    assert dropped == 0

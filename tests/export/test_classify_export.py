@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.export.manifest import read_manifest, verify_manifest
+from tfllm.manifest import read_manifest, verify_manifest
 from tfllm.export.server import ModelServer, load_servable
 from tests.export.test_server import request
 from tests.trainers.test_evaluate import labeled_records, masked_lm_run, train_classifier, write_jsonl

@@ -18,7 +18,7 @@ from tfllm.config import load_config, save_config
 from tfllm.encryption import encrypt_file, is_encrypted, read_key, write_new_key
 from tfllm.errors import UserError
 from tfllm.export.encrypted_export import load_saved_model
-from tfllm.export.manifest import MANIFEST_FILENAME
+from tfllm.manifest import MANIFEST_FILENAME
 from tfllm.export.server import ModelServer, load_servable
 
 SEALED = ["variables/variables.data-00000-of-00001", "variables/variables.index"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfllm.export.manifest import read_manifest, verify_manifest
+from tfllm.manifest import read_manifest, verify_manifest
 from tfllm.export.saved_model import next_version
 from tests.export.export_testing import MAX_LENGTH, PROMPTS
 from tfllm import cli
@@ -211,7 +211,7 @@ def test_the_fresh_process_needs_no_tfllm_or_keras_hub_and_the_server_no_model_c
     assert fresh["modules"] == []
     assert fresh["server_modules"] == ["tfllm", "tfllm.digests", "tfllm.encryption", "tfllm.errors", "tfllm.export",
                                        "tfllm.export.access", "tfllm.export.encrypted_export",
-                                       "tfllm.export.json_tensors", "tfllm.export.manifest", "tfllm.export.request_batcher",
+                                       "tfllm.export.json_tensors", "tfllm.export.request_batcher",
                                        "tfllm.export.rest_api", "tfllm.export.server", "tfllm.files",
                                        "tfllm.manifest"]
     assert fresh["served"] == {"outputs": fresh["generate"]["greedy_4"]}

@@ -18,6 +18,10 @@ from tfllm.data.quality import RULES, QualityFilter
 _CONTROL_CHARS = {
     cp: None for cp in range(0x100) if unicodedata.category(chr(cp)) == "Cc" and chr(cp) not in "\n\t"
 }
+# `str.translate` has a fast path for ASCII text only: on a document with one character that is
+# not ASCII it costs 40x a search for a control character (830 against 19 us for 5.7 KB), so
+# documents are searched first and translated only when they hold one.
+_CONTROL_CHAR = re.compile("[" + "".join(re.escape(chr(cp)) for cp in _CONTROL_CHARS) + "]")
 # Four line breaks in a row are three blank lines; keep two.
 _BLANK_RUN = re.compile(r"\n{4,}")
 
@@ -194,7 +198,8 @@ class Cleaner:
             text = normalized
         if self.drop_control_chars:
             length = len(text)
-            text = text.translate(_CONTROL_CHARS)
+            if _CONTROL_CHAR.search(text):
+                text = text.translate(_CONTROL_CHARS)
             counts["control_chars_removed"] += length - len(text)
         # After control-char removal, which can join a letter to its combining mark.
         if self.normalize_unicode and not unicodedata.is_normalized("NFC", text):
