@@ -26,18 +26,19 @@ PRIVATE_KEY_FILENAME = "signing_key.pem"
 PUBLIC_KEY_FILENAME = "signing_key.pub.pem"
 
 
-def load_private_key(path):
-    """The Ed25519 private key in the PEM file `path`; a `UserError` saying what is wrong."""
+def load_private_key(path, flag="--sign-key-file"):
+    """The Ed25519 private key in the PEM file `path`; a `UserError` naming `flag` and saying what
+    is wrong."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        key = serialization.load_pem_private_key(_read(path, "--sign-key-file"), password=None)
+        key = serialization.load_pem_private_key(_read(path, flag), password=None)
     except (ValueError, TypeError) as error:
-        raise UserError(f"--sign-key-file {path} is not an unencrypted PEM private key ({error}); make one with "
+        raise UserError(f"{flag} {path} is not an unencrypted PEM private key ({error}); make one with "
                         "`tfllm keygen --out DIR`") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"--sign-key-file {path} holds a {type(key).__name__}, not an Ed25519 key; make one with "
+        raise UserError(f"{flag} {path} holds a {type(key).__name__}, not an Ed25519 key; make one with "
                         "`tfllm keygen --out DIR`")
     return key
 

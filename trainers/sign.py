@@ -19,7 +19,7 @@ from tfllm.signing import key_id, load_private_key, sign_manifest
 
 
 def run(args):
-    key = load_private_key(args.key_file)
+    key = load_private_key(args.key_file, "--key-file")
     directories = manifest_directories(args.path)
     if not directories:
         raise UserError(f"{args.path} has no {MANIFEST_FILENAME}; sign a run dir or an export written by tfllm "

@@ -150,3 +150,4 @@ def test_a_bad_key_file_is_one_line_exit_2(run_copy, tmp_path, capsys):
     assert cli.main(["sign", str(run_copy), "--key-file", str(tmp_path / "not-a-key.pem")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "is not an unencrypted PEM private key" in err[0]
+    assert err[0].startswith(f"tfllm sign: error: --key-file {tmp_path / 'not-a-key.pem'} "), err[0]
