@@ -41,6 +41,7 @@ from werkzeug.wrappers import Response
 
 from tfllm.errors import UserError
 from tfllm.export.rest_api import REQUEST_DOCUMENT
+from tfllm.files import read_user_file
 
 # A key a client can send in one header: printable ASCII, no spaces (RFC 6750's token68 and more).
 _KEY = re.compile(r"[\x21-\x7e]+")
@@ -250,13 +251,8 @@ def request_texts(document, limit):
 def read_api_keys(path):
     """SHA-256 digests of the keys in `path`, one per line (blank lines ignored); a `UserError`
     naming the file, never a key, when there are none or one cannot be sent in a header."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines()
-    except OSError as error:
-        raise UserError(f"cannot read --api-key-file {path}: {error.strerror}; pass a file that holds a key") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--api-key-file {path} is not UTF-8 text; write one key per line in printable ASCII") from None
+    lines = read_user_file(path, "--api-key-file", "pass a file that holds one key per line, in printable ASCII"
+                           ).splitlines()
     digests = []
     for number, line in enumerate(lines, 1):
         key = line.strip()

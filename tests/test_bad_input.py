@@ -270,7 +270,7 @@ GENERATE_CASES = [
          "{d}/p.jsonl:1 is not valid JSON (Invalid control character at column 14)",
          "generate-prompts-file-control-character"),
     case(lambda env, d: ["generate", "--run-dir", env.run, "--prompts-file", write(d, "p.txt", b"\x89PNG\xff\x00")],
-         "--prompts-file {d}/p.txt is not valid UTF-8", "generate-prompts-file-binary"),
+         "--prompts-file {d}/p.txt is not UTF-8 text", "generate-prompts-file-binary"),
     case(lambda env, d: ["generate", "--run-dir", env.run, "--prompt", "x", "--top-p", "1.5"],
          "--top-p 1.5 is invalid", "generate-top-p-out-of-range"),
     case(lambda env, d: ["generate", "--run-dir", env.run, "--prompt", "x", "--max-new-tokens", "ten"],

@@ -104,3 +104,20 @@ def test_staging_directory_leaves_the_target_and_no_stray_entry_when_the_body_ra
 
 def mode_of(path):
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_user_file_that_cannot_be_read_is_one_line_naming_its_flag(tmp_path):
+    from tfllm.errors import UserError
+    from tfllm.files import read_user_file
+
+    (tmp_path / "ok.txt").write_text("é\n", encoding="utf-8")
+    assert read_user_file(str(tmp_path / "ok.txt"), "--flag", "hint") == "é\n"
+    assert read_user_file(str(tmp_path / "ok.txt"), "--flag", "hint", binary=True) == "é\n".encode()
+    (tmp_path / "latin1.txt").write_bytes(b"\xe9\n")
+    for path, says in ((tmp_path / "missing.txt", "cannot read --flag "), (tmp_path / "latin1.txt", "is not UTF-8"),
+                       (tmp_path, "cannot read --flag ")):
+        with pytest.raises(UserError) as error:
+            read_user_file(str(path), "--flag", "pass another")
+        message = str(error.value)
+        assert says in message and str(path) in message and message.endswith("pass another")
+        assert message.splitlines() == [message]

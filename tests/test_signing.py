@@ -63,7 +63,7 @@ def test_keys_are_never_overwritten_and_other_key_types_are_refused(tmp_path):
     (tmp_path / "ec.pem").write_bytes(other)
     with pytest.raises(UserError, match="not an Ed25519 key"):
         load_private_key(str(tmp_path / "ec.pem"))
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(UserError, match="cannot read --public-key"):
         load_public_key(str(tmp_path / "missing.pem"))
     with pytest.raises(UserError, match="not a PEM public key"):
         load_public_key(str(tmp_path / "signing_key.pem"))

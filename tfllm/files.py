@@ -11,6 +11,8 @@ import os
 import shutil
 import tempfile
 
+from tfllm.errors import UserError
+
 
 def write_atomically(path, content, mode=None):
     """Write `content` (str as UTF-8, or bytes) to `path` through a temporary sibling and a rename.
@@ -30,6 +32,18 @@ def write_atomically(path, content, mode=None):
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def read_user_file(path, what, hint, binary=False):
+    """The content of a file the user named (text unless `binary`); one `UserError` line naming
+    `what` (its flag or key) and `path`, then `hint`, when it cannot be read or is not UTF-8."""
+    try:
+        with open(path, "rb" if binary else "r", **({} if binary else {"encoding": "utf-8"})) as file:
+            return file.read()
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror or type(error).__name__}; {hint}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{what} {path} is not UTF-8 text ({error.reason}); {hint}") from None
 
 
 def read_json_if_present(path):

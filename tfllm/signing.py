@@ -20,6 +20,7 @@ import os
 from tfllm.errors import UserError
 from tfllm.files import write_atomically
 from tfllm.manifest import MANIFEST_FILENAME, SIGNATURE_FILENAME
+from tfllm.files import read_user_file
 
 ALGORITHM = "Ed25519"
 PRIVATE_KEY_FILENAME = "signing_key.pem"
@@ -59,11 +60,7 @@ def load_public_key(path):
 
 
 def _read(path, flag):
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as error:
-        raise UserError(f"{flag} {path} cannot be read: {error.strerror}; pass an existing key file") from None
+    return read_user_file(path, flag, "pass an existing key file", binary=True)
 
 
 def key_id(public_key):

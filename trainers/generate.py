@@ -30,6 +30,7 @@ from tfllm.generator import Generator, cut_at_stop_strings
 from tfllm.run import Run
 from tfllm.samplers import get_sampler
 from tfllm.samplers.validation import flag_error
+from tfllm.files import read_user_file
 
 SEPARATOR = "-" * 40
 
@@ -70,13 +71,7 @@ def generation_run(run_dir, encrypt_key_file=None):
 
 def read_prompts(path):
     """The prompts of a .txt (one per non-blank line) or .jsonl ("prompt" per line) file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read --prompts-file {path}: {e.strerror}; pass an existing file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"--prompts-file {path} is not valid UTF-8 ({e.reason}); re-encode it as UTF-8") from None
+    lines = read_user_file(path, "--prompts-file", "pass an existing UTF-8 file").splitlines()
     if not path.endswith(".jsonl"):
         prompts = [line for line in lines if line.strip()]
     else:

@@ -4,6 +4,7 @@ import re
 from typing import Optional
 
 from tfllm.errors import UserError
+from tfllm.files import read_user_file
 
 ACTIONS = ("drop", "mask")
 MASK = "<BLOCKED>"
@@ -82,15 +83,8 @@ class Blocklist:
 
 def read_phrases(path: str) -> list:
     """The phrases of a blocklist file, lowercased and with single spaces."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise UserError(
-            f"data.blocklist={path!r} cannot be read ({reason}); give a UTF-8 file of words or phrases, "
-            "one per line, or set data.blocklist to null."
-        ) from None
+    lines = read_user_file(path, "data.blocklist", "give a UTF-8 file of words or phrases, one per line, or set "
+                           "data.blocklist to null").splitlines()
     phrases = {" ".join(line.lower().split()) for line in lines if line.strip() and not line.lstrip().startswith("#")}
     if not phrases:
         raise UserError(
