@@ -137,13 +137,17 @@ def test_key_ids_tell_keys_apart(key, tmp_path):
     assert Key("elsewhere", key.secret).key_id == key.key_id
 
 
-def test_the_key_command_writes_a_key_and_refuses_to_overwrite(tmp_path, capsys):
+def test_keygen_writes_a_key_and_refuses_to_overwrite(tmp_path, capsys):
+    from tfllm import cli
+
     path = str(tmp_path / "new.key")
-    assert encryption.main([path]) == 0
+    assert cli.main(["keygen", "--encrypt-key-file", path]) == 0
     assert read_key(path).key_id in capsys.readouterr().out
-    assert encryption.main([path]) == 2
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert cli.main(["keygen", "--encrypt-key-file", path]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    assert encryption.main([]) == 2
+    assert cli.main(["keygen"]) == 2
+    assert "nothing to make" in capsys.readouterr().err
 
 
 def test_in_memory_directories_are_tensorflow_paths_removed_on_exit(key, tmp_path):

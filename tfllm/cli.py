@@ -120,7 +120,7 @@ def add_decoding_arguments(p):
 def add_key_file_argument(p, help):
     """--encrypt-key-file, the one name on every verb of the key file that encrypts weights at rest."""
     p.add_argument("--encrypt-key-file", default=None, metavar="KEY",
-                   help=f"{help}; a key file holds 64 hex digits: `openssl rand -hex 32 > KEY`")
+                   help=f"{help}; a key file holds 64 hex digits: `tfllm keygen --encrypt-key-file KEY`")
 
 
 def add_evaluate(sub):
@@ -232,9 +232,13 @@ def add_sign(sub):
 
 
 def add_keygen(sub):
-    p = sub.add_parser("keygen", help="make an Ed25519 key pair for tfllm sign / export --sign-key-file",
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for tfllm sign / export --sign-key-file, or a key "
+                                      "file for --encrypt-key-file",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="directory for signing_key.pem and signing_key.pub.pem")
+    p.add_argument("--out", default=None, help="directory for a new signing_key.pem and signing_key.pub.pem")
+    p.add_argument("--encrypt-key-file", default=None, metavar="KEY",
+                   help="a new 256-bit key file (64 hex digits, mode 0600) for --encrypt-key-file and "
+                        "train.encrypt_key_file; an existing file is never overwritten")
     p.set_defaults(run=lazy("tfllm.trainers.keygen"))
 
 

@@ -1,7 +1,7 @@
 """Encryption at rest: files sealed with AES-256-GCM under a key file, opened only in memory.
 
     openssl rand -hex 32 > model.key && chmod 600 model.key     # a key: 64 hex digits
-    python -m tfllm.encryption model.key                        # the same, refusing to overwrite
+    tfllm keygen --encrypt-key-file model.key                   # the same, refusing to overwrite
 
 A key file holds 32 random bytes as 64 hexadecimal digits (surrounding whitespace ignored), so
 that it can be written, copied and checked with ordinary text tools.
@@ -25,7 +25,6 @@ import io
 import os
 import secrets
 import struct
-import sys
 import uuid
 
 from cryptography.exceptions import InvalidTag
@@ -42,7 +41,7 @@ TAG_BYTES = 16
 # enough that sealing a file of gigabytes needs a few megabytes of memory at a time.
 CHUNK_BYTES = 4 << 20
 _HEADER = struct.Struct(f">{len(MAGIC)}sBI{NONCE_BYTES}s")
-KEY_HINT = "write one with `openssl rand -hex 32 > KEY` or `python -m tfllm.encryption KEY`"
+KEY_HINT = "write one with `openssl rand -hex 32 > KEY` or `tfllm keygen --encrypt-key-file KEY`"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,22 +229,3 @@ def encrypt_from(source, path, key, name, context=b""):
             os.unlink(temporary)
         raise
 
-
-def main(argv=None):
-    """`python -m tfllm.encryption KEY`: writes a new key file; 2 and one line on a mistake."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m tfllm.encryption KEY_FILE   (writes a new 256-bit key, mode 0600)", file=sys.stderr)
-        return 2
-    try:
-        key = write_new_key(argv[0])
-    except UserError as error:
-        print(f"tfllm.encryption: error: {error}", file=sys.stderr)
-        return 2
-    print(f"Wrote a new key to {key.path} (key id {key.key_id}); keep a copy: without it nothing encrypted "
-          "with it can be read")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
