@@ -4,6 +4,7 @@ MFU = tokens/s x training FLOPs per token / peak FLOP/s. The FLOPs are those the
 not what the hardware did (no recomputation, no padding), as in the PaLM paper (appendix B).
 """
 
+import functools
 import os
 import time
 
@@ -102,6 +103,13 @@ def lookup_peak_flops(device_name):
     return 0.0, None
 
 
+@functools.lru_cache(maxsize=None)
+def _measured_cpu_flops(dtype):
+    """`measure_cpu_flops` once per process and dtype: the host's peak does not change between two
+    runs in one process (a notebook, a test session), and each measurement costs half a second."""
+    return measure_cpu_flops(dtype=dtype)
+
+
 def device_peak_flops(override=0.0, precision_dtype=tf.float32):
     """Peak FLOP/s of one device: `override` if set, the table for a known accelerator, else measured."""
     if override:
@@ -113,7 +121,7 @@ def device_peak_flops(override=0.0, precision_dtype=tf.float32):
         # TensorFlow does not name the TPU generation; TPU VMs set it here (v4-8, v5litepod-16).
         name = "TPU " + os.environ.get("TPU_ACCELERATOR_TYPE", "")
     else:
-        return measure_cpu_flops(dtype=precision_dtype), "measured CPU matmul"
+        return _measured_cpu_flops(precision_dtype), "measured CPU matmul"
     peak, key = lookup_peak_flops(name)
     if key is None:
         return 0.0, f"unknown device {name!r}: set train.peak_flops"
