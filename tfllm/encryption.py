@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tfllm.errors import UserError
+from tfllm.files import atomically_written
 
 KEY_BYTES = 32
 MAGIC = b"TFLLMENC"
@@ -168,17 +169,9 @@ def decrypt_stream(reader, writer, key, name, context=b"", where=None):
 
 
 def encrypt_file(path, key, name, context=b"", chunk_bytes=CHUNK_BYTES):
-    """Replaces the file `path` by its sealed form (`encrypt_stream`), through a temporary
-    sibling and a rename: a crash leaves the file as it was."""
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(path, "rb") as reader, open(temporary, "wb") as writer:
-            encrypt_stream(reader, writer, key, name, context, chunk_bytes)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    """Replaces the file `path` by its sealed form (`encrypt_stream`): a crash leaves the file
+    as it was."""
+    encrypt_from(path, path, key, name, context, chunk_bytes, opener=open)
 
 
 def decrypt_file(path, key, name, context=b"", opener=open):
@@ -214,18 +207,13 @@ def decrypt_into(path, key, name, destination, context=b""):
         decrypt_stream(reader, writer, key, name, context, where=path)
 
 
-def encrypt_from(source, path, key, name, context=b""):
-    """Seals `source`, a path TensorFlow reads (`ram://...`), into the file `path`, through a
-    temporary sibling and a rename, so that `path` is whole or absent."""
-    import tensorflow as tf
+def encrypt_from(source, path, key, name, context=b"", chunk_bytes=CHUNK_BYTES, opener=None):
+    """Seals `source`, a path TensorFlow reads (`ram://...`; `opener` for another kind), into
+    the file `path` (`tfllm.files.atomically_written`: whole or absent)."""
+    if opener is None:
+        import tensorflow as tf
 
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    try:
-        with tf.io.gfile.GFile(source, "rb") as reader, open(temporary, "wb") as writer:
-            encrypt_stream(reader, writer, key, name, context)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+        opener = tf.io.gfile.GFile
+    with opener(source, "rb") as reader, atomically_written(path) as writer:
+        encrypt_stream(reader, writer, key, name, context, chunk_bytes)
 

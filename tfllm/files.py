@@ -20,11 +20,19 @@ def write_atomically(path, content, mode=None):
     Readers see the old file or the new one, never part of either. `mode` sets the new file's
     permission bits (default: what a plain `open` would create).
     """
+    with atomically_written(path, mode) as file:
+        file.write(content.encode("utf-8") if isinstance(content, str) else content)
+
+
+@contextlib.contextmanager
+def atomically_written(path, mode=None):
+    """A binary file to write in pieces (a stream too large for memory) that replaces `path`
+    whole when the block ends, or never appears if it raises; `mode` as in `write_atomically`."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(content.encode("utf-8") if isinstance(content, str) else content)
+            yield file
         # mkstemp creates the file private (0600); give it the permissions `open` would have.
         os.chmod(temporary, _default_file_mode() if mode is None else mode)
         os.replace(temporary, path)

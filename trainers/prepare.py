@@ -33,7 +33,7 @@ def prepare(config, run_dir, written_keys=None, progress=None):
     run = Run(run_dir)
     config = Resume.follow_saved(config, run, written_keys)
     # Refuses a run dir that holds a run of other data, as `tfllm train` does.
-    Resume.find(config, run)
+    resume = Resume.find(config, run)
     task = TASKS[config.model.task]
     with run.first_start():
         run.create()
@@ -43,7 +43,9 @@ def prepare(config, run_dir, written_keys=None, progress=None):
         if not run.has_config:
             run.save_config(config)
         source, tokenizer = prepare_data(config, run, task, pretrained, progress=progress or ReadProgress())
-        record_lineage(config, run, pretrained, pretrained.checkpoints.preferred() if pretrained else None)
+        # The checkpoint train starts from too (`init_from.base_checkpoint`): the lineage is the same.
+        record_lineage(config, run, pretrained,
+                       init_from.base_checkpoint(pretrained, resume, config.train.encrypt_key_file))
     # A prepared run dir verifies (`tfllm verify`) as a trained one does.
     run.write_manifest()
     return source, tokenizer

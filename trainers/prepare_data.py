@@ -16,7 +16,7 @@ from tfllm.data.corpus_stats import CorpusStats, STATS_FILE
 from tfllm.data.example import split_examples
 from tfllm.data.labeled import LabelMap, example_texts
 from tfllm.data.near_duplicates import NearDuplicateFilter
-from tfllm.data.quality import QualityFilter
+from tfllm.data.quality import SETTINGS as QUALITY_SETTINGS, QualityFilter
 from tfllm.data.training_data import Examples
 from tfllm import lineage
 from tfllm.errors import UserError
@@ -112,17 +112,7 @@ def make_cleaner(d):
     if d.blocklist is not None:
         blocklist = Blocklist(d.blocklist, action=d.blocklist_action)
     if d.quality_filter:
-        quality = QualityFilter(
-            min_words=d.quality_min_words,
-            min_mean_word_length=d.quality_min_mean_word_length,
-            max_mean_word_length=d.quality_max_mean_word_length,
-            max_symbol_ratio=d.quality_max_symbol_ratio,
-            min_punctuated_lines=d.quality_min_punctuated_lines,
-            max_duplicate_lines=d.quality_max_duplicate_lines,
-            max_top_2gram=d.quality_max_top_2gram,
-            max_top_3gram=d.quality_max_top_3gram,
-            max_top_4gram=d.quality_max_top_4gram,
-        )
+        quality = QualityFilter(**{name: getattr(d, f"quality_{name}") for name in QUALITY_SETTINGS})
     if d.near_duplicates:
         near_duplicates = NearDuplicateFilter(
             threshold=d.near_duplicate_threshold, ngram=d.near_duplicate_ngram, num_perm=d.near_duplicate_num_perm

@@ -3,6 +3,9 @@
 from collections import Counter
 from typing import Optional
 
+# The thresholds `QualityFilter` takes; each is the config key `data.quality_<name>`.
+SETTINGS = ("min_words", "min_mean_word_length", "max_mean_word_length", "max_symbol_ratio", "min_punctuated_lines",
+            "max_duplicate_lines", "max_top_2gram", "max_top_3gram", "max_top_4gram")
 RULES = (
     "min_words",
     "mean_word_length",
@@ -94,17 +97,7 @@ class QualityFilter:
         self.max_top_4gram = max_top_4gram
 
     def get_config(self) -> dict:
-        return {
-            "min_words": self.min_words,
-            "min_mean_word_length": self.min_mean_word_length,
-            "max_mean_word_length": self.max_mean_word_length,
-            "max_symbol_ratio": self.max_symbol_ratio,
-            "min_punctuated_lines": self.min_punctuated_lines,
-            "max_duplicate_lines": self.max_duplicate_lines,
-            "max_top_2gram": self.max_top_2gram,
-            "max_top_3gram": self.max_top_3gram,
-            "max_top_4gram": self.max_top_4gram,
-        }
+        return {name: getattr(self, name) for name in SETTINGS}
 
     def failed_rule(self, text: str) -> Optional[str]:
         words = text.split()
