@@ -113,10 +113,13 @@ def of_run(run, data_paths=None, parent=None, source=None):
     corpus = directory_record(run.path, run.corpus_dir, known)
     inputs = None
     if data_paths is not None:
-        inputs = {key: input_record(path) for key, path in data_paths.items()}
+        # Compared by path before anything is read: hashing a large corpus's inputs only to
+        # keep the previous digests would read every byte for nothing.
         if previous and corpus is not None and previous.get("corpus") == corpus and \
-                _paths(previous.get("inputs")) == _paths(inputs):
+                _paths(previous.get("inputs")) == dict(data_paths):
             inputs = previous["inputs"]
+        else:
+            inputs = {key: input_record(path) for key, path in data_paths.items()}
     return {
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
