@@ -1,10 +1,28 @@
 """Tiny randomly initialised checkpoints written by `transformers` itself (PyTorch, CPU, no
 network), one per family and layout, shared by the session."""
 
+import importlib
+import importlib.util
+
 import pytest
 
-transformers = pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
+
+class ImportedOnUse:
+    """The module `name`, imported at its first attribute access. Every worker process of the
+    suite collects these files, and importing PyTorch costs each 3.6 s of CPU; only the worker
+    that runs them needs it."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+for _name in ("transformers", "torch"):
+    if importlib.util.find_spec(_name) is None:
+        pytest.importorskip(_name)  # skips these files, as when they imported it here
+transformers, torch = ImportedOnUse("transformers"), ImportedOnUse("torch")
 
 VOCAB = 96
 # initializer_range 0.3 rather than 0.02: logits of order 1, so that a wrong norm, scale or
