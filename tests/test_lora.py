@@ -26,7 +26,8 @@ def test_a_step_changes_only_the_adapters_and_the_new_head():
     added = lora.adapt(model.backbone, rank=2, alpha=4, targets=("query", "value", "mlp", "embedding"))
     assert added == 2 * 4 + 1
     # Weight decay acts on every weight the optimizer sees: the frozen ones must not be among them.
-    model.compile(optimizer=adamw(1e-2, 0.1, 0.9, 0.99), loss="auto")
+    # Eagerly: the same `train_step` and optimizer updates without tracing them (a fifth of the time).
+    model.compile(optimizer=adamw(1e-2, 0.1, 0.9, 0.99), loss="auto", run_eagerly=True)
     before = {id(w): w.numpy() for w in model.weights}
     model.fit(x, np.array([0, 1, 2, 0]), epochs=2, verbose=0)
     adapters = {id(w) for w in lora.adapter_weights(model)}
