@@ -5,6 +5,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import time
 
 import tensorflow as tf
 
-from tests.trainers.run_testing import REPO, corpus, tiny  # noqa: F401  (corpus: a fixture)
+from tests.trainers.run_testing import (  # noqa: F401  (corpus: a fixture)
+    CAUSAL_LM_RUN, CAUSAL_LM_STEPS, REPO, corpus, tiny)
 from tfllm import cli
 from tfllm.trainers import fit
 
@@ -28,26 +30,29 @@ def steps_logged(run_dir):
         return [r["step"] for r in map(json.loads, f)]
 
 
-def test_a_diverging_run_stops_at_the_step_and_resumes_from_the_last_good_checkpoint(corpus, tmp_path, capsys):  # noqa: F811
+def test_a_diverging_run_stops_at_the_step_and_resumes_from_the_last_good_checkpoint(causal_lm_run, tmp_path,
+                                                                                      capsys):
+    # A copy of the session's trained run: 4 steps, a checkpoint at step 4, metrics every 2 steps.
     run_dir = str(tmp_path / "run")
-    settings = dict(train__eval_every=5, train__checkpoint_every=5)
-    assert train(run_dir, tiny(corpus, train__steps=10, **settings), capsys)[0] == 0
+    shutil.copytree(causal_lm_run, run_dir)
     good = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
-    assert good.endswith("ckpt-10")
+    assert good.endswith(f"ckpt-{CAUSAL_LM_STEPS}") and steps_logged(run_dir) == [2, 4]
+    # Metrics every 4 steps from here on: none due between the good checkpoint and the NaN.
+    longer = [*CAUSAL_LM_RUN, "train.steps=8", "train.log_every=4"]
 
-    # A learning rate of 1e30 overflows the weights at the first update (step 11): the loss the
+    # A learning rate of 1e30 overflows the weights at the first update (step 5): the loss the
     # next step computes from them is NaN.
-    code, _, err = train(run_dir, tiny(corpus, train__steps=20, train__learning_rate=1e30, **settings), capsys)
+    code, _, err = train(run_dir, [*longer, "train.learning_rate=1e30"], capsys)
     assert code == 2 and "\n" not in err, err
-    assert "the training loss became nan at step 12" in err
+    assert "the training loss became nan at step 6" in err
     assert f"the last good checkpoint is {good}" in err and "lower train.learning_rate" in err
     assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest")) == good
-    assert steps_logged(run_dir) == [5, 10]
+    assert steps_logged(run_dir) == [2, 4]
 
-    # The run dir stays resumable: the same run with a sane learning rate continues from step 10.
-    code, out, _ = train(run_dir, tiny(corpus, train__steps=20, **settings), capsys)
-    assert code == 0 and f"Resuming from {good} (step 10)" in out
-    assert steps_logged(run_dir) == [5, 10, 15, 20]
+    # The run dir stays resumable: the same run with a sane learning rate continues from step 4.
+    code, out, _ = train(run_dir, longer, capsys)
+    assert code == 0 and f"Resuming from {good} (step 4)" in out
+    assert steps_logged(run_dir) == [2, 4, 8]
 
 
 def test_too_little_free_disk_for_the_kept_checkpoints_is_refused(corpus, tmp_path, monkeypatch, capsys):  # noqa: F811
@@ -78,7 +83,8 @@ def test_sigterm_saves_the_step_exits_130_and_the_same_command_resumes(corpus, t
     # SIGINT takes the same path (tests/callbacks/test_checkpointer.py sends both).
     signal_number = signal.SIGTERM
     run_dir = str(tmp_path / "run")
-    overrides = tiny(corpus, train__steps=2000, train__eval_every=1000, train__log_every=5)
+    # One layer: a run's time is mostly tracing, which grows with the layers.
+    overrides = tiny(corpus, model__num_layers=1, train__steps=2000, train__eval_every=1000, train__log_every=5)
     process = subprocess.Popen([sys.executable, "-m", "tfllm.cli", "train", "--run-dir", run_dir, *overrides],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -102,6 +108,6 @@ def test_sigterm_saves_the_step_exits_130_and_the_same_command_resumes(corpus, t
     assert saved.endswith(f"ckpt-{step}") and step >= 5
 
     # The same command (with a reachable end) continues from that step.
-    code, out, _ = train(run_dir, tiny(corpus, train__steps=step + 5, train__eval_every=1000, train__log_every=5),
-                         capsys)
+    code, out, _ = train(run_dir, tiny(corpus, model__num_layers=1, train__steps=step + 5, train__eval_every=1000,
+                                       train__log_every=5), capsys)
     assert code == 0 and f"Resuming from {saved} (step {step})" in out

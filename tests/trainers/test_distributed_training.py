@@ -7,8 +7,8 @@ import contextlib
 import io
 import os
 import random
+import re
 import signal
-import time
 import types
 
 import keras
@@ -33,15 +33,20 @@ from tfllm.trainers.fit import compile_model
 from tfllm.trainers.session import jit_compile
 
 
+# One layer: tracing, most of a run's time, grows with the layers, and one holds every kind of
+# weight whose training the tests below compare.
+ONE_LAYER = dict(model__num_layers=1)
+
+
 def train_in_process(corpus, strategy, run_dir, **changes):
-    """`tfllm train` on `strategy` (20 steps); returns its console output."""
+    """`tfllm train` on `strategy` (20 steps, one layer); returns its console output."""
     patch = pytest.MonkeyPatch()
     patch.setattr(distribute, "make_strategy", lambda *args: strategy)
     console = io.StringIO()
     try:
         with contextlib.redirect_stdout(console):
             code = cli.main(["train", "--run-dir", run_dir, *tiny(
-                corpus, **{"train__steps": 20, "train__eval_every": 10, **changes}
+                corpus, **{**ONE_LAYER, "train__steps": 20, "train__eval_every": 10, **changes}
             )])
     finally:
         patch.undo()
@@ -81,7 +86,7 @@ def test_mfu_and_tokens_per_sec_land_in_metrics_jsonl_and_tensorboard(mirrored_r
     run_dir, _ = mirrored_run
     config = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
     vocab = load_tokenizer(os.path.join(run_dir, "tokenizer")).vocabulary_size
-    per_token = training_flops_per_token(2, 16, 32, vocab, 16)
+    per_token = training_flops_per_token(1, 16, 32, vocab, 16)
     records = [r for r in read_metrics(run_dir) if "loss" in r]
     assert [r["step"] for r in records] == [5, 10, 15, 20]
     for r in records:
@@ -141,10 +146,10 @@ def single_process_reference(run_dir):
     return model, initial, [w.numpy() for w in model.weights]
 
 
-# The two-worker job of the tests below: long enough to be killed in the middle of its one
+# The two-worker job of the tests below: long enough to be stopped in the middle of its one
 # epoch and resumed there.
-TWO_WORKERS = dict(distribute__strategy="multi_worker", train__steps=20, train__eval_every=20, train__log_every=5,
-                   train__checkpoint_every=5, train__keep_checkpoints=10)
+TWO_WORKERS = dict(ONE_LAYER, distribute__strategy="multi_worker", train__steps=20, train__eval_every=20,
+                   train__log_every=5, train__checkpoint_every=5, train__keep_checkpoints=10)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +177,7 @@ def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(t
     assert {"config.yaml", "checkpoints", "logs", "metrics.jsonl"} <= set(os.listdir(chief))
     assert not worker.exists()  # the other worker prepares its data in a private temporary directory
     # Two CPU workers: the global throughput is measured against two hosts' peaks.
-    per_token = training_flops_per_token(2, 16, 32, model.backbone.vocabulary_size, 16)
+    per_token = training_flops_per_token(1, 16, 32, model.backbone.vocabulary_size, 16)
     records = [r for r in read_metrics(str(chief)) if "loss" in r]
     assert [r["step"] for r in records] == [5, 10, 15, 20]
     for r in records:
@@ -180,40 +185,35 @@ def test_two_worker_processes_train_like_one_process_and_only_the_chief_writes(t
 
 
 @pytest.mark.slow
-def test_a_killed_multi_worker_job_restarted_ends_like_the_uninterrupted_job(two_worker_run, corpus, tmp_path):
+def test_sigterm_to_one_worker_stops_every_worker_after_the_same_saved_step_and_the_restarted_job_ends_alike(
+        two_worker_run, corpus, tmp_path):
     # Both workers get the same --run-dir, as on a shared file system: only the chief writes it,
     # and the other worker reads the chief's checkpoints to resume.
     run_dir = tmp_path / "run"
+    latest = os.path.join(run_dir, "checkpoints", "latest")
     overrides = tiny(corpus, **TWO_WORKERS)
-    kill_after = random.Random("two workers").randrange(7, 14)  # seeded: a failure can be replayed
-    # Paused steps: the job is still running when the kill point is seen.
-    job = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="killed", step_pause=0.3)
-    reached = wait_for_step(str(run_dir), kill_after, job.processes)
-    job.processes[1].send_signal(signal.SIGKILL)  # worker 1 dies mid-run
-    time.sleep(1.0)
-    job.kill()  # the chief waits for it in a collective: the scheduler restarts the whole job
-    outputs = job.outputs()
-    assert reached and job.processes[1].returncode == -signal.SIGKILL, "\n".join(outputs)
-    saved = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
-    step = int(saved.rsplit("-", 1)[1])
+    stop_after = random.Random("two workers").randrange(7, 14)  # seeded: a failure can be replayed
+    # Paused steps: the job is still running when the stop point is seen.
+    job = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="preempted", step_pause=0.3)
+    try:
+        reached = wait_for_step(str(run_dir), stop_after, job.processes)
+        job.processes[1].send_signal(signal.SIGTERM)  # a preemption notice to worker 1 only
+        for process in job.processes:
+            process.wait(timeout=120)
+    finally:
+        job.kill()
+    chief_output, worker_output = outputs = job.outputs()
+    assert reached and [p.returncode for p in job.processes] == [130, 130], "\n".join(outputs)
+    match = re.search(r"tfllm train: stopped by SIGTERM at step (\d+); the newest checkpoint is (\S+);", chief_output)
+    assert match, chief_output
+    step, saved = int(match[1]), match[2]
+    assert saved == tf.train.latest_checkpoint(latest) and saved.endswith(f"ckpt-{step}")
     assert 0 < step < TWO_WORKERS["train__steps"], saved
-
-    # The restarted job continues from the last checkpoint on both workers and ends where the
-    # uninterrupted job ended: weights, optimizer state and logged losses.
-    outputs, weights = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="restarted").finish()
-    for output in outputs:
-        assert f"Resuming from {saved} (step {step})" in output, output
-    chief, _, uninterrupted = two_worker_run
-    for a, b, c in zip(weights[0], weights[1], uninterrupted[0]):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(a, c, atol=1e-6, rtol=0)
-    assert_runs_end_alike(str(run_dir), str(chief), TWO_WORKERS["train__steps"], 5,
-                          f"killed after step {kill_after}, resumed at {step}")
+    assert f"tfllm train: stopped by SIGTERM at step {step}; the chief saved this step" in worker_output, worker_output
 
     # A worker that cannot see the chief's checkpoints would start over while the chief resumes:
-    # every worker refuses instead of training different steps.
-    job = WorkerJob(tmp_path, [run_dir, tmp_path / "elsewhere"], tiny(corpus, **{**TWO_WORKERS, "train__steps": 30}),
-                    name="unshared")
+    # every worker refuses instead of training different steps, and the run stays as it was.
+    job = WorkerJob(tmp_path, [run_dir, tmp_path / "elsewhere"], overrides, name="unshared")
     try:
         for process in job.processes:
             process.wait(timeout=120)
@@ -223,6 +223,19 @@ def test_a_killed_multi_worker_job_restarted_ends_like_the_uninterrupted_job(two
     assert [p.returncode for p in job.processes] == [2, 2], "\n".join(outputs)
     for output in outputs:
         assert "tfllm train: error: the workers found different checkpoints to resume" in output, output
+    assert tf.train.latest_checkpoint(latest) == saved
+
+    # The restarted job continues from the saved step on both workers and ends where the
+    # uninterrupted job ended: weights, optimizer state and logged losses.
+    outputs, weights = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="restarted").finish()
+    for output in outputs:
+        assert f"Resuming from {saved} (step {step})" in output, output
+    chief, _, uninterrupted = two_worker_run
+    for a, b, c in zip(weights[0], weights[1], uninterrupted[0]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-6, rtol=0)
+    assert_runs_end_alike(str(run_dir), str(chief), TWO_WORKERS["train__steps"], 5,
+                          f"stopped after step {stop_after}, resumed at {step}")
 
 
 @pytest.mark.parametrize(
@@ -323,17 +336,17 @@ def masked_lm_weights(corpus, strategy, run_dir, **changes):
     return final_weights_and_losses(run_dir)
 
 
-def test_a_masked_lm_trains_alike_with_accumulation_replicas_or_neither(corpus, one_device_strategy,
-                                                                         mirrored_strategy, tmp_path):
+def test_a_masked_lm_trains_alike_with_accumulation_across_replicas_and_on_one_device(
+        corpus, one_device_strategy, mirrored_strategy, tmp_path):
+    """Each micro-batch of each replica holds its own number of masked tokens. Accumulation alone
+    and replicas alone, model by model, are in tests/test_train_step_weighting.py (masked_lm
+    under each of tests/distributed_testing.py's SETUPS); here the trainer's pipeline and
+    compile settings, both at once (a wrong weighting in either breaks the match)."""
     reference = masked_lm_weights(corpus, one_device_strategy, str(tmp_path / "one"))
-    runs = {
-        "4 micro-batches": masked_lm_weights(corpus, one_device_strategy, str(tmp_path / "accumulated"),
-                                             train__grad_accum_steps=4),
-        "2 replicas": masked_lm_weights(corpus, mirrored_strategy, str(tmp_path / "mirrored"),
-                                        distribute__strategy="mirrored", distribute__cpu_replicas=2),
-    }
-    for name, (weights, losses) in runs.items():
-        assert len(weights) == len(reference[0]) and len(losses) == 3, name
-        for a, b in zip(weights, reference[0]):
-            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=name)
-        np.testing.assert_allclose(losses, reference[1], rtol=1e-5, err_msg=name)
+    weights, losses = masked_lm_weights(corpus, mirrored_strategy, str(tmp_path / "mirrored"),
+                                        distribute__strategy="mirrored", distribute__cpu_replicas=2,
+                                        train__grad_accum_steps=2)
+    assert len(weights) == len(reference[0]) and len(losses) == 3
+    for a, b in zip(weights, reference[0]):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(losses, reference[1], rtol=1e-5)

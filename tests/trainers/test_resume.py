@@ -3,7 +3,11 @@
 One run is killed for real: it trains in a subprocess (SIGKILL leaves no chance to clean up).
 Every other task and strategy resumes from a copy of the uninterrupted run cut back to one of
 its checkpoints, the state a kill after that checkpoint leaves. The uninterrupted reference and
-the resumed runs train in this process, on the session's strategies.
+the resumed runs train in this process, on the session's strategies. Each run costs seconds of
+tracing whatever its length, so a scenario combines settings that resume independently of each
+other (a task, a strategy, a data option) rather than train a run for each. A signal to one
+worker of a multi-worker job, and the restart of that job, are in
+tests/trainers/test_distributed_training.py.
 """
 
 import contextlib
@@ -12,54 +16,60 @@ import io
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
+# TensorFlow exports a setter of op determinism but no getter; the getter lives beside it.
+from tensorflow.python.framework.config import (
+    disable_op_determinism, enable_op_determinism, is_op_determinism_enabled)
 
 from tests.trainers.run_testing import (  # noqa: F401  (corpus: a fixture)
     REPO, assert_runs_end_alike, corpus, logged_steps, read_metrics, tiny, wait_for_step)
-from tests.trainers.worker_testing import WorkerJob
 from tfllm import cli, distribute
 from tfllm import config as config_lib
 from tfllm.run import Run
 from tfllm.trainers.resume import KEYS_ADDED_LATER, run_fingerprint
+from tfllm.trainers.session import Session
 
 STEPS = 30
-RESUME = dict(train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
+# One layer: tracing, most of a run's time, grows with the layers, and one holds every kind of
+# weight a resume restores.
+ONE_LAYER = dict(model__num_layers=1)
+RESUME = dict(ONE_LAYER, train__steps=STEPS, train__eval_every=10, train__log_every=5, train__checkpoint_every=5,
               train__keep_checkpoints=10)
-# (strategy fixture, config changes): a causal LM on one device with gradient accumulation, on 2
-# mirrored CPU replicas, and every task: a masked LM (its masks), a packed causal LM, a classifier
-# with balanced class weights, a prompt -> completion model and an encoder-decoder ({examples} is
-# their data file).
+# (strategy fixture, config changes): every task, and each strategy and option that changes what
+# a resume restores or skips: a causal LM with adapters and gradient accumulation on one device; a
+# masked LM (its masks) on packed rows (segment ids) on 2 mirrored CPU replicas (a pipeline per
+# step skips a batch per replica); a classifier with balanced class weights, a prompt ->
+# completion model and an encoder-decoder ({examples} is their data file).
 SCENARIOS = {
-    "accumulation": ("one_device_strategy", dict(train__grad_accum_steps=2)),
-    "mirrored": ("mirrored_strategy", dict(distribute__strategy="mirrored", distribute__cpu_replicas=2)),
-    "masked_lm": ("one_device_strategy", dict(model__task="masked_lm")),
-    "causal_lm_packed": ("one_device_strategy", dict(data__pack="true")),
+    # Adapters (with dropout: its random state resumes too) on a frozen run of the same shape,
+    # 2 micro-batches a step (dropout draws twice a step).
+    "lora_with_accumulation": ("one_device_strategy", dict(
+        train__init_from="{lora_base}", train__lora_rank=4, train__lora_dropout=0.1,
+        train__lora_targets="query,value,mlp,embedding", train__grad_accum_steps=2)),
+    "masked_lm_packed_on_two_replicas": ("mirrored_strategy", dict(
+        model__task="masked_lm", data__pack="true", distribute__strategy="mirrored", distribute__cpu_replicas=2)),
     "classify": ("one_device_strategy", dict(model__task="classify", train__class_weights="balanced",
                                             data__path="{examples}/classify.jsonl")),
     "sft": ("one_device_strategy", dict(model__task="sft", data__path="{examples}/sft.jsonl")),
     "seq2seq": ("one_device_strategy", dict(model__task="seq2seq", data__path="{examples}/seq2seq.jsonl")),
-    # Adapters (with dropout: its random state resumes too) on a frozen run of the same shape.
-    "lora": ("one_device_strategy", dict(train__init_from="{lora_base}", train__lora_rank=4, train__lora_dropout=0.1,
-                                         train__lora_targets="query,value,mlp,embedding")),
 }
 # Resumed after a SIGKILL (a subprocess); the others from a copy of the finished run's checkpoint.
-KILLED = ("accumulation", "lora")
+KILLED = ("lora_with_accumulation",)
 
 
 @pytest.fixture(scope="module")
 def lora_base(corpus, one_device_strategy, tmp_path_factory):  # noqa: F811
-    """A tiny run for the LoRA scenario to adapt."""
+    """A tiny run (5 steps, `tiny`'s settings, one layer) for the LoRA scenario to adapt, and for the tests of
+    what a resume refuses to copy and start again. Tests must not write into it: copy it first."""
     run_dir = str(tmp_path_factory.mktemp("lora_base") / "run")
-    train_in_process(one_device_strategy, run_dir, tiny(corpus, train__steps=5))
+    train_in_process(one_device_strategy, run_dir, tiny(corpus, train__steps=5, **ONE_LAYER))
     return run_dir
 
 
@@ -175,38 +185,42 @@ def test_every_task_and_strategy_resumed_from_a_checkpoint_ends_like_an_uninterr
     assert_runs_end_alike(resumed, reference, STEPS, 5, f"resumed at {step}")
 
 
-def test_resume_refuses_a_changed_config_naming_the_keys(corpus, one_device_strategy, tmp_path, capsys):  # noqa: F811
+def test_resume_refuses_a_changed_config_naming_the_keys(corpus, lora_base, one_device_strategy, tmp_path,  # noqa: F811
+                                                         capsys):
+    # A copy of a finished 5-step run (checkpoint and metrics at step 5).
     run_dir = str(tmp_path / "run")
-    overrides = tiny(corpus, train__steps=10, train__eval_every=5)
-    train_in_process(one_device_strategy, run_dir, overrides)
-    changed = tiny(corpus, train__steps=10, train__eval_every=5, model__hidden_dim=32, train__seed=3)
+    shutil.copytree(lora_base, run_dir)
+    changed = tiny(corpus, train__steps=5, model__hidden_dim=32, train__seed=3, **ONE_LAYER)
     assert cli.main(["train", "--run-dir", run_dir, *changed]) == 2
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1
     assert "model.hidden_dim=16 -> 32" in message and "train.seed=0 -> 3" in message
-    # Keys that may change on resume: more steps continue the same run from step 10.
-    longer = tiny(corpus, train__steps=15, train__eval_every=5, train__learning_rate=1e-3)
+    # Keys that may change on resume: more steps continue the same run from step 5.
+    longer = tiny(corpus, train__steps=10, train__learning_rate=1e-3, **ONE_LAYER)
     console = train_in_process(one_device_strategy, run_dir, longer)
-    assert "(step 10)" in console
-    assert [r["step"] for r in read_metrics(run_dir)] == [5, 10, 15]
+    assert "(step 5)" in console
+    assert [r["step"] for r in read_metrics(run_dir)] == [5, 10]
     # A finished run started again has nothing left to do.
     console = train_in_process(one_device_strategy, run_dir, longer)
-    assert "already at step 15" in console
+    assert "already at step 10" in console
 
 
-def test_deterministic_turns_on_op_determinism(tmp_path):
-    script = (
-        # TensorFlow exports a setter but no getter; the getter lives beside it.
-        "from tensorflow.python.framework.config import is_op_determinism_enabled\n"
-        "from tfllm import config\n"
-        "from tfllm.trainers.session import Session\n"
-        "for value in ('false', 'true'):\n"
-        "    c = config.load_config(None, ['train.deterministic=' + value])\n"
-        f"    Session.start(c, {str(tmp_path / 'run')!r} + value)\n"
-        "    print(value, is_op_determinism_enabled())\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["false", "False", "true", "True"], out.stderr[-2000:]
+def test_deterministic_turns_on_op_determinism(one_device_strategy, tmp_path, monkeypatch):
+    # The switch is global to the process: off to start with, as in a new process, and put back
+    # as it was for the tests that follow.
+    was_enabled = is_op_determinism_enabled()
+    monkeypatch.setattr(distribute, "make_strategy", lambda *args: one_device_strategy)
+    seen = []
+    try:
+        disable_op_determinism()
+        for value in ("false", "true"):
+            # A set peak: nothing measured.
+            config = config_lib.load_config(None, [f"train.deterministic={value}", "train.peak_flops=1e9"])
+            Session.start(config, str(tmp_path / f"run-{value}"))
+            seen.append(is_op_determinism_enabled())
+    finally:
+        (enable_op_determinism if was_enabled else disable_op_determinism)()
+    assert seen == [False, True]
 
 
 def test_resuming_drops_the_orphaned_metrics_and_tensorboard_events(tmp_path):
@@ -229,31 +243,6 @@ def test_resuming_drops_the_orphaned_metrics_and_tensorboard_events(tmp_path):
     values = [float(tf.make_ndarray(v.tensor)) for r in tf.data.TFRecordDataset(path)
               for v in event_pb2.Event.FromString(r.numpy()).summary.value]
     assert values == [9.0, 8.0, 7.0, 6.0, 5.0, 4.0]
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_worker_stops_every_worker_after_the_same_saved_step(corpus, tmp_path):  # noqa: F811
-    run_dir = tmp_path / "run"
-    latest = os.path.join(run_dir, "checkpoints", "latest")
-    overrides = tiny(corpus, distribute__strategy="multi_worker", train__steps=100_000, train__eval_every=50_000,
-                     train__checkpoint_every=5)
-    job = WorkerJob(tmp_path, [run_dir] * 2, overrides, name="preempted")
-    try:
-        deadline = time.monotonic() + 240
-        while tf.train.latest_checkpoint(latest) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        job.processes[1].send_signal(signal.SIGTERM)  # a preemption notice to worker 1 only
-        for process in job.processes:
-            process.wait(timeout=120)
-    finally:
-        job.kill()
-    chief, worker = job.outputs()
-    assert [p.returncode for p in job.processes] == [130, 130], chief + worker
-    match = re.search(r"tfllm train: stopped by SIGTERM at step (\d+); the newest checkpoint is (\S+);", chief)
-    assert match, chief
-    step, saved = int(match[1]), match[2]
-    assert saved == tf.train.latest_checkpoint(latest) and saved.endswith(f"ckpt-{step}")
-    assert f"tfllm train: stopped by SIGTERM at step {step}; the chief saved this step" in worker, worker
 
 
 def test_a_key_the_command_does_not_write_follows_the_run_being_resumed(tmp_path):
