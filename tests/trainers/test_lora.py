@@ -52,6 +52,14 @@ def lora_run(base, tmp_path_factory):
     return run_dir, console
 
 
+@pytest.fixture(scope="module")
+def float_export(lora_run, tmp_path_factory):
+    """`tfllm export` of the LoRA run (float32, `--quantize none`, the default): EXPORT_DIR/1/."""
+    out = str(tmp_path_factory.mktemp("lora") / "export")
+    assert cli.main(["export", "--run-dir", lora_run[0], "--out", out]) == 0
+    return os.path.join(out, "1")
+
+
 def logits(model, texts, tokenizer):
     ids = tokenizer.tokenize(tf.constant(texts)).to_tensor()
     return model({"token_ids": ids, "padding_mask": tf.cast(ids > 0, tf.int32)}).numpy()
@@ -79,7 +87,7 @@ def test_only_the_adapters_moved_and_the_frozen_weights_are_the_bases(lora_run, 
     assert max(np.abs(w.numpy()).max() for w in lora.adapter_weights(model) if w.name.endswith("_b")) > 1e-3
 
 
-def test_the_merged_export_computes_the_unmerged_models_logits(lora_run, base, tmp_path):
+def test_the_merged_export_computes_the_unmerged_models_logits(lora_run, base, float_export):
     run = Run.open(lora_run[0])
     unmerged, _ = run.load_model()
     merged, _ = run.load_servable_model()
@@ -89,22 +97,20 @@ def test_the_merged_export_computes_the_unmerged_models_logits(lora_run, base, t
     base_logits = logits(Run.open(base).load_model()[0], TEXTS, run.tokenizer)
     assert np.abs(want - base_logits).max() > 1e-3  # the adapters changed the model
 
-    out = str(tmp_path / "export")
-    assert cli.main(["export", "--run-dir", lora_run[0], "--out", out]) == 0
-    exported = tf.saved_model.load(os.path.join(out, "1"))
+    exported = tf.saved_model.load(float_export)
     in_process = GenerationModule(unmerged, run.tokenizer, max_length=run.config.max_seq_len, jit_compile=False)
     np.testing.assert_allclose(exported.signatures["score"](texts=tf.constant(TEXTS))["log_probability"].numpy(),
                                in_process.score(tf.constant(TEXTS))["log_probability"].numpy(), rtol=1e-5)
 
 
-def test_an_int8_export_is_smaller_and_scores_close_to_float(lora_run, tmp_path):
+def test_an_int8_export_is_smaller_and_scores_close_to_float(lora_run, float_export, tmp_path, frozen_gc):
+    out = str(tmp_path / "int8")
+    assert cli.main(["export", "--run-dir", lora_run[0], "--out", out, "--quantize", "int8"]) == 0
     sizes, scores = {}, {}
-    for quantize in ("none", "int8"):
-        out = str(tmp_path / quantize)
-        assert cli.main(["export", "--run-dir", lora_run[0], "--out", out, "--quantize", quantize]) == 0
-        variables = os.path.join(out, "1", "variables")
+    for quantize, export in (("none", float_export), ("int8", os.path.join(out, "1"))):
+        variables = os.path.join(export, "variables")
         sizes[quantize] = sum(os.path.getsize(os.path.join(variables, n)) for n in os.listdir(variables))
-        scores[quantize] = tf.saved_model.load(os.path.join(out, "1")).signatures["score"](
+        scores[quantize] = tf.saved_model.load(export).signatures["score"](
             texts=tf.constant(TEXTS))["perplexity"].numpy()
     # The tiny model's int8 tensors hold a quarter of float32's bytes, beside its float norms and scales.
     assert sizes["int8"] < 0.6 * sizes["none"], sizes
@@ -138,25 +144,43 @@ def rewrite_with_other_weights(checkpoint):
     tf.train.Checkpoint(model=variables_in_order(model.weights)).write(checkpoint)
 
 
-def test_a_base_that_changed_or_went_is_refused_in_one_line(base, tmp_path, capsys):
-    changed = str(tmp_path / "base")
-    shutil.copytree(base, changed)
-    run_dir = str(tmp_path / "run")
-    train(["--config", SFT_CONFIG, "--run-dir", run_dir, f"train.init_from={changed}", *SHORT[1:], "train.steps=2",
-           *LORA])
+def files_of(directory):
+    """{relative path: (size, modification time)} of every file under `directory`."""
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
+    return found
+
+
+def test_a_base_that_changed_or_went_is_refused_in_one_line(lora_run, tmp_path, capsys):
+    # On the module's LoRA run and base, to spare a run of its own: the base's checkpoint is put
+    # back afterwards, and the refused commands must leave the run as it was.
+    run_dir = lora_run[0]
+    before = files_of(run_dir)
     recorded = read_base(Run.open(run_dir).checkpoints.latest)["checkpoint"]
-    rewrite_with_other_weights(recorded)
-    capsys.readouterr()
-    for args in (["generate", "--run-dir", run_dir, "--prompt", "a"],
-                 ["train", "--config", SFT_CONFIG, "--run-dir", run_dir, f"train.init_from={changed}", *SHORT, *LORA]):
-        assert cli.main(args) == 2
+    changed = os.path.dirname(os.path.dirname(os.path.dirname(recorded)))  # the base run
+    kept = str(tmp_path / "kept")
+    shutil.copytree(os.path.dirname(recorded), kept)
+    try:
+        rewrite_with_other_weights(recorded)
+        capsys.readouterr()
+        for args in (["generate", "--run-dir", run_dir, "--prompt", "a"],
+                     ["train", "--config", SFT_CONFIG, "--run-dir", run_dir, f"train.init_from={changed}", *SHORT,
+                      "train.steps=6", *LORA]):  # a resume: 2 steps more than the run's 4
+            assert cli.main(args) == 2
+            message = capsys.readouterr().err.strip()
+            assert len(message.splitlines()) == 1 and re.search(r"which changed since \(fingerprint", message), message
+        for name in os.listdir(os.path.dirname(recorded)):
+            os.remove(os.path.join(os.path.dirname(recorded), name))
+        assert cli.main(["generate", "--run-dir", run_dir, "--prompt", "a"]) == 2
         message = capsys.readouterr().err.strip()
-        assert len(message.splitlines()) == 1 and re.search(r"which changed since \(fingerprint", message), message
-    for name in os.listdir(os.path.dirname(recorded)):
-        os.remove(os.path.join(os.path.dirname(recorded), name))
-    assert cli.main(["generate", "--run-dir", run_dir, "--prompt", "a"]) == 2
-    message = capsys.readouterr().err.strip()
-    assert len(message.splitlines()) == 1 and "which no longer exists" in message
+        assert len(message.splitlines()) == 1 and "which no longer exists" in message
+    finally:
+        shutil.rmtree(os.path.dirname(recorded))
+        shutil.copytree(kept, os.path.dirname(recorded))
+    assert files_of(run_dir) == before
 
 
 def test_classify_trains_adapters_and_its_new_head_and_seq2seq_its_adapters(base, seq2seq_run, tmp_path):
