@@ -157,16 +157,3 @@ def seq2seq_run(tmp_path_factory):
 
     return str(once_per_session(tmp_path_factory, "seq2seq_run", train) / "run")
 
-
-@pytest.fixture
-def frozen_gc():
-    """Python's garbage collector leaves the objects made before this test alone during it
-    (`gc.freeze`); the test's own are collected as usual. Keras runs a full `gc.collect()` for
-    each variable a layer drops (`Layer.__delattr__`): int8 quantization drops 9 per tiny model,
-    and in a worker process holding the traced functions of many tests each collection scans them
-    all (seconds per quantization)."""
-    import gc
-
-    gc.freeze()
-    yield
-    gc.unfreeze()

@@ -82,3 +82,36 @@ def test_tf_text_sentencepiece_dies_at_set_seed_and_the_workaround_survives(sent
     loaded = tf.saved_model.load(str(tmp_path))
     tf.random.set_seed(1)
     assert loaded.tokenize(tf.constant(["the lazy fox"])).numpy().tolist() == expected[0]
+
+
+def collections_while(monkeypatch, action):
+    """How many times `action()` runs `gc.collect`."""
+    import gc
+
+    calls = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *args: calls.append(args) or collect(*args))
+    action()
+    monkeypatch.undo()
+    return len(calls)
+
+
+def built_dense():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    return layer
+
+
+def test_keras_collects_garbage_for_every_deleted_variable_and_the_workaround_does_not(monkeypatch):
+    def delete(layer, delete_attribute):
+        layer._tracker.unlock()
+        delete_attribute(layer, "_kernel")
+        layer._tracker.lock()
+
+    keras_layer, our_layer = built_dense(), built_dense()
+    assert collections_while(monkeypatch, lambda: delete(keras_layer, delattr)) == 1
+    assert collections_while(monkeypatch, lambda: delete(our_layer, compat.delete_variable)) == 0
+    # The same result: the variable is neither a weight nor a checkpoint dependency any more.
+    for layer in (keras_layer, our_layer):
+        assert len(layer.weights) == 1 and layer.weights[0] is layer.bias
+        assert "_kernel" not in dict(layer._trackable_children()) and not hasattr(layer, "_kernel")

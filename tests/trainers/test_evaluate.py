@@ -274,7 +274,7 @@ def test_runs_of_other_tasks_are_one_line_errors_naming_what_is_supported(classi
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "int8"])
-def test_a_decoding_precision_is_evaluated_on_its_rounded_weights(run_dir, tmp_path, capsys, precision, frozen_gc):
+def test_a_decoding_precision_is_evaluated_on_its_rounded_weights(run_dir, tmp_path, capsys, precision):
     data = write_jsonl(tmp_path / "held_out.jsonl", [{"text": t} for t in DOCUMENTS])
     assert evaluate(run_dir, "--data", data, "--batch-size", "2", "--precision", precision) == 0
     printed = json.loads(capsys.readouterr().out)

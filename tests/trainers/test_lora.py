@@ -103,7 +103,7 @@ def test_the_merged_export_computes_the_unmerged_models_logits(lora_run, base, f
                                in_process.score(tf.constant(TEXTS))["log_probability"].numpy(), rtol=1e-5)
 
 
-def test_an_int8_export_is_smaller_and_scores_close_to_float(lora_run, float_export, tmp_path, frozen_gc):
+def test_an_int8_export_is_smaller_and_scores_close_to_float(lora_run, float_export, tmp_path):
     out = str(tmp_path / "int8")
     assert cli.main(["export", "--run-dir", lora_run[0], "--out", out, "--quantize", "int8"]) == 0
     sizes, scores = {}, {}

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfllm import compat
 from tfllm.layers import int8
 
 
@@ -70,7 +71,7 @@ def release(layer, name):
     """Drop the attribute `name` of `layer` and TensorFlow's checkpoint dependency on it (which
     setting it to None would keep), so that the variable it held can be freed."""
     with unlocked(layer):
-        delattr(layer, name)
+        compat.delete_variable(layer, name)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
