@@ -13,6 +13,7 @@ import types
 import keras
 import numpy as np
 import pytest
+from pydoc_data.topics import topics
 import tensorflow as tf
 
 from tests.trainers.run_testing import CAUSAL_LM_RUN, trained_model
@@ -58,7 +59,12 @@ def metrics(run_dir):
 
 @pytest.fixture(scope="module")
 def bert_run(tmp_path_factory):
-    return train(str(tmp_path_factory.mktemp("bert") / "run"), BERT)
+    """The masked LM pretrained on a third of `builtin:python-docs` (its WordPiece vocabulary,
+    learned in pure Python, takes most of a run on the whole corpus)."""
+    directory = tmp_path_factory.mktemp("bert")
+    corpus = directory / "docs.txt"
+    corpus.write_text("\n\n".join(list(topics.values())[::3]), encoding="utf-8")
+    return train(str(directory / "run"), [*BERT, f"data.path={corpus}", "data.blank_line_documents=true"])
 
 
 @pytest.fixture(scope="module")
