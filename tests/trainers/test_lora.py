@@ -154,33 +154,27 @@ def files_of(directory):
     return found
 
 
-def test_a_base_that_changed_or_went_is_refused_in_one_line(lora_run, tmp_path, capsys):
-    # On the module's LoRA run and base, to spare a run of its own: the base's checkpoint is put
-    # back afterwards, and the refused commands must leave the run as it was.
-    run_dir = lora_run[0]
-    before = files_of(run_dir)
+def test_a_base_that_changed_or_went_is_refused_in_one_line(base, tmp_path, capsys):
+    changed = str(tmp_path / "base")
+    shutil.copytree(base, changed)
+    run_dir = str(tmp_path / "run")
+    train(["--config", SFT_CONFIG, "--run-dir", run_dir, f"train.init_from={changed}", *SHORT[1:], "train.steps=2",
+           *LORA])
     recorded = read_base(Run.open(run_dir).checkpoints.latest)["checkpoint"]
-    changed = os.path.dirname(os.path.dirname(os.path.dirname(recorded)))  # the base run
-    kept = str(tmp_path / "kept")
-    shutil.copytree(os.path.dirname(recorded), kept)
-    try:
-        rewrite_with_other_weights(recorded)
-        capsys.readouterr()
-        for args in (["generate", "--run-dir", run_dir, "--prompt", "a"],
-                     ["train", "--config", SFT_CONFIG, "--run-dir", run_dir, f"train.init_from={changed}", *SHORT,
-                      "train.steps=6", *LORA]):  # a resume: 2 steps more than the run's 4
-            assert cli.main(args) == 2
-            message = capsys.readouterr().err.strip()
-            assert len(message.splitlines()) == 1 and re.search(r"which changed since \(fingerprint", message), message
-        for name in os.listdir(os.path.dirname(recorded)):
-            os.remove(os.path.join(os.path.dirname(recorded), name))
-        assert cli.main(["generate", "--run-dir", run_dir, "--prompt", "a"]) == 2
+    rewrite_with_other_weights(recorded)
+    before = files_of(run_dir)
+    capsys.readouterr()
+    for args in (["generate", "--run-dir", run_dir, "--prompt", "a"],
+                 ["train", "--config", SFT_CONFIG, "--run-dir", run_dir, f"train.init_from={changed}", *SHORT, *LORA]):
+        assert cli.main(args) == 2
         message = capsys.readouterr().err.strip()
-        assert len(message.splitlines()) == 1 and "which no longer exists" in message
-    finally:
-        shutil.rmtree(os.path.dirname(recorded))
-        shutil.copytree(kept, os.path.dirname(recorded))
-    assert files_of(run_dir) == before
+        assert len(message.splitlines()) == 1 and re.search(r"which changed since \(fingerprint", message), message
+    assert files_of(run_dir) == before  # the refused commands left the run as it was
+    for name in os.listdir(os.path.dirname(recorded)):
+        os.remove(os.path.join(os.path.dirname(recorded), name))
+    assert cli.main(["generate", "--run-dir", run_dir, "--prompt", "a"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "which no longer exists" in message
 
 
 def test_classify_trains_adapters_and_its_new_head_and_seq2seq_its_adapters(base, seq2seq_run, tmp_path):
