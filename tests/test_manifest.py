@@ -12,11 +12,16 @@ from tfllm.manifest import (
 )
 
 
-def make_run(directory):
-    (directory / "logs").mkdir(parents=True)
-    (directory / "weights.bin").write_bytes(b"weights")
-    (directory / "logs" / "events").write_bytes(b"event 1")
+def write_files(directory, files):
+    """`directory` holding `files` ({relative path: bytes}); returns it."""
+    for path, data in files.items():
+        (directory / path).parent.mkdir(parents=True, exist_ok=True)
+        (directory / path).write_bytes(data)
     return directory
+
+
+def make_run(directory):
+    return write_files(directory, {"weights.bin": b"weights", "logs/events": b"event 1"})
 
 
 def test_excluded_paths_are_left_out_and_recorded_so_a_check_leaves_them_out_too(tmp_path):
@@ -69,10 +74,7 @@ def test_a_path_stands_for_itself_or_for_its_numbered_versions(tmp_path):
 
 
 def make_version(directory):
-    (directory / "variables").mkdir(parents=True)
-    (directory / "saved_model.pb").write_bytes(b"graph")
-    (directory / "variables" / "variables.index").write_bytes(b"index")
-    return directory
+    return write_files(directory, {"saved_model.pb": b"graph", "variables/variables.index": b"index"})
 
 
 def test_digests_are_sha256_of_every_file_by_relative_path(tmp_path):
