@@ -5,6 +5,7 @@ would reach the command line as a traceback instead of exit code 2.
 """
 
 import dataclasses
+import math
 import os
 import tempfile
 import typing
@@ -186,10 +187,10 @@ def valid_trees(draw):
                 tree.setdefault(section, {})[f.name] = draw(valid_value(f"{section}.{f.name}", hints[f.name]))
     model, train, data = tree.get("model", {}), tree.get("train", {}), tree.get("data", {})
     if "quality_max_mean_word_length" in data or "quality_min_mean_word_length" in data:
-        data["quality_max_mean_word_length"] = (
-            data.get("quality_min_mean_word_length", config_lib.DataConfig.quality_min_mean_word_length)
-            + draw(NON_NEGATIVE.filter(lambda gap: gap < 1e300))
-        )
+        minimum = data.get("quality_min_mean_word_length", config_lib.DataConfig.quality_min_mean_word_length)
+        # A finite sum: the largest float plus any gap rounds to infinity, which no setting takes.
+        data["quality_max_mean_word_length"] = minimum + draw(
+            NON_NEGATIVE.filter(lambda gap: math.isfinite(minimum + gap)))
     if model.get("rope_scaling") is not None:
         model["position"] = "rope"
     num_heads = model.get("num_heads", config_lib.ModelConfig.num_heads)
