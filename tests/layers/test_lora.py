@@ -81,29 +81,62 @@ def test_dropout_on_the_adapters_input_only_while_training():
     assert not np.allclose(adapter_part, x @ a @ b * ALPHA / RANK, atol=1e-3)
 
 
-def test_int8_keeps_each_weight_within_half_a_step_of_its_channel():
-    matrix = random_floats((IN, OUT), seed=7)
-    q, scale = int8.quantize(matrix, axis=0)
+def test_int8_keeps_each_weight_within_half_a_step_of_its_row():
+    matrix = random_floats((OUT, IN), seed=7)
+    q, scale = int8.quantize(matrix)
     assert q.dtype == tf.int8 and scale.shape == (OUT,)
-    np.testing.assert_allclose(scale.numpy(), np.abs(matrix).max(axis=0) / 127, rtol=1e-6)
-    error = np.abs(int8.dequantize(q, scale, axis=0).numpy() - matrix)
-    assert (error <= scale.numpy()[None, :] / 2 + 1e-7).all()
+    np.testing.assert_allclose(scale.numpy(), np.abs(matrix).max(axis=1) / 127, rtol=1e-6)
+    error = np.abs(int8.dequantize(q, scale).numpy() - matrix)
+    assert (error <= scale.numpy()[:, None] / 2 + 1e-7).all()
 
 
-@pytest.mark.parametrize("transpose_b", [False, True])
-def test_int8_matmul_and_its_gradient_equal_those_of_the_dequantized_matrix(transpose_b):
-    matrix = random_floats((OUT, IN) if transpose_b else (IN, OUT), seed=8)
-    q, scale = int8.quantize(matrix, axis=1 if transpose_b else 0)
-    dense = int8.dequantize(q, scale, axis=1 if transpose_b else 0)
-    x = tf.constant(random_floats((5, IN), seed=9))
+def int8_operands(rows):
+    q, scale = int8.quantize(random_floats((OUT, IN), seed=8))
+    return q, scale, tf.constant(random_floats((rows, IN), seed=9)), int8.dequantize(q, scale).numpy()
+
+
+def test_int8_matmul_and_its_gradient_equal_those_of_the_dequantized_matrix():
+    q, scale, x, dense = int8_operands(5)
     upstream = random_floats((5, OUT), seed=10)
-    with tf.GradientTape(persistent=True) as tape:
+    with tf.GradientTape() as tape:
         tape.watch(x)
-        got = int8.int8_matmul(x, q, scale, transpose_b=transpose_b)
-        want = tf.matmul(x, dense, transpose_b=transpose_b)
-    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
-    np.testing.assert_allclose(tape.gradient(got, x, upstream).numpy(), tape.gradient(want, x, upstream).numpy(),
-                               atol=1e-5)
+        got = int8.int8_matmul(x, q, scale)
+    np.testing.assert_allclose(got.numpy(), x.numpy() @ dense.T, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(got, x, upstream).numpy(), upstream @ dense, atol=1e-5)
+
+
+# Under XLA one row multiplies the int8 matrix and more rows its float copy, chosen from the
+# static row count or, when tracing leaves it unknown, by a branch XLA resolves: each way must give
+# the product of every row.
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("known_rows", [True, False], ids=["static_rows", "unknown_rows"])
+def test_under_xla_the_int8_product_of_each_row_count_equals_the_dequantized_one(rows, known_rows):
+    q, scale, x, dense = int8_operands(rows)
+    signature = [tf.TensorSpec([rows if known_rows else None, IN], tf.float32)]
+    product = tf.function(lambda x: int8.int8_matmul(x, q, scale), input_signature=signature, jit_compile=True)
+    np.testing.assert_allclose(product(x).numpy(), x.numpy() @ dense.T, atol=1e-5)
+
+
+def test_a_decoding_loop_under_xla_converts_no_int8_matrix_to_a_float_copy_before_it():
+    """Batch-1 decoding pays with int8 only if each step reads the int8 bytes: XLA hoists a
+    conversion that does not change inside a loop out of it, which would turn every int8 matrix
+    into a float32 copy held for the whole loop, read at every step. Its optimised program must
+    convert nothing of the matrix's shape outside the loop, and still compute the same product."""
+    q, scale, x, dense = int8_operands(1)
+
+    @tf.function(jit_compile=True)
+    def steps(x):
+        return tf.while_loop(lambda i, x: i < 3, lambda i, x: (i + 1, tf.tanh(int8.int8_matmul(x, q, scale)[:, :IN])),
+                             (0, x))[1]
+
+    want = x.numpy()
+    for _ in range(3):
+        want = np.tanh((want @ dense.T)[:, :IN])
+    np.testing.assert_allclose(steps(x).numpy(), want, atol=1e-5)
+    program = steps.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+    entry = program[program.index("\nENTRY"):]
+    entry = entry[: entry.index("\n}")]
+    assert f"s8[{OUT},{IN}]" in entry and f"f32[{OUT},{IN}]" not in entry, entry
 
 
 VOCAB, DIM = 10, 4
@@ -136,6 +169,6 @@ def test_an_int8_embedding_looks_up_and_scores_with_its_dequantized_rows():
     ids, hidden = random_ids((2, 3), VOCAB), random_floats((2, 3, DIM), seed=13)
     embedding.quantize_int8()
     assert {w.dtype for w in embedding.weights} == {"int8", "float32"}
-    table = int8.dequantize(embedding.embeddings_int8, embedding.embeddings_scale, axis=1).numpy()
+    table = int8.dequantize(embedding.embeddings_int8, embedding.embeddings_scale).numpy()
     np.testing.assert_allclose(embedding(ids).numpy(), table[ids], atol=1e-6)
     np.testing.assert_allclose(embedding.logits(hidden).numpy(), hidden @ table.T, atol=1e-5)

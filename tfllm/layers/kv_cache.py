@@ -8,7 +8,8 @@ stack or slice of the whole cache. A model's cache is a tuple of these pairs, on
 
 import tensorflow as tf
 from keras import ops
-from tensorflow.python.ops import control_flow_util
+
+from tfllm.layers.xla_context import compiling_with_xla
 
 
 def empty_cache(batch_size, num_key_value_heads, max_length, head_dim, dtype):
@@ -33,7 +34,7 @@ def write(cache, new_entries, index):
     new_entries = ops.cast(new_entries, cache.dtype)
     index = ops.cast(index, "int32")
     shape = tf.shape(cache)
-    if _compiling_with_xla():
+    if compiling_with_xla():
         positions = index + tf.range(tf.shape(new_entries)[2])
         # (max_length, new): 1 where slot l takes new entry n.
         placement = tf.cast(tf.equal(tf.range(shape[2])[:, None], positions[None, :]), cache.dtype)
@@ -44,11 +45,3 @@ def write(cache, new_entries, index):
     return tf.raw_ops.TensorStridedSliceUpdate(
         input=cache, begin=begin, end=end, strides=tf.ones([4], tf.int32), value=new_entries
     )
-
-
-def _compiling_with_xla():
-    """True while tracing a function that XLA compiles (`tf.function(jit_compile=True)`, also
-    as a nested call): `tf.function` marks its graph with an XLA control-flow context."""
-    if tf.executing_eagerly():
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())

@@ -107,7 +107,7 @@ class TokenEmbedding(keras.layers.Layer):
         if self.int8:
             q, scale = ((self.embeddings_int8, self.embeddings_scale) if self.tie_weights
                         else (self.output_embeddings_int8, self.output_embeddings_scale))
-            logits = int8.int8_matmul(flat_hidden, q, scale, transpose_b=True)
+            logits = int8.int8_matmul(flat_hidden, q, scale)
         else:
             head = self.embeddings if self.tie_weights else self.output_embeddings
             logits = tf.matmul(flat_hidden, ops.cast(head, self.compute_dtype), transpose_b=True)
@@ -154,7 +154,7 @@ class TokenEmbedding(keras.layers.Layer):
             return
         for name in self._matrix_names:
             matrix = getattr(self, name)
-            q, scale = int8.quantize(matrix, axis=1)
+            q, scale = int8.quantize(matrix)
             self._untrack_variable(matrix)
             with unlocked(self):
                 setattr(self, f"{name}_int8", self.add_weight(name=f"{name}_int8", shape=q.shape, dtype="int8",
@@ -174,7 +174,7 @@ class TokenEmbedding(keras.layers.Layer):
     def _dequantize(self):
         for name in self._matrix_names:
             q, scale = getattr(self, f"{name}_int8"), getattr(self, f"{name}_scale")
-            matrix = int8.dequantize(q, scale, axis=1)
+            matrix = int8.dequantize(q, scale)
             self._untrack_variable(q)
             self._untrack_variable(scale)
             release(self, f"{name}_int8")
