@@ -6,21 +6,11 @@ layer runs under `mixed_bfloat16` (the global policy is restored afterwards,
 whatever happens).
 """
 
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-
-@contextlib.contextmanager
-def global_policy(name):
-    """Sets the global dtype policy inside the block, float32 again after it."""
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+from tfllm.precision import global_policy
 
 
 def random_floats(shape, seed=0):

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +12,7 @@ from tfllm import config as config_lib
 from tfllm.callbacks.checkpointer import variables_in_order
 from tfllm.data.labeled import LabelMap
 from tfllm.errors import UserError
+from tfllm.precision import global_policy
 from tfllm.run import Run
 from tfllm.tokenizers import train_tokenizer
 
@@ -162,3 +164,14 @@ def test_a_first_start_that_fails_on_bad_input_leaves_nothing_behind(tmp_path):
             fresh.create()
             raise RuntimeError("a bug")
     assert os.path.isdir(fresh.path)
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_a_servable_model_computes_in_float32_whatever_global_policy_a_training_run_left(causal_lm_run, precision):
+    """`tfllm train` in the same process leaves its policy (mixed_bfloat16 on CPUs with
+    AVX512_BF16): an export or a generation after it must not compute in bfloat16 unasked."""
+    with global_policy("mixed_bfloat16"):
+        model, _ = Run.open(causal_lm_run).load_servable_model(precision)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert {layer.compute_dtype for layer in model._flatten_layers()} == {"float32"}
+    assert {weight.dtype for weight in model.weights} <= {"float32", "int8"}

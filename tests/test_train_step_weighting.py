@@ -22,13 +22,14 @@ import tensorflow as tf
 
 from tests import distributed_testing
 from tests.trainers.worker_testing import WITHOUT_GRAPPLER, LocalWorkers
-from tests.layer_testing import global_policy, random_ids
+from tests.layer_testing import random_ids
 from tfllm import lora
 from tfllm.data.labeled import balanced_class_weights
 from tfllm.models import CausalLM, Classifier, GPTBackbone, MaskedLM
 from tfllm.models.seq2seq_backbone import Seq2SeqBackbone
 from tfllm.models.seq2seq_lm import Seq2SeqLM
 from tfllm.optimizers import adamw
+from tfllm.precision import global_policy
 
 VOCAB, SEQ, BATCH, STEPS = 24, 8, 8, 3
 # Weighted positions per row, by row of a batch: micro-batches of 2 rows hold 2, 6, 12 and 16.

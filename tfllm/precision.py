@@ -1,5 +1,8 @@
 """Choose the training precision: the one place that knows which hardware runs what fast."""
 
+import contextlib
+
+import keras
 import tensorflow as tf
 
 from tfllm.errors import UserError
@@ -48,6 +51,18 @@ def resolve_precision(name):
 # The weights decoding reads. Chosen explicitly (`--precision`), never by the hardware alone:
 # each trades some quality for speed or size, measured in bench/RESULTS.md ("Generation").
 DECODING_PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+@contextlib.contextmanager
+def global_policy(name):
+    """Keras's global dtype policy set to `name` inside the block, the caller's again after it
+    (a training run in the same process leaves its own, mixed_bfloat16 on some CPUs)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def for_decoding(model, precision):

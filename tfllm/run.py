@@ -38,7 +38,7 @@ from tfllm.encryption import is_encrypted
 from tfllm.errors import UserError
 from tfllm.files import staging_directory, write_atomically
 from tfllm.lora import adapt_as_configured, merge_adapters
-from tfllm.precision import for_decoding
+from tfllm.precision import for_decoding, global_policy
 from tfllm.tasks import TASKS, build_model
 from tfllm.tokenizers import load_tokenizer
 from tfllm.tokenizers.tokenizer import CONFIG_FILENAME as TOKENIZER_FILE
@@ -216,10 +216,12 @@ class Run:
     def load_servable_model(self, precision="float32"):
         """`(model, checkpoint)`: `load_model`'s model as generation and export use it, its
         adapters merged (serving pays nothing for them) and its weights in `precision`
-        (`tfllm.precision.for_decoding`)."""
-        model, checkpoint = self.load_model()
-        merge_adapters(model)
-        return for_decoding(model, precision), checkpoint
+        (`tfllm.precision.for_decoding`), whatever the global dtype policy: float32 computation
+        unless `precision` says otherwise."""
+        with global_policy("float32"):
+            model, checkpoint = self.load_model()
+            merge_adapters(model)
+            return for_decoding(model, precision), checkpoint
 
     @contextlib.contextmanager
     def first_start(self):

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.layer_testing import global_policy, random_ids
+from tests.layer_testing import random_ids
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.gpt_backbone import GPTBackbone
+from tfllm.precision import global_policy
 
 VOCAB, SEQ = 30, 12
 
