@@ -1,4 +1,4 @@
-"""Int8 weights with one float scale per output channel, multiplied without a float copy being kept.
+"""Int8 weights with one float scale per output channel, and their product with activations.
 
 Weight-only quantization (the activations stay in the compute dtype), as QLoRA does for its
 frozen base: `w ~ q * scale`, `q` int8 in [-127, 127], `scale = max|w| / 127` per output
@@ -10,7 +10,8 @@ and of a PyTorch `Linear`): XLA on a CPU multiplies one row of activations by su
 a loop that reads the int8 bytes straight from memory, about 3x faster than the float32 product
 at GPT-2 124M shapes, where the `(in, out)` layout took 3.8x longer than float32
 (bench/RESULTS.md, "Generation"). Batch-1 decoding is bound by reading the weights, so that is
-where int8 pays.
+where int8 pays. Under XLA a product of several rows uses a float copy instead, made once per
+decoding loop (`_xla_product`).
 """
 
 import tensorflow as tf
