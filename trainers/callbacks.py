@@ -32,11 +32,12 @@ def make_callbacks(session, tokens_per_step, flops_per_token, peak_flops):
         t.steps, flops_per_token=flops_per_token if chief else 0.0, peak_flops=peak_flops,
     )
     state = {"logger": logger.state, "early_stopping": early_stopping_state()}
-    # Callbacks run in list order: the logger sums the step's loss and early stopping counts
-    # the evaluation before a checkpoint saves them, and a non-finite loss stops the run
-    # before anything is saved from it.
+    # Callbacks run in list order: a non-finite loss stops the run before anything is written
+    # from its step (metrics included: a NaN record, invalid JSON, would be the last line of
+    # metrics.jsonl), and the logger sums the step's loss and early stopping counts the
+    # evaluation before a checkpoint saves them.
     resume_hint = f" (e.g. tfllm train --run-dir {run.path} train.learning_rate={t.learning_rate / 3:.3g})"
-    callbacks = [logger, StopOnNonFiniteLoss(run.checkpoints_dir, resume_hint)]
+    callbacks = [StopOnNonFiniteLoss(run.checkpoints_dir, resume_hint), logger]
     verbose = fit_verbosity(sys.stdout)
     if verbose == 0 and chief:
         # Not a terminal: one line every log_every steps instead of a progress bar's updates.

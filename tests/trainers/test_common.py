@@ -14,7 +14,7 @@ import time
 import tensorflow as tf
 
 from tests.trainers.run_testing import (  # noqa: F401  (corpus: a fixture)
-    CAUSAL_LM_RUN, CAUSAL_LM_STEPS, REPO, corpus, tiny)
+    CAUSAL_LM_RUN, CAUSAL_LM_STEPS, REPO, corpus, logged_steps, tiny)
 from tfllm import cli
 from tfllm.trainers import fit
 
@@ -37,17 +37,17 @@ def test_a_diverging_run_stops_at_the_step_and_resumes_from_the_last_good_checkp
     shutil.copytree(causal_lm_run, run_dir)
     good = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
     assert good.endswith(f"ckpt-{CAUSAL_LM_STEPS}") and steps_logged(run_dir) == [2, 4]
-    # Metrics every 4 steps from here on: none due between the good checkpoint and the NaN.
     longer = [*CAUSAL_LM_RUN, "train.steps=8", "train.log_every=4"]
 
     # A learning rate of 1e30 overflows the weights at the first update (step 5): the loss the
-    # next step computes from them is NaN.
-    code, _, err = train(run_dir, [*longer, "train.learning_rate=1e30"], capsys)
+    # next step computes from them is NaN, at a step whose metrics are due (every 2 steps):
+    # nothing of it is written, neither weights nor metrics.
+    code, _, err = train(run_dir, [*longer, "train.log_every=2", "train.learning_rate=1e30"], capsys)
     assert code == 2 and "\n" not in err, err
     assert "the training loss became nan at step 6" in err
     assert f"the last good checkpoint is {good}" in err and "lower train.learning_rate" in err
     assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest")) == good
-    assert steps_logged(run_dir) == [2, 4]
+    assert steps_logged(run_dir) == [2, 4] and 6 not in logged_steps(run_dir)
 
     # The run dir stays resumable: the same run with a sane learning rate continues from step 4.
     code, out, _ = train(run_dir, longer, capsys)
