@@ -68,8 +68,9 @@ def unlocked(layer):
 
 
 def release(layer, name):
-    """Drop the attribute `name` of `layer` and TensorFlow's checkpoint dependency on it (which
-    setting it to None would keep), so that the variable it held can be freed."""
+    """Drop the variable attribute `name` of `layer`: untracked from its weights, and
+    TensorFlow's checkpoint dependency on it removed (which setting it to None would keep), so
+    that the variable can be freed."""
     with unlocked(layer):
         compat.delete_variable(layer, name)
 
@@ -194,7 +195,6 @@ class AdaptableDense(keras.layers.Dense):
         if self.int8:
             return
         q, scale = int8.quantize(tf.transpose(self._kernel))
-        self._untrack_variable(self._kernel)
         with unlocked(self):
             self.kernel_int8 = self.add_weight(name="kernel_int8", shape=q.shape, dtype="int8",
                                                initializer="zeros", trainable=False)
@@ -207,7 +207,6 @@ class AdaptableDense(keras.layers.Dense):
 
     def _drop_int8(self):
         for name in ("kernel_int8", "kernel_scale"):
-            self._untrack_variable(getattr(self, name))
             release(self, name)
         self.int8 = False
 

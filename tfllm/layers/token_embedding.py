@@ -155,7 +155,6 @@ class TokenEmbedding(keras.layers.Layer):
         for name in self._matrix_names:
             matrix = getattr(self, name)
             q, scale = int8.quantize(matrix)
-            self._untrack_variable(matrix)
             with unlocked(self):
                 setattr(self, f"{name}_int8", self.add_weight(name=f"{name}_int8", shape=q.shape, dtype="int8",
                                                               initializer="zeros", trainable=False))
@@ -175,8 +174,6 @@ class TokenEmbedding(keras.layers.Layer):
         for name in self._matrix_names:
             q, scale = getattr(self, f"{name}_int8"), getattr(self, f"{name}_scale")
             matrix = int8.dequantize(q, scale)
-            self._untrack_variable(q)
-            self._untrack_variable(scale)
             release(self, f"{name}_int8")
             release(self, f"{name}_scale")
             with unlocked(self):
