@@ -7,6 +7,7 @@ Run from the repository root:
     python bench/bench_serve.py --quick                 # fewer rounds and requests
     python bench/bench_serve.py --served-only           # the `tfllm serve` table alone
     python bench/bench_serve.py --batch-timeout-ms 10   # the batching server's wait
+    python bench/bench_serve.py --num-batch-threads 1   # merged calls one at a time
 
 1. Exported vs in-process: tokens/s of the SavedModel's `generate` signature (loaded with
    `tf.saved_model.load`; its decoding loop is compiled with XLA) against
@@ -20,8 +21,9 @@ Run from the repository root:
    requests; requests/s over the whole run, p50/p99 latency per request, generated tokens/s,
    and requests per signature call (from the server's stats path). Every answer is checked
    equal to the answer the `--no-batching` server gave the same request sent alone. Before
-   timing, each server answers 2, 4 and 8 concurrent clients for a few rounds, so that XLA has
-   compiled every batch size the timed runs meet.
+   timing, each server answers requests of 1, 2, 4 and 8 copies of each prompt and then 2, 4
+   and 8 concurrent clients for a few rounds, so that XLA has compiled every batch size and
+   buffer shape the timed runs meet.
 
 Writes the tables to bench/out/serve.md.
 """
@@ -165,7 +167,13 @@ def served(export_dir, concurrencies, requests, all_max_new_tokens, flags, expec
             for index, body in enumerate(bodies):  # one at a time: each request alone
                 alone = post(url, body)[1]
                 assert expected.setdefault((max_new_tokens, index), alone) == alone, "the two servers differ"
-            for clients in (2, 4, 8):  # warm-up: every batch size the runs below can meet
+            # Warm-up: every (batch size, buffer shape) the runs below can meet. A merged call's
+            # buffer is sized by its longest prompt, so a call of `size` copies of each prompt
+            # meets every shape of that size, however the clients' requests are grouped.
+            for size in (1, 2, 4, 8):
+                for prompt in PROMPTS:
+                    post(url, {**bodies[0], "inputs": {**bodies[0]["inputs"], "prompts": [prompt] * size}})
+            for clients in (2, 4, 8):
                 load(url, bodies, clients, 3 * clients)
             for clients in concurrencies:
                 before = stats(url)
@@ -203,10 +211,11 @@ def format_comparison(comparison, max_new_tokens):
     return "\n".join(lines) + "\n"
 
 
-def format_serving(serving, batch_timeout_ms):
+def format_serving(serving, batch_timeout_ms, num_batch_threads):
+    threads = "default" if num_batch_threads is None else num_batch_threads
     lines = [
         f"`tfllm serve`, one-prompt greedy `generate` requests (batching on: `--batch-timeout-ms {batch_timeout_ms}`, "
-        "`--max-batch-size 32`; off: `--no-batching`):",
+        f"`--max-batch-size 32`, `--num-batch-threads` {threads}; off: `--no-batching`):",
         "",
         "| new tokens | batching | clients | requests | requests/s | p50 ms | p99 ms | generated tok/s | "
         "requests per call | requests/s vs 1 client |",
@@ -231,6 +240,8 @@ def parse_args():
     parser.add_argument("--served-only", action="store_true", help="only the `tfllm serve` table")
     parser.add_argument("--batch-timeout-ms", type=int, default=cli.DEFAULT_BATCH_TIMEOUT_MS,
                         help="`tfllm serve --batch-timeout-ms` of the batching server")
+    parser.add_argument("--num-batch-threads", type=int, default=None,
+                        help="`tfllm serve --num-batch-threads` of the batching server (default: the server's)")
     parser.add_argument("--out", default=os.path.join(OUT_DIR, "serve.md"), help="markdown output path")
     return parser.parse_args()
 
@@ -244,11 +255,12 @@ def main():
         comparison = exported_vs_in_process(run_dir, export_dir, (1, 8), args.max_new_tokens[0], rounds)
         tables = format_comparison(comparison, args.max_new_tokens[0]) + "\n"
     expected = {}
-    servers = (["--no-batching"], ["--batch-timeout-ms", str(args.batch_timeout_ms)])
+    threads = [] if args.num_batch_threads is None else ["--num-batch-threads", str(args.num_batch_threads)]
+    servers = (["--no-batching"], ["--batch-timeout-ms", str(args.batch_timeout_ms), *threads])
     serving = [row for flags in servers
                for row in served(export_dir, (1, 8), requests, args.max_new_tokens, flags, expected)]
     serving.sort(key=lambda row: (row["max_new_tokens"], not row["batching"]))
-    tables += format_serving(serving, args.batch_timeout_ms)
+    tables += format_serving(serving, args.batch_timeout_ms, args.num_batch_threads)
     print(tables)
     write_atomically(args.out, tables)
 

@@ -78,6 +78,7 @@ class RestApi:
         batch_timeout_ms: int >= 0. How long the batcher, once free, waits for more
             `generate` requests to share a call. Defaults to `DEFAULT_TIMEOUT_MS`.
         batching: bool. False runs every request in a call of its own. Defaults to True.
+        batch_threads: int >= 1. How many merged calls run at once. Defaults to 1.
 
     Example:
     ```python
@@ -87,7 +88,7 @@ class RestApi:
     """
 
     def __init__(self, servable, max_body_bytes, max_batch_size, max_new_tokens, batch_timeout_ms=DEFAULT_TIMEOUT_MS,
-                 batching=True):
+                 batching=True, batch_threads=1):
         for arg_name, value in (("max_body_bytes", max_body_bytes), ("max_batch_size", max_batch_size),
                                 ("max_new_tokens", max_new_tokens)):
             if not isinstance(value, int) or value < 1:
@@ -96,7 +97,7 @@ class RestApi:
         self.max_body_bytes = max_body_bytes
         self.max_batch_size = max_batch_size
         self.max_new_tokens = max_new_tokens
-        self.batcher = RequestBatcher(max_batch_size, batch_timeout_ms, batching=batching)
+        self.batcher = RequestBatcher(max_batch_size, batch_timeout_ms, batching=batching, batch_threads=batch_threads)
         self._active = 0
         self._idle = threading.Condition()
 

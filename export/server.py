@@ -14,7 +14,9 @@ waits up to `--batch-timeout-ms` (default 5; 0 waits for nothing) for requests t
 merges only those that one call answers exactly as it would answer each alone: greedy requests
 with the same `max_new_tokens`, and sampled ones with a fresh seed (`seed` < 0) and the same
 settings; a seeded sampled request runs alone. A merged call holds at most `--max-batch-size`
-prompts and is padded to a power of two, so that XLA compiles few batch sizes. `--no-batching`
+prompts and is padded to a power of two, so that XLA compiles few batch sizes. The calls of a
+round run `--num-batch-threads` at a time (default: one per CPU core, 1 where a GPU is visible),
+the largest halved while threads would idle and each half keeps 2 prompts. `--no-batching`
 runs every request in a call of its own, as soon as it arrives. Other signatures are always
 called directly. `GET .../stats` (also under `/versions/N`) answers a JSON object: `requests`
 and `rows` (prompts) answered through the batcher, `batches` (signature calls),
@@ -54,6 +56,7 @@ from werkzeug.serving import make_server
 from tfllm.export.access import Access, AccessControl, RequestHandler, serve_tls
 from tfllm.export.encrypted_export import load_saved_model
 from tfllm.manifest import MANIFEST_FILENAME, read_manifest, verify_manifest
+from tfllm.export.request_batcher import default_batch_threads
 from tfllm.export.rest_api import RestApi
 from tfllm.errors import UserError
 
@@ -83,7 +86,8 @@ def run(args):
     servable = load_servable(args.model, args.name, getattr(args, "encrypt_key_file", None))
     server = ModelServer(servable, args.host, args.port, max_body_bytes=args.max_body_bytes,
                          max_batch_size=args.max_batch_size, max_new_tokens=args.max_new_tokens,
-                         batch_timeout_ms=args.batch_timeout_ms, batching=not args.no_batching, access=access)
+                         batch_timeout_ms=args.batch_timeout_ms, batching=not args.no_batching,
+                         batch_threads=args.num_batch_threads or default_batch_threads(), access=access)
     with access, server:
         print(f"Serving {servable.name} version {servable.version} from {servable.path} at "
               f"{server.url}/v1/models/{servable.name} (SIGTERM or Ctrl-C stops)", flush=True)
@@ -158,7 +162,7 @@ class ModelServer:
         access: an `Access` (export/access.py): API keys, TLS, the access log. Defaults to
             anyone over HTTP, logged on stderr.
         **limits: `max_body_bytes`, `max_batch_size`, `max_new_tokens`, `batch_timeout_ms`,
-            `batching`; see `RestApi`.
+            `batching`, `batch_threads`; see `RestApi`.
 
     Example:
     ```python

@@ -42,6 +42,14 @@ def milliseconds(text):
     return value
 
 
+def thread_count(text):
+    """A number of threads, 1 to 1024."""
+    value = int(text)
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{value} is not a number of threads (1-1024)")
+    return value
+
+
 def resolve_config_path(name):
     """A config given as a path, or as the name of a file in the project's configs/ directory."""
     if os.path.exists(name):
@@ -205,6 +213,9 @@ def add_serve(sub):
     p.add_argument("--batch-timeout-ms", type=milliseconds, default=DEFAULT_BATCH_TIMEOUT_MS,
                    help="how long a generate request waits for concurrent ones to share its call (0: no wait); "
                         "requests are merged only where every answer stays what it would be alone")
+    p.add_argument("--num-batch-threads", type=thread_count, default=None,
+                   help="how many merged generate calls run at once; a round's largest call is halved to keep "
+                        "them busy (default: one per CPU core, 1 where a GPU is visible)")
     p.add_argument("--no-batching", action="store_true",
                    help="run every generate request in a call of its own, as soon as it arrives")
     add_key_file_argument(p, "the key file an encrypted export was written with; its weights are opened in "

@@ -2,6 +2,7 @@
 `tfllm serve` answering every reproducible request exactly as a call of its own answers it."""
 
 import concurrent.futures
+import os
 import threading
 import time
 
@@ -11,7 +12,7 @@ import tensorflow as tf
 
 from tests.export.export_testing import PROMPTS, request
 from tfllm import cli
-from tfllm.export.request_batcher import RequestBatcher, batch_sizes, group_key
+from tfllm.export.request_batcher import Request, RequestBatcher, batch_sizes, default_batch_threads, group_key, plan, spread
 from tfllm.export.rest_api import graph_error_message
 from tfllm.export.server import ModelServer, Servable, load_servable
 
@@ -138,6 +139,58 @@ def test_one_round_is_planned_by_settings_and_size_and_answered_in_order(pad):
                                                                             (1, 2), (1, 1)]
 
 
+def test_spread_halves_the_largest_merged_calls_between_requests_while_threads_would_idle():
+    def calls_of(*row_counts, settings=None):
+        """Calls of `plan` for requests of these numbers of prompts, greedy unless `settings`."""
+        requests = [Request("generate", None, generate_arrays([f"p{i}"] * n, **(settings or {})))
+                    for i, n in enumerate(row_counts)]
+        return plan(requests, max_batch_size=64)
+
+    def shape(calls):
+        return [[request.rows for request in call] for call in calls]
+
+    eight = calls_of(*[1] * 8)
+    assert shape(spread(eight, 1)) == [[1] * 8]
+    assert shape(spread(eight, 2)) == [[1] * 4, [1] * 4]
+    assert shape(spread(eight, 4)) == [[1, 1]] * 4
+    assert shape(spread(eight, 8)) == [[1, 1]] * 4  # halves of one prompt are too small
+    assert shape(spread(eight, 4, min_rows=4)) == [[1] * 4, [1] * 4]
+    assert shape(spread(eight, 3)) == [[1, 1], [1, 1], [1] * 4]  # the largest first
+    assert shape(spread(calls_of(*[1] * 7), 2)) == [[1] * 3, [1] * 4]
+    assert shape(spread(calls_of(3, 1, 1, 3), 2)) == [[3, 1], [1, 3]]
+    assert shape(spread(calls_of(5, 1, 1, 1), 2)) == [[5], [1, 1, 1]]
+    assert shape(spread(calls_of(1, 1, 1), 2)) == [[1, 1, 1]]
+    assert shape(spread(calls_of(8), 2)) == [[8]]  # one request: nothing to cut between
+    # A seeded draw runs alone; the merged group after it is halved in its place.
+    mixed = calls_of(1, settings=dict(temperature=0.5, seed=3)) + eight
+    assert [[r.arrays["prompts"][0].decode() for r in call] for call in spread(mixed, 3)] == [
+        ["p0"], ["p0", "p1", "p2", "p3"], ["p4", "p5", "p6", "p7"]]
+
+
+def test_with_two_threads_the_halves_of_a_round_run_at_once_and_answer_each_request():
+    both_in = threading.Barrier(2, timeout=30)  # passes only while two calls run at the same time
+
+    class TwoAtOnce(FakeGenerate):
+        def __call__(self, arrays):
+            if arrays["prompts"].tolist() != [b"first"]:
+                both_in.wait()
+            return super().__call__(arrays)
+
+    fake, batcher = TwoAtOnce(), RequestBatcher(max_batch_size=16, batch_timeout_ms=0, batch_threads=2)
+    requests = [generate_arrays([f"q{i}"]) for i in range(8)]
+    answers = answers_of_one_round(batcher, fake, requests)
+    assert batcher.stop(30) and not batcher.running
+    assert [answer["text"].tolist() for answer in answers] == [[f"q{i}|4|0.0"] for i in range(8)]
+    # Each request gets its row of its half: the halves hold q0-q3 and q4-q7.
+    assert [answer["num_tokens"].tolist() for answer in answers] == [[i % 4] for i in range(8)]
+    assert sorted(fake.calls[1:]) == [[f"q{i}" for i in range(4)], [f"q{i}" for i in range(4, 8)]]
+    stats = batcher.stats()
+    assert (stats["batch_threads"], stats["batches"], stats["merged_batches"], stats["max_batch_rows"]) == (2, 3, 2, 4)
+    assert default_batch_threads() == len(os.sched_getaffinity(0))  # no GPU here: one per core
+    with pytest.raises(ValueError, match="batch_threads must be an integer >= 1. Received: batch_threads=0"):
+        RequestBatcher(max_batch_size=8, batch_threads=0)
+
+
 def test_a_failing_merged_call_falls_back_to_one_call_per_request():
     fake, batcher = FakeGenerate(), RequestBatcher(max_batch_size=8, batch_timeout_ms=0)
     answers = answers_of_one_round(batcher, fake, [generate_arrays(["ok1"]), generate_arrays(["bad"]),
@@ -188,8 +241,9 @@ def test_without_batching_each_request_runs_alone_and_at_once():
 def server(export_dir):
     # The 16 concurrent requests below arrive within the long wait, and hold fewer prompts than a
     # call may: they are planned as one round, each group in one call, whatever their order.
+    # Two threads: the calls of that round run two at a time.
     with ModelServer(load_servable(export_dir), "127.0.0.1", 0, max_body_bytes=4096, max_batch_size=32,
-                     max_new_tokens=8, batch_timeout_ms=500) as server:
+                     max_new_tokens=8, batch_timeout_ms=500, batch_threads=2) as server:
         yield server
 
 
@@ -257,7 +311,8 @@ def test_the_stats_path_counts_the_calls(server):
     assert [(b["requests"], b["rows"], b["padding_rows"]) for b in last_two] == [(1, 1, 0), (1, 2, 0)]
     assert sum(int(size) * count for size, count in after["batch_requests_histogram"].items()) == after["requests"]
     assert after["queue_length"] == 0
-    assert (after["batching"], after["batch_timeout_ms"], after["max_batch_size"]) == (True, 500, 32)
+    assert (after["batching"], after["batch_timeout_ms"], after["max_batch_size"], after["batch_threads"]) == (
+        True, 500, 32, 2)
     for path, method in (("/statistics", None), ("/stats", "POST"), ("/versions/2/stats", None)):
         assert request(url + path, b"{}" if method else None, method)[0] == 404
     assert request(f"{server.url}/v1/models/other/stats")[0] == 404
@@ -303,12 +358,15 @@ def test_stopping_lets_the_running_and_queued_generate_requests_finish():
 
 def test_batching_flags(export_dir, capsys):
     args = cli.build_parser().parse_args(["serve", "--model", "exports/x"])
-    assert (args.batch_timeout_ms, args.no_batching) == (5, False)
-    args = cli.build_parser().parse_args(["serve", "--model", "exports/x", "--batch-timeout-ms", "0", "--no-batching"])
-    assert (args.batch_timeout_ms, args.no_batching) == (0, True)
-    for value, message in (("-1", "argument --batch-timeout-ms: -1 is not a wait in milliseconds (0-60000"),
-                           ("60001", "argument --batch-timeout-ms: 60001 is not a wait in milliseconds"),
-                           ("2.5", "argument --batch-timeout-ms: invalid milliseconds value: '2.5'")):
-        assert cli.main(["serve", "--model", export_dir, "--batch-timeout-ms", value]) == 2
+    assert (args.batch_timeout_ms, args.no_batching, args.num_batch_threads) == (5, False, None)
+    args = cli.build_parser().parse_args(["serve", "--model", "exports/x", "--batch-timeout-ms", "0", "--no-batching",
+                                          "--num-batch-threads", "3"])
+    assert (args.batch_timeout_ms, args.no_batching, args.num_batch_threads) == (0, True, 3)
+    for flag, value, message in (
+            ("--batch-timeout-ms", "-1", "argument --batch-timeout-ms: -1 is not a wait in milliseconds (0-60000"),
+            ("--batch-timeout-ms", "60001", "argument --batch-timeout-ms: 60001 is not a wait in milliseconds"),
+            ("--batch-timeout-ms", "2.5", "argument --batch-timeout-ms: invalid milliseconds value: '2.5'"),
+            ("--num-batch-threads", "0", "argument --num-batch-threads: 0 is not a number of threads (1-1024)")):
+        assert cli.main(["serve", "--model", export_dir, flag, value]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and err.startswith("tfllm serve: error: ") and message in err
