@@ -32,11 +32,11 @@ one core, so two half calls on two cores end sooner than one whole call (gpt-tin
 all the weights again, so where weight reads dominate (a large model) `batch_threads=1` keeps
 calls whole. A merged call is padded up to the next size of `batch_sizes(max_batch_size)`
 (powers of two, and `max_batch_size` itself) with copies of its first prompt, whose answers are
-dropped: XLA compiles the decoding loop once per batch size, and
-the padding bounds how many sizes a server ever compiles. If a merged call fails (say one
-prompt the tokenizer refuses), each of its requests runs again alone and gets its own answer or
-error. `batching=False` (`tfllm serve --no-batching`) runs every request alone, in the thread
-that received it, as soon as it arrives; the statistics are kept either way.
+dropped: XLA compiles the decoding loop once per batch size, and the padding bounds how many
+sizes a server ever compiles. If a merged call fails (say one prompt the tokenizer refuses),
+each of its requests runs again alone and gets its own answer or error. `batching=False`
+(`tfllm serve --no-batching`) runs every request alone, in the thread that received it, as soon
+as it arrives; the statistics are kept either way.
 """
 
 import collections
@@ -52,8 +52,8 @@ import numpy as np
 
 GENERATE_INPUTS = ("prompts", "max_new_tokens", "temperature", "top_k", "top_p", "seed")
 DEFAULT_TIMEOUT_MS = 5
-# The fewest prompts either half of a merged call may hold when it is halved across threads:
-# a call of one prompt gains nothing from the batch.
+# The fewest prompts either half of a merged call may hold when it is halved across threads: a
+# half of one prompt would read all the weights for a single row.
 MIN_SPLIT_ROWS = 2
 # The calls `stats()` lists one by one.
 RECENT_BATCHES = 50
