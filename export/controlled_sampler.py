@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfllm.samplers import Sampler
+from tfllm.samplers.sampler import Sampler, most_probable
 from tfllm.samplers.validation import MAX_SEED
 
 
@@ -52,7 +52,7 @@ class ControlledSampler(Sampler):
         logits = tf.cast(logits, tf.float32)
         # The argmax of the softmax, as `GreedySampler` takes it: two logits that round to
         # the same probability then tie the same way in both.
-        greedy = lambda: tf.argmax(tf.nn.softmax(logits, axis=-1), axis=-1, output_type=tf.int32)  # noqa: E731
+        greedy = lambda: most_probable(tf.nn.softmax(logits, axis=-1))  # noqa: E731
         return tf.cond(self.temperature > 0, lambda: self.draw(logits, seed), greedy)
 
     def draw(self, logits, seed):

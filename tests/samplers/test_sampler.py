@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfllm.samplers import BeamSampler, GreedySampler, RandomSampler, Sampler, TopKSampler, TopPSampler
+from tfllm.samplers.sampler import most_probable
 
 
 def test_next_is_called_with_the_position_to_fill_and_predicts_it_from_the_previous_token():
@@ -161,6 +162,22 @@ def test_xla_greedy_equals_the_graph_loop_and_xla_sampling_is_reproducible(
         np.testing.assert_array_equal(first[mask.numpy()], prompt.numpy()[mask.numpy()])
         if isinstance(sampler, GreedySampler):
             np.testing.assert_array_equal(first, expected)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_most_probable_is_the_lowest_index_of_each_rows_maximum(jit_compile):
+    rng = np.random.default_rng(0)
+    # Few distinct values, so most rows tie for their maximum, some at several indices.
+    values = rng.integers(0, 4, size=(8, 4099)).astype(np.float32)
+    values[:, :5] = [[2, 9, 9, 1, 9]] * 8  # one maximum tied at 1, 2 and 4 in every row...
+    values[1:, :5] = 0  # ...and in the other rows among the random values
+    values[3] = 1.0  # every index ties
+    values[5, 4098] = 7.0  # alone, at the last index
+    choose = tf.function(most_probable, jit_compile=jit_compile)
+    np.testing.assert_array_equal(choose(tf.constant(values)), np.argmax(values, axis=-1))
+    assert choose(tf.constant(values))[3] == 0 and choose(tf.constant(values))[5] == 4098
+    nan_row = np.full((1, 6), np.nan, np.float32)
+    assert 0 <= int(choose(tf.constant(nan_row))[0]) < 6
 
 
 @pytest.mark.parametrize(

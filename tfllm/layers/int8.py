@@ -16,7 +16,7 @@ decoding loop (`_xla_product`).
 
 import tensorflow as tf
 
-from tfllm.layers.xla_context import compiling_with_xla
+from tfllm.xla_context import compiling_with_xla
 
 INT8_MAX = 127.0
 

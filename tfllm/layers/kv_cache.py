@@ -9,7 +9,7 @@ stack or slice of the whole cache. A model's cache is a tuple of these pairs, on
 import tensorflow as tf
 from keras import ops
 
-from tfllm.layers.xla_context import compiling_with_xla
+from tfllm.xla_context import compiling_with_xla
 
 
 def empty_cache(batch_size, num_key_value_heads, max_length, head_dim, dtype):

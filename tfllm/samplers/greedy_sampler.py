@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfllm.samplers.sampler import Sampler
+from tfllm.samplers.sampler import Sampler, most_probable
 
 
 class GreedySampler(Sampler):
@@ -25,7 +25,7 @@ class GreedySampler(Sampler):
         super().__init__(temperature=1.0, seed=None)
 
     def get_next_token(self, probabilities, seed):
-        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return most_probable(probabilities)
 
     def base_seed(self):
         # Nothing is drawn, so no random op is put in the graph.

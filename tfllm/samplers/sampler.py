@@ -3,6 +3,25 @@
 import tensorflow as tf
 
 from tfllm.samplers.validation import MAX_SEED, check_seed, check_temperature
+from tfllm.xla_context import compiling_with_xla
+
+
+def most_probable(values):
+    """int32 (batch,): the index of the largest entry of each row of `values` (batch, vocab),
+    the lowest index on ties.
+
+    In graph mode this is `tf.argmax`, one kernel. Under XLA, `tf.argmax` becomes a reduction
+    over (value, index) pairs that the CPU runs an element at a time (8 rows of 4096 logits:
+    47 us a step, 556 us at 50257), while the maximum and then the lowest index holding it are
+    two plain reductions (9 and 126 us).
+    """
+    if not compiling_with_xla():
+        return tf.argmax(values, axis=-1, output_type=tf.int32)
+    size = tf.shape(values)[-1]
+    best = tf.reduce_max(values, axis=-1, keepdims=True)
+    first = tf.reduce_min(tf.where(values == best, tf.range(size), size), axis=-1)
+    # A row of NaNs holds no maximum: keep its token an id of the vocabulary.
+    return tf.minimum(first, size - 1)
 
 
 class Sampler:
@@ -121,7 +140,7 @@ class Sampler:
     def choose_token(self, logits, seed):
         """int32 (batch,) tokens for `logits` (batch, vocab); temperature 0 is greedy."""
         if self.temperature == 0:
-            return tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return most_probable(logits)
         probabilities = self.compute_probabilities(logits)
         return tf.cast(self.get_next_token(probabilities, seed=seed), tf.int32)
 
@@ -131,7 +150,7 @@ class Sampler:
         `seed` is the int32 (2,) stateless seed of this step. The base choice is the most
         probable token; sampling subclasses override this method.
         """
-        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return most_probable(probabilities)
 
     def base_seed(self):
         """int32 scalar: the configured seed, or a fresh one per call when it is None."""

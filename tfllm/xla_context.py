@@ -1,4 +1,5 @@
-"""Whether the function being traced is compiled by XLA: layers pick the ops each mode runs fastest."""
+"""Whether the function being traced is compiled by XLA: layers and samplers pick the ops each mode
+runs fastest."""
 
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
