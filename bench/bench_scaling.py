@@ -59,6 +59,7 @@ from bench_train_throughput import (  # noqa: E402
 )
 from tfllm import distribute  # noqa: E402
 from tfllm.flops import measure_cpu_flops, training_flops_per_token  # noqa: E402
+from tfllm.precision import global_policy  # noqa: E402
 
 CONFIG = CONFIGS["small"]
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -84,13 +85,9 @@ def compile_for_cell(model, jit_compile, steps_per_execution):
 
 
 def build(kind, strategy, precision, jit_compile, steps_per_execution):
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        with strategy.scope():
-            model = build_tfllm(CONFIG) if kind == "tfllm" else build_kerashub(CONFIG)
-            return compile_for_cell(model, jit_compile, steps_per_execution)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    with global_policy(precision), strategy.scope():
+        model = build_tfllm(CONFIG) if kind == "tfllm" else build_kerashub(CONFIG)
+        return compile_for_cell(model, jit_compile, steps_per_execution)
 
 
 def measure_peaks():

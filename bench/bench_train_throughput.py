@@ -38,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfllm.models.causal_lm import CausalLM  # noqa: E402
 from tfllm.models.gpt_backbone import GPTBackbone  # noqa: E402
+from tfllm.precision import global_policy  # noqa: E402
 from bench_common import write_atomically  # noqa: E402
 
 CONFIGS = {
@@ -128,8 +129,7 @@ def run_cell(name, precision, jit_compile, quick):
     cfg = CONFIGS[name]
     warmup, steps, rounds = (QUICK_STEPS if quick else STEPS)[name]
     keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with global_policy(precision):
         models = {
             "tfllm": compile_model(build_tfllm(cfg), jit_compile),
             "kerashub": compile_model(build_kerashub(cfg), jit_compile),
@@ -141,8 +141,6 @@ def run_cell(name, precision, jit_compile, quick):
         for _ in range(rounds):
             for key, model in models.items():
                 results[key].append(tokens_per_second(model, dataset, steps, cfg))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     row = {"config": name, "precision": precision, "jit": jit_compile, "rounds": results}
     for key, timings in results.items():
         row[key] = statistics.median(wall for wall, _ in timings)

@@ -26,28 +26,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
-def port(text):
-    """A TCP port number; `socket` would quietly take 99999 as 99999 % 65536."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks a free one)")
-    return value
+def bounded_int(name, low, high, what, note=""):
+    """An argparse type: an int in [low, high], else the line "VALUE is not WHAT (LOW-HIGH NOTE)".
+    `name` is what argparse calls a value it cannot read as an int ("invalid NAME value")."""
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not {what} ({low}-{high}{note})")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def milliseconds(text):
-    """A wait in whole milliseconds, 0 to a minute."""
-    value = int(text)
-    if not 0 <= value <= 60_000:
-        raise argparse.ArgumentTypeError(f"{value} is not a wait in milliseconds (0-60000; 0 waits for nothing)")
-    return value
-
-
-def thread_count(text):
-    """A number of threads, 1 to 1024."""
-    value = int(text)
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"{value} is not a number of threads (1-1024)")
-    return value
+# `socket` would quietly take port 99999 as 99999 % 65536.
+port = bounded_int("port", 0, 65535, "a port number", "; 0 picks a free one")
+milliseconds = bounded_int("milliseconds", 0, 60_000, "a wait in milliseconds", "; 0 waits for nothing")
+thread_count = bounded_int("thread_count", 1, 1024, "a number of threads")
 
 
 def resolve_config_path(name):

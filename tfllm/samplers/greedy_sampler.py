@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfllm.samplers.sampler import Sampler, most_probable
+from tfllm.samplers.sampler import Sampler
 
 
 class GreedySampler(Sampler):
@@ -23,9 +23,6 @@ class GreedySampler(Sampler):
 
     def __init__(self):
         super().__init__(temperature=1.0, seed=None)
-
-    def get_next_token(self, probabilities, seed):
-        return most_probable(probabilities)
 
     def base_seed(self):
         # Nothing is drawn, so no random op is put in the graph.
